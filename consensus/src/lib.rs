@@ -1,0 +1,58 @@
+//! Ordinal's protocol core: PBFT as a deterministic, sans-IO state machine, and the simulator
+//! that tests it.
+//!
+//! **Promise:** nothing in this crate performs I/O, reads a clock, spawns a thread or draws OS
+//! randomness. Time comes in as an argument, timers go out through
+//! [`Protocol::poll_timeout`], and everything the world must do comes out as [`Action`]s. Given
+//! the same inputs, a replica produces the same outputs. (The crate's dependencies are
+//! cryptography and serialisation only; see its `Cargo.toml`.)
+//!
+//! A host drives a replica like this:
+//!
+//! ```
+//! use std::time::Duration;
+//! use ordinal_consensus::{pbft::Replica, Action, Input, Protocol, ProtocolConfig};
+//! use ordinal_crypto::{Committee, Digest, KeyPair, ReplicaId};
+//!
+//! let keys: Vec<KeyPair> = (1..=4u8).map(|i| KeyPair::from_seed([i; 32])).collect();
+//! let publics: Vec<_> = keys.iter().map(|k| k.public()).collect();
+//! let committee = Committee::equal_weights(Digest::of(b"doc"), &publics).unwrap();
+//! let key = KeyPair::from_seed([1; 32]);
+//! let mut replica = Replica::new(ReplicaId(0), key, committee, ProtocolConfig::default(), Duration::ZERO);
+//!
+//! let now = Duration::from_millis(5);
+//! replica.handle(now, Input::Timeout).unwrap();
+//! for action in replica.drain_actions() {
+//!     match action {
+//!         Action::PersistSafety(_) => { /* write and sync before anything after it */ }
+//!         Action::Send { .. } | Action::Broadcast { .. } => { /* hand to the transport */ }
+//!         Action::PersistBatch(_) => { /* store; then feed Input::Persisted */ }
+//!         Action::Reply { .. } => { /* build a receipt for the client */ }
+//!         Action::ServeBatches { .. } => { /* read stored batches, send Message::Batches */ }
+//!     }
+//! }
+//! let _next_wakeup = replica.poll_timeout();
+//! ```
+#![warn(missing_docs)]
+
+pub mod batch;
+pub mod config;
+pub mod error;
+pub mod io;
+pub mod leader;
+pub mod messages;
+pub mod pbft;
+pub mod quorum;
+pub mod receipt;
+pub mod request;
+pub mod safety;
+pub mod sim;
+
+pub use batch::{Batch, CommittedBatch};
+pub use config::{ProtocolConfig, RequestAuth};
+pub use error::Invalid;
+pub use io::{Action, Footprint, Input, Protocol, Status, Time};
+pub use messages::{Message, VerifiedMessage};
+pub use receipt::Receipt;
+pub use request::{ClientId, Position, Request, RequestKey};
+pub use safety::{SafetyState, SafetyUpdate};

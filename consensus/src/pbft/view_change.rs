@@ -1,0 +1,299 @@
+//! View changes (PBFT 4.4) and the liveness rules of 4.5.2.
+
+use ordinal_crypto::{Signed, Verified};
+
+use super::{Replica, SlotProposal, ViewChanging};
+use crate::batch::Batch;
+use crate::error::Invalid;
+use crate::messages::{Message, NewView, StableCheckpoint, ViewChange};
+use crate::safety::SafetyUpdate;
+
+/// What a NEW-VIEW's quorum of VIEW-CHANGE messages implies: the checkpoint to start from and
+/// the batch to re-propose at every sequence number above it. A pure function of the messages,
+/// so the primary and every backup compute the same plan. PBFT 4.4, the computation of O.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewViewPlan {
+    /// The highest stable checkpoint reported (min-s).
+    pub stable: StableCheckpoint,
+    /// (seq, batch) for every seq in (min-s, max-s]: the batch of the highest-view prepared
+    /// certificate reported for it, or an empty batch where none was.
+    pub proposals: Vec<(u64, Batch)>,
+}
+
+impl NewViewPlan {
+    /// Computes the plan from verified VIEW-CHANGE bodies.
+    pub fn compute<'a, I>(view_changes: I) -> NewViewPlan
+    where
+        I: IntoIterator<Item = &'a ViewChange> + Clone,
+    {
+        let stable = view_changes
+            .clone()
+            .into_iter()
+            .map(|vc| &vc.stable)
+            .max_by_key(|s| s.seq)
+            .cloned()
+            .unwrap_or_else(StableCheckpoint::genesis);
+        let max_seq = view_changes
+            .clone()
+            .into_iter()
+            .flat_map(|vc| vc.prepared.iter().map(|p| p.seq()))
+            .max()
+            .unwrap_or(0)
+            .max(stable.seq);
+        let mut proposals = Vec::new();
+        for seq in stable.seq + 1..=max_seq {
+            let mut best: Option<&crate::messages::PreparedProof> = None;
+            for vc in view_changes.clone() {
+                for proof in vc.prepared.iter().filter(|p| p.seq() == seq) {
+                    if best.is_none_or(|b| proof.view() > b.view()) {
+                        best = Some(proof);
+                    }
+                }
+            }
+            proposals.push((seq, best.map(|p| p.batch.clone()).unwrap_or_default()));
+        }
+        NewViewPlan { stable, proposals }
+    }
+}
+
+impl Replica {
+    /// Moves to `new_view` and multicasts VIEW-CHANGE (PBFT 4.4). The replica stops accepting
+    /// messages of lower views; the move is durable before the message leaves.
+    pub(super) fn start_view_change(&mut self, new_view: u64) {
+        if new_view <= self.view {
+            return;
+        }
+        self.view = new_view;
+        self.failed_views = self.failed_views.saturating_add(1);
+        self.view_changes_total += 1;
+        self.changing = Some(ViewChanging {
+            quorum_since: None,
+            new_view_sent: false,
+        });
+        self.slots.clear();
+        self.requeue_pending();
+        self.views_seen.retain(|_, view| *view > new_view);
+        self.persist(SafetyUpdate::EnterView {
+            view: new_view,
+            changing: true,
+        });
+        self.broadcast_view_change();
+        // A quorum may already be waiting for us.
+        self.check_view_change_quorum();
+    }
+
+    pub(super) fn broadcast_view_change(&mut self) {
+        let stable_seq = self.stable.seq;
+        let body = ViewChange {
+            new_view: self.view,
+            stable: self.stable.clone(),
+            prepared: self
+                .prepared
+                .range(stable_seq + 1..)
+                .map(|(_, p)| p.clone())
+                .collect(),
+        };
+        let signed = self.sign(body);
+        self.view_change_msgs
+            .insert(self.id, Verified::new_unchecked_own(signed.clone()));
+        self.broadcast(Message::ViewChange(signed));
+    }
+
+    /// Requests not yet executed go back in the queue, in arrival order, for the next primary.
+    fn requeue_pending(&mut self) {
+        self.queue.clear();
+        for key in self.arrivals.values() {
+            if let Some(pending) = self.pending.get_mut(key) {
+                pending.proposed = false;
+                self.queue.push_back(*key);
+            }
+        }
+        self.batch_deadline = None;
+    }
+
+    pub(super) fn on_view_change(&mut self, vc: Verified<ViewChange>) -> Result<(), Invalid> {
+        let target = vc.body().new_view;
+        let from = vc.signer();
+        if from == self.id {
+            return Ok(());
+        }
+        if target < self.view || (target == self.view && self.changing.is_none()) {
+            // The sender is behind: the NEW-VIEW we hold proves where the cluster went.
+            if let Some(new_view) = &self.last_new_view {
+                if new_view.body.view >= target {
+                    let message = Message::NewView(new_view.clone());
+                    self.send(from, message);
+                }
+            }
+            return Err(Invalid::Stale);
+        }
+        if let Some(existing) = self.view_change_msgs.get(&from) {
+            if existing.body().new_view > target || existing.body() == vc.body() {
+                return Ok(());
+            }
+        }
+        // One message per replica, its latest: memory stays at n messages.
+        self.view_change_msgs.insert(from, vc);
+
+        // PBFT 4.5.2: once replicas holding more than F weight want views above ours, at least
+        // one correct replica does; join the smallest such view.
+        let current = self.view;
+        let ahead: Vec<(ordinal_crypto::ReplicaId, u64)> = self
+            .view_change_msgs
+            .iter()
+            .filter(|(_, vc)| vc.body().new_view > current)
+            .map(|(id, vc)| (*id, vc.body().new_view))
+            .collect();
+        if self.committee.includes_correct(ahead.iter().map(|(id, _)| *id)) {
+            if let Some(smallest) = ahead.iter().map(|(_, view)| *view).min() {
+                self.start_view_change(smallest);
+            }
+        }
+        self.check_view_change_quorum();
+        Ok(())
+    }
+
+    /// With a quorum of VIEW-CHANGE messages for the target view, the view-change timer
+    /// starts, and the new primary sends NEW-VIEW.
+    pub(super) fn check_view_change_quorum(&mut self) {
+        let Some(changing) = self.changing else {
+            return;
+        };
+        let view = self.view;
+        let signers = self
+            .view_change_msgs
+            .iter()
+            .filter(|(_, vc)| vc.body().new_view == view)
+            .map(|(id, _)| *id);
+        if !self.committee.is_quorum(signers) {
+            return;
+        }
+        if changing.quorum_since.is_none() {
+            self.changing = Some(ViewChanging {
+                quorum_since: Some(self.now),
+                ..changing
+            });
+        }
+        if self.is_primary() && !changing.new_view_sent {
+            let view_changes: Vec<Signed<ViewChange>> = self
+                .view_change_msgs
+                .values()
+                .filter(|vc| vc.body().new_view == view)
+                .map(|vc| vc.signed().clone())
+                .collect();
+            let new_view = self.sign(NewView { view, view_changes });
+            self.broadcast(Message::NewView(new_view.clone()));
+            self.enter_new_view(new_view);
+        }
+    }
+
+    pub(super) fn on_new_view(&mut self, new_view: Verified<NewView>) -> Result<(), Invalid> {
+        let view = new_view.body().view;
+        if view < self.view || (view == self.view && self.changing.is_none()) {
+            return Err(Invalid::Stale);
+        }
+        self.enter_new_view(new_view.into_signed());
+        Ok(())
+    }
+
+    /// PBFT 4.4: adopt the view, its checkpoint, and its re-proposals, which are then prepared
+    /// like any PRE-PREPARE.
+    fn enter_new_view(&mut self, new_view: Signed<NewView>) {
+        let view = new_view.body.view;
+        let plan = NewViewPlan::compute(new_view.body.view_changes.iter().map(|vc| &vc.body));
+        if view > self.view && self.changing.is_none() {
+            // Jumping straight from normal operation (we were cut off): requests go back in line.
+            self.requeue_pending();
+            self.view_changes_total += 1;
+        }
+        self.view = view;
+        self.changing = None;
+        self.last_new_view = Some(new_view);
+        self.last_progress = self.now;
+        self.slots.clear();
+        self.view_change_msgs.retain(|_, vc| vc.body().new_view > view);
+        self.views_seen.retain(|_, seen| *seen > view);
+        self.persist(SafetyUpdate::EnterView {
+            view,
+            changing: false,
+        });
+        self.make_stable(plan.stable);
+        let mut highest = self.stable.seq;
+        for (seq, batch) in plan.proposals {
+            highest = highest.max(seq);
+            if seq <= self.stable.seq {
+                continue;
+            }
+            let digest = batch.digest();
+            self.slots.entry(seq).or_default().proposal = Some(SlotProposal {
+                digest,
+                batch,
+                signed: None,
+            });
+            self.send_prepare(seq, digest, true);
+            self.check_prepared(seq);
+        }
+        self.next_seq = highest.max(self.last_executed) + 1;
+        if self.is_primary() && !self.queue.is_empty() {
+            self.batch_deadline = Some(self.now);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::messages::{PrepareVote, PreparedProof};
+    use crate::request::Request;
+    use ordinal_crypto::{Certificate, Committee, Digest, KeyPair, ReplicaId};
+
+    fn proof(keys: &[KeyPair], committee: &Committee, view: u64, seq: u64, tag: u8) -> PreparedProof {
+        let batch = Batch {
+            requests: vec![Request::unsigned(keys[0].public(), tag as u64, vec![tag])],
+        };
+        let statement = PrepareVote {
+            view,
+            seq,
+            digest: batch.digest(),
+        };
+        let votes: Vec<_> = (0..3)
+            .map(|i| {
+                Signed::sign(statement, ReplicaId(i as u16), &keys[i], committee)
+                    .verify(committee)
+                    .unwrap()
+            })
+            .collect();
+        PreparedProof {
+            certificate: Certificate::from_votes(statement, 0, &votes),
+            batch,
+        }
+    }
+
+    /// Table test of the O computation: highest view wins per seq, gaps become empty batches.
+    #[test]
+    fn plan_takes_highest_view_and_fills_gaps() {
+        let keys: Vec<KeyPair> = (1..=4u8).map(|i| KeyPair::from_seed([i; 32])).collect();
+        let publics: Vec<_> = keys.iter().map(|k| k.public()).collect();
+        let committee = Committee::equal_weights(Digest::of(b"vc"), &publics).unwrap();
+        let vc = |prepared: Vec<PreparedProof>| ViewChange {
+            new_view: 5,
+            stable: StableCheckpoint::genesis(),
+            prepared,
+        };
+        let a = vc(vec![
+            proof(&keys, &committee, 1, 1, 1),
+            proof(&keys, &committee, 1, 3, 3),
+        ]);
+        let b = vc(vec![proof(&keys, &committee, 2, 1, 11)]);
+        let c = vc(vec![]);
+        let plan = NewViewPlan::compute([&a, &b, &c]);
+        assert_eq!(plan.stable.seq, 0);
+        let seqs: Vec<u64> = plan.proposals.iter().map(|(s, _)| *s).collect();
+        assert_eq!(seqs, vec![1, 2, 3]);
+        assert_eq!(plan.proposals[0].1, b.prepared[0].batch, "view 2 beats view 1");
+        assert!(plan.proposals[1].1.requests.is_empty(), "gap is a null batch");
+        assert_eq!(plan.proposals[2].1, a.prepared[1].batch);
+        let empty = NewViewPlan::compute([&c]);
+        assert!(empty.proposals.is_empty());
+    }
+}

@@ -1,0 +1,321 @@
+//! Client requests, their authentication, and the table that orders each request at most once.
+
+use std::collections::{BTreeMap, HashMap};
+
+use ordinal_crypto::{verify_signatures, Digest, PublicKey, Signature, SignatureCheck, VerifyingKey};
+use serde::{Deserialize, Serialize};
+
+use crate::config::{ProtocolConfig, RequestAuth};
+use crate::error::Invalid;
+
+/// A client's identity: its ed25519 public key. In unsigned mode it is whatever the transport
+/// authenticated the connection as.
+pub type ClientId = PublicKey;
+
+const REQUEST_DOMAIN: &[u8] = b"ordinal/request/v1";
+
+/// One client transaction: opaque bytes with the client's id and a per-client nonce.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Request {
+    /// Who sent it.
+    pub client: ClientId,
+    /// Chosen by the client, unique per client for distinct transactions; a retry reuses it.
+    pub nonce: u64,
+    /// The transaction.
+    #[serde(with = "serde_bytes")]
+    pub payload: Vec<u8>,
+    /// The client's signature over (nonce, payload digest), required in signed mode.
+    pub signature: Option<Signature>,
+}
+
+/// The bytes a client signs: domain tag, cluster id, nonce and the payload's digest (so the
+/// signature cost does not grow with the payload).
+pub fn request_signing_bytes(cluster_id: &Digest, nonce: u64, payload_digest: &Digest) -> Vec<u8> {
+    let mut out = Vec::with_capacity(REQUEST_DOMAIN.len() + 72);
+    out.extend_from_slice(REQUEST_DOMAIN);
+    out.extend_from_slice(cluster_id.as_bytes());
+    out.extend_from_slice(&nonce.to_le_bytes());
+    out.extend_from_slice(payload_digest.as_bytes());
+    out
+}
+
+impl Request {
+    /// A signed request.
+    pub fn signed(key: &ordinal_crypto::KeyPair, cluster_id: &Digest, nonce: u64, payload: Vec<u8>) -> Self {
+        let digest = Digest::of(&payload);
+        let signature = key.sign_raw(&request_signing_bytes(cluster_id, nonce, &digest));
+        Request {
+            client: key.public(),
+            nonce,
+            payload,
+            signature: Some(signature),
+        }
+    }
+
+    /// An unsigned request, for clients authenticated by their connection.
+    pub fn unsigned(client: ClientId, nonce: u64, payload: Vec<u8>) -> Self {
+        Request {
+            client,
+            nonce,
+            payload,
+            signature: None,
+        }
+    }
+
+    /// SHA3-256 of the payload alone: what `ordinal submit` prints and receipts name.
+    pub fn payload_digest(&self) -> Digest {
+        Digest::of(&self.payload)
+    }
+
+    /// The digest of the whole request (client, nonce, payload, signature): the Merkle leaf that
+    /// a receipt proves.
+    pub fn digest(&self) -> Digest {
+        let sig: &[u8] = match &self.signature {
+            Some(s) => &s.0,
+            None => &[],
+        };
+        Digest::of_parts(&[
+            b"ordinal/request-leaf/v1",
+            &self.client.0,
+            &self.nonce.to_le_bytes(),
+            self.payload_digest().as_bytes(),
+            sig,
+        ])
+    }
+
+    /// The key under which the request is ordered at most once. Signed mode: (client, nonce),
+    /// because only the client can sign for its nonce. Unsigned mode: (client, nonce, payload
+    /// digest), because anyone who can reach the primary (a Byzantine primary included) could
+    /// otherwise put garbage under another client's nonce and suppress the real request.
+    pub fn key(&self, auth: RequestAuth) -> RequestKey {
+        RequestKey {
+            client: self.client,
+            nonce: self.nonce,
+            payload: match auth {
+                RequestAuth::Signed => None,
+                RequestAuth::Unsigned => Some(self.payload_digest()),
+            },
+        }
+    }
+
+    /// Encoded size, for batch limits.
+    pub fn wire_size(&self) -> usize {
+        // client + nonce + length prefix + payload + signature tag and bytes.
+        32 + 10 + 5 + self.payload.len() + 65
+    }
+
+    /// Checks size limits and, in signed mode, that the request carries a signature (the
+    /// signature itself is checked by [`verify_requests`]).
+    pub fn check_shape(&self, config: &ProtocolConfig) -> Result<(), Invalid> {
+        if self.payload.len() > config.max_request_bytes {
+            return Err(Invalid::RequestTooLarge {
+                bytes: self.payload.len(),
+                limit: config.max_request_bytes,
+            });
+        }
+        if config.request_auth == RequestAuth::Signed && self.signature.is_none() {
+            return Err(Invalid::UnsignedRequest);
+        }
+        Ok(())
+    }
+}
+
+/// Verifies the signatures of many requests at once (one batch check). Returns the indexes of
+/// requests whose client key or signature is bad. Does nothing in unsigned mode.
+pub fn verify_requests(requests: &[&Request], cluster_id: &Digest, auth: RequestAuth) -> Vec<usize> {
+    if auth == RequestAuth::Unsigned {
+        return Vec::new();
+    }
+    let mut bad = Vec::new();
+    let mut keys: Vec<(usize, VerifyingKey, Vec<u8>, Signature)> = Vec::with_capacity(requests.len());
+    for (i, r) in requests.iter().enumerate() {
+        match (r.client.decode(), r.signature) {
+            (Ok(key), Some(signature)) => {
+                let bytes = request_signing_bytes(cluster_id, r.nonce, &r.payload_digest());
+                keys.push((i, key, bytes, signature));
+            }
+            _ => bad.push(i),
+        }
+    }
+    let checks: Vec<SignatureCheck> = keys
+        .iter()
+        .map(|(_, key, message, signature)| SignatureCheck {
+            key,
+            message,
+            signature,
+        })
+        .collect();
+    bad.extend(verify_signatures(&checks).into_iter().map(|j| keys[j].0));
+    bad.sort_unstable();
+    bad
+}
+
+/// The de-duplication key of a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct RequestKey {
+    /// The client.
+    pub client: ClientId,
+    /// Its nonce.
+    pub nonce: u64,
+    /// The payload digest, in unsigned mode only.
+    pub payload: Option<Digest>,
+}
+
+/// Where a request was ordered: batch sequence number and index inside the batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Position {
+    /// Batch sequence number.
+    pub seq: u64,
+    /// Index in the batch.
+    pub index: u32,
+}
+
+/// What the table says of a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Seen {
+    /// Never ordered: may be ordered now.
+    New,
+    /// Already ordered at this position.
+    Ordered(Position),
+    /// Its nonce fell out of the client's window; it can no longer be told apart from a
+    /// replay, so it is refused.
+    Stale,
+}
+
+#[derive(Clone, Debug, Default)]
+struct ClientWindow {
+    highest_nonce: u64,
+    ordered: BTreeMap<(u64, Option<Digest>), Position>,
+}
+
+/// Per client, the positions of the requests ordered within a sliding window of nonces.
+///
+/// Memory per client is bounded by the window; requests whose nonce is more than the window
+/// below the client's highest ordered nonce are refused as stale. A client that pipelines fewer
+/// than `window` requests at a time never sees that. The table is part of the replicated state:
+/// every correct replica applies the same batches in the same order, so all make the same
+/// decisions.
+#[derive(Clone, Debug)]
+pub struct ClientTable {
+    window: u64,
+    // Unsigned mode can hold several payloads per nonce; cap each client's entries.
+    max_entries: usize,
+    clients: HashMap<ClientId, ClientWindow>,
+}
+
+impl ClientTable {
+    /// An empty table with the given nonce window.
+    pub fn new(window: u64) -> Self {
+        ClientTable {
+            window: window.max(1),
+            max_entries: (window.max(1) as usize).saturating_mul(2),
+            clients: HashMap::new(),
+        }
+    }
+
+    /// Looks a request up without changing anything.
+    pub fn check(&self, key: &RequestKey) -> Seen {
+        let Some(client) = self.clients.get(&key.client) else {
+            return Seen::New;
+        };
+        if client.highest_nonce >= self.window && key.nonce <= client.highest_nonce - self.window {
+            return Seen::Stale;
+        }
+        match client.ordered.get(&(key.nonce, key.payload)) {
+            Some(position) => Seen::Ordered(*position),
+            None => Seen::New,
+        }
+    }
+
+    /// Records an ordered request; returns false (and records nothing) if it was not new.
+    pub fn record(&mut self, key: &RequestKey, position: Position) -> bool {
+        if self.check(key) != Seen::New {
+            return false;
+        }
+        let window = self.window;
+        let max_entries = self.max_entries;
+        let client = self.clients.entry(key.client).or_default();
+        client.ordered.insert((key.nonce, key.payload), position);
+        if key.nonce > client.highest_nonce {
+            client.highest_nonce = key.nonce;
+            if client.highest_nonce >= window {
+                let floor = client.highest_nonce - window;
+                client.ordered = client.ordered.split_off(&(floor + 1, None));
+            }
+        }
+        while client.ordered.len() > max_entries {
+            client.ordered.pop_first();
+        }
+        true
+    }
+
+    /// How many entries the table holds (for the memory bound).
+    pub fn entries(&self) -> usize {
+        self.clients.values().map(|c| c.ordered.len()).sum()
+    }
+
+    /// How many clients it tracks.
+    pub fn clients(&self) -> usize {
+        self.clients.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ordinal_crypto::KeyPair;
+
+    #[test]
+    fn window_orders_once_and_refuses_stale() {
+        let client = KeyPair::from_seed([1; 32]).public();
+        let mut table = ClientTable::new(4);
+        let key = |nonce| RequestKey {
+            client,
+            nonce,
+            payload: None,
+        };
+        let at = |seq| Position { seq, index: 0 };
+        assert!(table.record(&key(1), at(1)));
+        assert!(!table.record(&key(1), at(2)));
+        assert_eq!(table.check(&key(1)), Seen::Ordered(at(1)));
+        for n in 2..=10 {
+            assert!(table.record(&key(n), at(n)));
+        }
+        assert_eq!(table.check(&key(6)), Seen::Stale);
+        assert_eq!(table.check(&key(7)), Seen::Ordered(at(7)));
+        assert!(table.entries() <= 4);
+    }
+
+    #[test]
+    fn unsigned_mode_cannot_be_squatted() {
+        let client = KeyPair::from_seed([1; 32]).public();
+        let real = Request::unsigned(client, 5, b"real".to_vec());
+        let squat = Request::unsigned(client, 5, b"garbage".to_vec());
+        let mut table = ClientTable::new(16);
+        assert!(table.record(&squat.key(RequestAuth::Unsigned), Position { seq: 1, index: 0 }));
+        assert_eq!(table.check(&real.key(RequestAuth::Unsigned)), Seen::New);
+        // In signed mode the same nonce is one slot, which is safe because only the client signs.
+        assert_ne!(
+            table.check(&real.key(RequestAuth::Signed)),
+            Seen::Ordered(Position { seq: 1, index: 0 })
+        );
+    }
+
+    #[test]
+    fn request_signatures() {
+        let cluster = Digest::of(b"c");
+        let key = KeyPair::from_seed([3; 32]);
+        let good = Request::signed(&key, &cluster, 1, b"tx".to_vec());
+        let mut forged = good.clone();
+        forged.payload = b"other".to_vec();
+        let mut other_cluster = Request::signed(&key, &Digest::of(b"d"), 1, b"tx".to_vec());
+        other_cluster.nonce = 1;
+        let unsigned = Request::unsigned(key.public(), 2, b"tx".to_vec());
+        let all = [&good, &forged, &other_cluster, &unsigned];
+        assert_eq!(
+            verify_requests(&all, &cluster, RequestAuth::Signed),
+            vec![1, 2, 3]
+        );
+        assert!(verify_requests(&all, &cluster, RequestAuth::Unsigned).is_empty());
+    }
+}

@@ -1,0 +1,100 @@
+//! The state a replica must keep on disk so that, after a restart, it never contradicts a vote
+//! it already sent. The core emits [`SafetyUpdate`]s; the host makes each durable before it
+//! sends any message that follows it in the same action list, and hands the accumulated
+//! [`SafetyState`] back on restart.
+
+use std::collections::BTreeMap;
+
+use ordinal_crypto::Digest;
+use serde::{Deserialize, Serialize};
+
+use crate::messages::{PreparedProof, StableCheckpoint};
+
+/// One change to the durable safety state.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SafetyUpdate {
+    /// The replica moved to `view` (`changing`: it sent VIEW-CHANGE and awaits NEW-VIEW).
+    /// It will never again act in a lower view.
+    EnterView {
+        /// The view.
+        view: u64,
+        /// Whether a view change is under way.
+        changing: bool,
+    },
+    /// The replica is about to PREPARE `digest` at (view, seq): it may never prepare another
+    /// digest there.
+    Prepare {
+        /// View.
+        view: u64,
+        /// Sequence number.
+        seq: u64,
+        /// Digest voted for.
+        digest: Digest,
+    },
+    /// The replica holds a prepared certificate and is about to COMMIT; the proof must survive
+    /// so that its VIEW-CHANGE messages keep reporting it.
+    Prepared(PreparedProof),
+    /// A new stable checkpoint: records at or below it can be dropped.
+    Stable(StableCheckpoint),
+}
+
+/// Everything the safety updates add up to. Bounded: entries below the stable checkpoint are
+/// pruned, and the protocol only votes inside its window.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SafetyState {
+    /// Highest view entered.
+    pub view: u64,
+    /// Whether that view was still being changed into.
+    pub changing: bool,
+    /// Per sequence number, the latest (view, digest) prepared.
+    pub prepares: BTreeMap<u64, (u64, Digest)>,
+    /// Per sequence number, the highest-view prepared certificate.
+    pub prepared: BTreeMap<u64, PreparedProof>,
+    /// The latest stable checkpoint.
+    pub stable: StableCheckpoint,
+}
+
+impl Default for SafetyState {
+    fn default() -> Self {
+        SafetyState {
+            view: 0,
+            changing: false,
+            prepares: BTreeMap::new(),
+            prepared: BTreeMap::new(),
+            stable: StableCheckpoint::genesis(),
+        }
+    }
+}
+
+impl SafetyState {
+    /// Applies one update.
+    pub fn apply(&mut self, update: &SafetyUpdate) {
+        match update {
+            SafetyUpdate::EnterView { view, changing } => {
+                if *view > self.view || (*view == self.view && !*changing) {
+                    self.view = *view;
+                    self.changing = *changing;
+                }
+            }
+            SafetyUpdate::Prepare { view, seq, digest } => {
+                if *seq > self.stable.seq {
+                    self.prepares.insert(*seq, (*view, *digest));
+                }
+            }
+            SafetyUpdate::Prepared(proof) => {
+                let seq = proof.seq();
+                let newer = self.prepared.get(&seq).is_none_or(|p| p.view() < proof.view());
+                if seq > self.stable.seq && newer {
+                    self.prepared.insert(seq, proof.clone());
+                }
+            }
+            SafetyUpdate::Stable(stable) => {
+                if stable.seq > self.stable.seq {
+                    self.stable = stable.clone();
+                    self.prepares = self.prepares.split_off(&(stable.seq + 1));
+                    self.prepared = self.prepared.split_off(&(stable.seq + 1));
+                }
+            }
+        }
+    }
+}
