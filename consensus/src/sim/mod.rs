@@ -1,1 +1,862 @@
-//! placeholder
+//! A deterministic simulator: n replicas of the real state machine and a few clients in one
+//! thread, with virtual time, a seeded RNG, a faulty network, crash-restarts and Byzantine
+//! replicas, checking the protocol's invariants as it runs.
+//!
+//! The same seed replays the same run exactly: every random choice comes from one ChaCha RNG
+//! seeded from it, and events at equal times run in scheduling order.
+
+mod byzantine;
+mod network;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::time::Duration;
+
+use ordinal_crypto::{Committee, Digest, KeyPair, ReplicaId};
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+pub use byzantine::Behaviour;
+pub use network::{Endpoint, LinkFaults, Traffic};
+
+use crate::batch::CommittedBatch;
+use crate::config::{ProtocolConfig, RequestAuth};
+use crate::io::{Action, Input, Protocol, Time};
+use crate::messages::Message;
+use crate::pbft::Replica;
+use crate::receipt::Receipt;
+use crate::request::{Position, Request, RequestKey};
+use crate::safety::SafetyState;
+use byzantine::{ByzantineState, Signer};
+use network::Network;
+
+/// A replica cut off from the others for a while.
+#[derive(Clone, Copy, Debug)]
+pub struct Isolation {
+    /// Which replica.
+    pub replica: usize,
+    /// From when.
+    pub from: Time,
+    /// Until when.
+    pub until: Time,
+}
+
+/// A replica that crashes and restarts with only what it persisted.
+#[derive(Clone, Copy, Debug)]
+pub struct Crash {
+    /// Which replica.
+    pub replica: usize,
+    /// When it crashes.
+    pub at: Time,
+    /// When it restarts.
+    pub restart_at: Time,
+}
+
+/// One simulation run's set-up.
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    /// The seed everything random derives from.
+    pub seed: u64,
+    /// Number of replicas.
+    pub replicas: usize,
+    /// Protocol parameters.
+    pub protocol: ProtocolConfig,
+    /// Number of clients.
+    pub clients: usize,
+    /// Requests each client submits.
+    pub requests_per_client: usize,
+    /// Requests are submitted at random times in [0, this].
+    pub submit_window: Time,
+    /// A client re-sends a request not answered within this long.
+    pub client_retry: Time,
+    /// Byzantine replicas and their behaviour.
+    pub byzantine: Vec<(usize, Behaviour)>,
+    /// Link faults until `heal_at`.
+    pub link_faults: LinkFaults,
+    /// Isolations (all end by `heal_at`).
+    pub isolations: Vec<Isolation>,
+    /// Crash-restarts (all restarted by `heal_at`).
+    pub crashes: Vec<Crash>,
+    /// When the network becomes reliable and every crashed replica is back.
+    pub heal_at: Time,
+    /// Every request must be answered within this long after `heal_at` (or its submission).
+    pub liveness_bound: Time,
+    /// Payload size of each request.
+    pub payload_bytes: usize,
+    /// Stop after this many events (a livelock guard).
+    pub max_events: u64,
+}
+
+impl SimConfig {
+    /// A protocol configuration small enough that checkpoints, garbage collection and window
+    /// limits happen within a short run.
+    pub fn small_protocol() -> ProtocolConfig {
+        ProtocolConfig {
+            max_batch_requests: 4,
+            batch_delay: Duration::from_millis(2),
+            max_inflight_batches: 3,
+            checkpoint_interval: 4,
+            log_window: 8,
+            view_timeout: Duration::from_millis(300),
+            view_timeout_max: Duration::from_secs(3),
+            retransmit_interval: Duration::from_millis(100),
+            client_nonce_window: 64,
+            state_transfer_chunk: 4,
+            ..ProtocolConfig::default()
+        }
+    }
+
+    /// A run with no faults at all.
+    pub fn calm(seed: u64, replicas: usize) -> Self {
+        SimConfig {
+            seed,
+            replicas,
+            protocol: Self::small_protocol(),
+            clients: 3,
+            requests_per_client: 10,
+            submit_window: Duration::from_secs(1),
+            client_retry: Duration::from_millis(500),
+            byzantine: Vec::new(),
+            link_faults: LinkFaults::NONE,
+            isolations: Vec::new(),
+            crashes: Vec::new(),
+            heal_at: Duration::ZERO,
+            liveness_bound: Duration::from_secs(60),
+            payload_bytes: 16,
+            max_events: 3_000_000,
+        }
+    }
+
+    /// The mix used for many-seed runs: random link faults, up to two isolations, one
+    /// crash-restart of a correct replica, and f Byzantine replicas with random behaviours.
+    pub fn random(seed: u64, replicas: usize) -> Self {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5eed_0f_fa17);
+        let f = replicas.saturating_sub(1) / 3;
+        let mut config = Self::calm(seed, replicas);
+        config.protocol.max_batch_requests = rng.gen_range(1..=6);
+        config.protocol.max_inflight_batches = rng.gen_range(1..=4);
+        config.protocol.batch_delay = Duration::from_millis(rng.gen_range(1..=5));
+        config.requests_per_client = rng.gen_range(5..=12);
+        config.submit_window = Duration::from_millis(rng.gen_range(500..=3000));
+        config.heal_at = Duration::from_millis(4000);
+        config.link_faults = LinkFaults {
+            drop: rng.gen_range(0.0..0.1),
+            duplicate: rng.gen_range(0.0..0.05),
+            reorder: rng.gen_range(0.0..0.1),
+        };
+        let mut ids: Vec<usize> = (0..replicas).collect();
+        ids.shuffle(&mut rng);
+        for &id in ids.iter().take(f) {
+            let behaviour = *Behaviour::ALL.choose(&mut rng).unwrap_or(&Behaviour::Silent);
+            config.byzantine.push((id, behaviour));
+        }
+        let correct: Vec<usize> = ids[f..].to_vec();
+        if let Some(&victim) = correct.choose(&mut rng) {
+            let at = Duration::from_millis(rng.gen_range(200..3000));
+            let down = Duration::from_millis(rng.gen_range(100..2000));
+            config.crashes.push(Crash {
+                replica: victim,
+                at,
+                restart_at: (at + down).min(config.heal_at),
+            });
+        }
+        for _ in 0..rng.gen_range(0..=2) {
+            let replica = rng.gen_range(0..replicas);
+            let from = Duration::from_millis(rng.gen_range(0..3500));
+            let until = (from + Duration::from_millis(rng.gen_range(200..2000))).min(config.heal_at);
+            config.isolations.push(Isolation { replica, from, until });
+        }
+        if f == 0 || rng.gen_bool(0.8) {
+            config.protocol.request_auth = RequestAuth::Signed;
+        } else {
+            config.protocol.request_auth = RequestAuth::Unsigned;
+        }
+        config
+    }
+
+    fn is_byzantine(&self, replica: usize) -> bool {
+        self.byzantine.iter().any(|(r, _)| *r == replica)
+    }
+}
+
+/// A broken invariant.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Violation {
+    /// Which invariant.
+    pub invariant: &'static str,
+    /// What was seen.
+    pub detail: String,
+    /// Virtual time.
+    pub at: Time,
+}
+
+/// What a run did.
+#[derive(Clone, Debug, Default)]
+pub struct Report {
+    /// The seed.
+    pub seed: u64,
+    /// Broken invariants (empty for a good run).
+    pub violations: Vec<Violation>,
+    /// Requests submitted.
+    pub submitted: usize,
+    /// Requests answered with a verified receipt.
+    pub answered: usize,
+    /// Highest sequence number decided.
+    pub decided_seq: u64,
+    /// Virtual time at the end.
+    pub virtual_time: Time,
+    /// Events processed.
+    pub events: u64,
+    /// Replica-to-replica traffic by message kind.
+    pub traffic: Traffic,
+    /// Refused inputs by reason (correct replicas only).
+    pub refused: BTreeMap<&'static str, u64>,
+    /// Highest view any correct replica reached.
+    pub max_view: u64,
+    /// Median submission-to-receipt latency.
+    pub median_latency: Time,
+}
+
+struct Store {
+    batches: BTreeMap<u64, CommittedBatch>,
+    safety: SafetyState,
+}
+
+struct Instance {
+    replica: usize,
+    node: Option<Replica>,
+    generation: u64,
+    store: Store,
+    behaviour: Option<Behaviour>,
+    byzantine: ByzantineState,
+    wake_at: Option<Time>,
+}
+
+struct SimClient {
+    key: KeyPair,
+    requests: Vec<Request>,
+    submitted_at: Vec<Option<Time>>,
+    answered: Vec<Option<(Time, Position)>>,
+}
+
+enum Event {
+    ToReplica { replica: usize, instance: usize, from: Option<usize>, bytes: Vec<u8> },
+    ToClient { client: usize, from: usize, receipt: Box<Receipt> },
+    Wake { instance: usize, generation: u64 },
+    Persisted { instance: usize, generation: u64, seq: u64 },
+    Submit { client: usize, index: usize },
+    Retry { client: usize, index: usize },
+    Crash { replica: usize },
+    Restart { replica: usize },
+    Isolate { replica: usize },
+    Rejoin { replica: usize },
+    Heal,
+}
+
+/// Keys for replica `i` of a simulated cluster.
+pub fn replica_key(i: usize) -> KeyPair {
+    KeyPair::from_seed(Digest::of_parts(&[b"ordinal-sim-replica", &(i as u64).to_le_bytes()]).0)
+}
+
+fn client_key(i: usize) -> KeyPair {
+    KeyPair::from_seed(Digest::of_parts(&[b"ordinal-sim-client", &(i as u64).to_le_bytes()]).0)
+}
+
+/// The committee of a simulated cluster with equal weights.
+pub fn committee(replicas: usize) -> Committee {
+    let keys: Vec<_> = (0..replicas).map(|i| replica_key(i).public()).collect();
+    // n ≥ 1 and distinct derived keys: construction cannot fail; fall back to a 1-replica
+    // committee rather than panic if it ever did.
+    Committee::equal_weights(Digest::of(b"ordinal-sim"), &keys)
+        .or_else(|_| Committee::equal_weights(Digest::of(b"ordinal-sim"), &keys[..1]))
+        .unwrap_or_else(|_| unreachable_committee())
+}
+
+#[allow(clippy::panic)]
+fn unreachable_committee() -> Committee {
+    panic!("a one-replica committee is always valid")
+}
+
+/// One simulation.
+pub struct Simulation {
+    config: SimConfig,
+    committee: Committee,
+    rng: ChaCha8Rng,
+    network: Network<Event>,
+    instances: Vec<Instance>,
+    clients: Vec<SimClient>,
+    client_index: HashMap<ordinal_crypto::PublicKey, usize>,
+    now: Time,
+    report: Report,
+    decided: BTreeMap<u64, (Digest, Vec<RequestKey>)>,
+    first_position: HashMap<RequestKey, Position>,
+    delivered_through: u64,
+    submitted_digests: HashSet<Digest>,
+    healed: bool,
+}
+
+impl Simulation {
+    /// Sets up a run.
+    pub fn new(config: SimConfig) -> Self {
+        let committee = committee(config.replicas);
+        let rng = ChaCha8Rng::seed_from_u64(config.seed);
+        let mut network = Network::new((Duration::from_micros(500), Duration::from_millis(5)));
+        network.faults = config.link_faults;
+        let mut instances = Vec::new();
+        for replica in 0..config.replicas {
+            let behaviour = config.byzantine.iter().find(|(r, _)| *r == replica).map(|(_, b)| *b);
+            let copies = if behaviour == Some(Behaviour::Twins) { 2 } else { 1 };
+            for _ in 0..copies {
+                instances.push(Instance {
+                    replica,
+                    node: Some(Replica::new(
+                        ReplicaId(replica as u16),
+                        replica_key(replica),
+                        committee.clone(),
+                        config.protocol.clone(),
+                        Duration::ZERO,
+                    )),
+                    generation: 0,
+                    store: Store {
+                        batches: BTreeMap::new(),
+                        safety: SafetyState::default(),
+                    },
+                    behaviour,
+                    byzantine: ByzantineState::default(),
+                    wake_at: None,
+                });
+            }
+        }
+        let mut sim = Simulation {
+            committee,
+            rng,
+            network,
+            instances,
+            clients: Vec::new(),
+            client_index: HashMap::new(),
+            now: Duration::ZERO,
+            report: Report {
+                seed: config.seed,
+                ..Report::default()
+            },
+            decided: BTreeMap::new(),
+            first_position: HashMap::new(),
+            delivered_through: 0,
+            submitted_digests: HashSet::new(),
+            healed: false,
+            config,
+        };
+        sim.schedule_workload();
+        for i in 0..sim.instances.len() {
+            sim.reschedule(i);
+        }
+        sim
+    }
+
+    fn schedule_workload(&mut self) {
+        let cluster = self.committee.cluster_id();
+        for c in 0..self.config.clients {
+            let key = client_key(c);
+            let mut requests = Vec::new();
+            for n in 0..self.config.requests_per_client {
+                let mut payload = vec![0u8; self.config.payload_bytes];
+                self.rng.fill(&mut payload[..]);
+                let nonce = n as u64 + 1;
+                let request = match self.config.protocol.request_auth {
+                    RequestAuth::Signed => Request::signed(&key, &cluster, nonce, payload),
+                    RequestAuth::Unsigned => Request::unsigned(key.public(), nonce, payload),
+                };
+                self.submitted_digests.insert(request.digest());
+                requests.push(request);
+                let at = self.config.submit_window.mul_f64(self.rng.gen::<f64>());
+                self.network.schedule(at, Event::Submit { client: c, index: n });
+            }
+            self.client_index.insert(key.public(), c);
+            self.clients.push(SimClient {
+                key,
+                submitted_at: vec![None; requests.len()],
+                answered: vec![None; requests.len()],
+                requests,
+            });
+        }
+        self.report.submitted = self.config.clients * self.config.requests_per_client;
+        for crash in self.config.crashes.clone() {
+            self.network.schedule(crash.at, Event::Crash { replica: crash.replica });
+            self.network
+                .schedule(crash.restart_at, Event::Restart { replica: crash.replica });
+        }
+        for isolation in self.config.isolations.clone() {
+            self.network
+                .schedule(isolation.from, Event::Isolate { replica: isolation.replica });
+            self.network
+                .schedule(isolation.until, Event::Rejoin { replica: isolation.replica });
+        }
+        self.network.schedule(self.config.heal_at, Event::Heal);
+    }
+
+    fn violation(&mut self, invariant: &'static str, detail: String) {
+        if self.report.violations.len() < 20 {
+            self.report.violations.push(Violation {
+                invariant,
+                detail,
+                at: self.now,
+            });
+        }
+    }
+
+    fn all_answered(&self) -> bool {
+        self.clients.iter().all(|c| c.answered.iter().all(Option::is_some))
+    }
+
+    /// Runs to completion: until every request is answered after the heal, or the liveness
+    /// bound passes. Returns the report.
+    pub fn run(mut self) -> Report {
+        let deadline = self.config.heal_at + self.config.liveness_bound;
+        while let Some((at, event)) = self.network.next() {
+            if at > deadline {
+                break;
+            }
+            self.now = at;
+            self.report.events += 1;
+            if self.report.events > self.config.max_events {
+                self.violation("livelock", format!("more than {} events", self.config.max_events));
+                break;
+            }
+            self.step(event);
+            if self.healed && self.all_answered() {
+                break;
+            }
+        }
+        self.finish()
+    }
+
+    fn finish(mut self) -> Report {
+        let mut latencies = Vec::new();
+        let mut missing = 0;
+        for client in &self.clients {
+            for (i, answer) in client.answered.iter().enumerate() {
+                match (answer, client.submitted_at[i]) {
+                    (Some((at, _)), Some(sent)) => {
+                        latencies.push(at.saturating_sub(sent));
+                        self.report.answered += 1;
+                    }
+                    _ => missing += 1,
+                }
+            }
+        }
+        if missing > 0 {
+            let detail = format!(
+                "{missing} of {} requests unanswered {:?} after the heal",
+                self.report.submitted, self.config.liveness_bound
+            );
+            self.violation("liveness", detail);
+        }
+        latencies.sort();
+        self.report.median_latency = latencies.get(latencies.len() / 2).copied().unwrap_or_default();
+        self.report.decided_seq = self.decided.keys().next_back().copied().unwrap_or(0);
+        self.report.virtual_time = self.now;
+        for instance in &self.instances {
+            if !self.config.is_byzantine(instance.replica) {
+                if let Some(node) = &instance.node {
+                    self.report.max_view = self.report.max_view.max(node.status().view);
+                }
+            }
+        }
+        self.report
+    }
+
+    fn step(&mut self, event: Event) {
+        match event {
+            Event::ToReplica {
+                replica,
+                instance,
+                from,
+                bytes,
+            } => self.deliver(replica, instance, from, bytes),
+            Event::ToClient { client, from, receipt } => self.client_receipt(client, from, *receipt),
+            Event::Wake { instance, generation } => {
+                if self.instances[instance].generation == generation {
+                    self.instances[instance].wake_at = None;
+                    let due = self.instances[instance]
+                        .node
+                        .as_ref()
+                        .and_then(|n| n.poll_timeout())
+                        .is_some_and(|t| t <= self.now);
+                    if due {
+                        self.input(instance, Input::Timeout);
+                    } else {
+                        self.reschedule(instance);
+                    }
+                }
+            }
+            Event::Persisted {
+                instance,
+                generation,
+                seq,
+            } => {
+                if self.instances[instance].generation == generation {
+                    self.input(instance, Input::Persisted { seq });
+                }
+            }
+            Event::Submit { client, index } => {
+                self.clients[client].submitted_at[index] = Some(self.now);
+                self.client_send(client, index);
+            }
+            Event::Retry { client, index } => {
+                if self.clients[client].answered[index].is_none() {
+                    self.client_send(client, index);
+                }
+            }
+            Event::Crash { replica } => {
+                for instance in self.instances.iter_mut().filter(|i| i.replica == replica) {
+                    instance.node = None;
+                    instance.generation += 1;
+                    instance.wake_at = None;
+                }
+            }
+            Event::Restart { replica } => self.restart(replica),
+            Event::Isolate { replica } => {
+                self.network.isolated.insert(replica);
+            }
+            Event::Rejoin { replica } => {
+                self.network.isolated.remove(&replica);
+            }
+            Event::Heal => {
+                self.healed = true;
+                self.network.faults = LinkFaults::NONE;
+                self.network.isolated.clear();
+                let down: BTreeSet<usize> = self
+                    .instances
+                    .iter()
+                    .filter(|i| i.node.is_none())
+                    .map(|i| i.replica)
+                    .collect();
+                for replica in down {
+                    self.restart(replica);
+                }
+            }
+        }
+    }
+
+    fn restart(&mut self, replica: usize) {
+        let committee = self.committee.clone();
+        let protocol = self.config.protocol.clone();
+        let now = self.now;
+        let mut restarted = Vec::new();
+        for (k, instance) in self.instances.iter_mut().enumerate() {
+            if instance.replica != replica || instance.node.is_some() {
+                continue;
+            }
+            let log: Vec<CommittedBatch> = instance.store.batches.values().cloned().collect();
+            instance.generation += 1;
+            instance.node = Some(Replica::restore(
+                ReplicaId(replica as u16),
+                replica_key(replica),
+                committee.clone(),
+                protocol.clone(),
+                now,
+                instance.store.safety.clone(),
+                log,
+            ));
+            restarted.push(k);
+        }
+        for k in restarted {
+            self.after_input(k);
+        }
+    }
+
+    fn client_send(&mut self, client: usize, index: usize) {
+        let bytes = Message::Request(self.clients[client].requests[index].clone()).encode();
+        for replica in 0..self.config.replicas {
+            self.transmit(None, replica, bytes.clone());
+        }
+        let at = self.now + self.config.client_retry;
+        self.network.schedule(at, Event::Retry { client, index });
+    }
+
+    /// Puts one wire message from `from` (a replica id, or a client) to every instance of
+    /// replica `to` through the link model.
+    fn transmit(&mut self, from: Option<usize>, to: usize, bytes: Vec<u8>) {
+        let targets: Vec<usize> = (0..self.instances.len())
+            .filter(|&k| self.instances[k].replica == to)
+            .collect();
+        for instance in targets {
+            for at in self.network.transit(&mut self.rng, self.now, from, Some(to)) {
+                self.network.schedule(
+                    at,
+                    Event::ToReplica {
+                        replica: to,
+                        instance,
+                        from,
+                        bytes: bytes.clone(),
+                    },
+                );
+            }
+        }
+    }
+
+    fn deliver(&mut self, replica: usize, instance: usize, from: Option<usize>, bytes: Vec<u8>) {
+        if self.instances[instance].node.is_none() {
+            return;
+        }
+        let correct = !self.config.is_byzantine(replica);
+        let message = match Message::decode(&bytes).and_then(|m| m.verify(&self.committee, &self.config.protocol)) {
+            Ok(m) => m,
+            Err(e) => {
+                if correct {
+                    *self.report.refused.entry(e.reason()).or_default() += 1;
+                }
+                return;
+            }
+        };
+        let input = match (from, message) {
+            (None, crate::messages::VerifiedMessage::Request(request)) => Input::Request(request),
+            (None, _) => return,
+            (Some(from), message) => Input::Message {
+                from: ReplicaId(from as u16),
+                message,
+            },
+        };
+        self.input(instance, input);
+    }
+
+    fn input(&mut self, instance: usize, input: Input) {
+        let now = self.now;
+        let correct = !self.config.is_byzantine(self.instances[instance].replica);
+        let Some(node) = self.instances[instance].node.as_mut() else {
+            return;
+        };
+        if let Err(e) = node.handle(now, input) {
+            if correct {
+                *self.report.refused.entry(e.reason()).or_default() += 1;
+            }
+        }
+        self.after_input(instance);
+    }
+
+    fn after_input(&mut self, instance: usize) {
+        let actions = match self.instances[instance].node.as_mut() {
+            Some(node) => node.drain_actions(),
+            None => return,
+        };
+        for action in actions {
+            self.perform(instance, action);
+        }
+        self.check_memory(instance);
+        self.reschedule(instance);
+    }
+
+    fn reschedule(&mut self, instance: usize) {
+        let Some(at) = self.instances[instance].node.as_ref().and_then(|n| n.poll_timeout()) else {
+            return;
+        };
+        let at = at.max(self.now);
+        let current = self.instances[instance].wake_at;
+        if current.is_none_or(|c| at < c) {
+            self.instances[instance].wake_at = Some(at);
+            let generation = self.instances[instance].generation;
+            self.network.schedule(at, Event::Wake { instance, generation });
+        }
+    }
+
+    fn check_memory(&mut self, instance: usize) {
+        if self.config.is_byzantine(self.instances[instance].replica) {
+            return;
+        }
+        let Some(node) = &self.instances[instance].node else {
+            return;
+        };
+        let footprint = node.footprint();
+        if !footprint.within(&self.config.protocol, self.config.replicas, self.config.clients) {
+            let detail = format!("replica {}: {footprint:?}", self.instances[instance].replica);
+            self.violation("bounded-memory", detail);
+        }
+    }
+
+    fn perform(&mut self, instance: usize, action: Action) {
+        let replica = self.instances[instance].replica;
+        let correct = !self.config.is_byzantine(replica);
+        match action {
+            Action::PersistSafety(update) => self.instances[instance].store.safety.apply(&update),
+            Action::PersistBatch(committed) => {
+                if correct {
+                    self.check_committed(replica, &committed);
+                }
+                let seq = committed.seq();
+                self.instances[instance].store.batches.insert(seq, committed);
+                let generation = self.instances[instance].generation;
+                let at = self.now + Duration::from_micros(self.rng.gen_range(50..500));
+                self.network.schedule(
+                    at,
+                    Event::Persisted {
+                        instance,
+                        generation,
+                        seq,
+                    },
+                );
+            }
+            Action::Send { to, message } => self.outgoing(instance, message, vec![to.index()]),
+            Action::Broadcast { message } => {
+                let dests: Vec<usize> = (0..self.config.replicas).filter(|r| *r != replica).collect();
+                self.outgoing(instance, message, dests);
+            }
+            Action::Reply { key, position } => self.reply(instance, correct, key, position),
+            Action::ServeBatches { to, from_seq, to_seq } => {
+                let last = to_seq.min(from_seq + self.config.protocol.state_transfer_chunk - 1);
+                let batches: Vec<CommittedBatch> = self.instances[instance]
+                    .store
+                    .batches
+                    .range(from_seq..=last)
+                    .map(|(_, b)| b.clone())
+                    .collect();
+                if !batches.is_empty() {
+                    self.outgoing(instance, Message::Batches(batches), vec![to.index()]);
+                }
+            }
+        }
+    }
+
+    fn outgoing(&mut self, instance: usize, message: Message, dests: Vec<usize>) {
+        let replica = self.instances[instance].replica;
+        let wire: Vec<(usize, Vec<u8>)> = match self.instances[instance].behaviour {
+            None => {
+                let bytes = message.encode();
+                dests.iter().map(|d| (*d, bytes.clone())).collect()
+            }
+            Some(behaviour) => {
+                let key = replica_key(replica);
+                let signer = Signer {
+                    id: ReplicaId(replica as u16),
+                    key: &key,
+                    committee: &self.committee,
+                };
+                byzantine::rewrite(
+                    behaviour,
+                    &mut self.instances[instance].byzantine,
+                    &mut self.rng,
+                    &signer,
+                    message,
+                    &dests,
+                )
+            }
+        };
+        for (to, bytes) in wire {
+            let kind = Message::decode(&bytes).map(|m| m.kind()).unwrap_or("garbage");
+            self.report.traffic.count(kind, bytes.len());
+            self.transmit(Some(replica), to, bytes);
+        }
+    }
+
+    /// Agreement, certificate validity and validity, checked on every batch a correct replica
+    /// persists.
+    fn check_committed(&mut self, replica: usize, committed: &CommittedBatch) {
+        let seq = committed.seq();
+        if let Err(e) = committed.verify(&self.committee) {
+            self.violation("certificate", format!("replica {replica} seq {seq}: {e}"));
+        }
+        let digest = committed.certificate.statement.digest;
+        if let Some((existing, _)) = self.decided.get(&seq) {
+            if *existing != digest {
+                let detail = format!("replica {replica} seq {seq}: {digest:?} but decided {existing:?}");
+                self.violation("agreement", detail);
+            }
+            return;
+        }
+        let check_origin =
+            self.config.protocol.request_auth == RequestAuth::Signed || self.config.byzantine.is_empty();
+        let mut keys = Vec::new();
+        for request in &committed.batch.requests {
+            if check_origin && !self.submitted_digests.contains(&request.digest()) {
+                let detail = format!("replica {replica} seq {seq}: request never submitted");
+                self.violation("validity", detail);
+            }
+            keys.push(request.key(self.config.protocol.request_auth));
+        }
+        self.decided.insert(seq, (digest, keys));
+        // Extend the first-occurrence index along the contiguous decided prefix.
+        while let Some((_, keys)) = self.decided.get(&(self.delivered_through + 1)) {
+            let s = self.delivered_through + 1;
+            for (index, key) in keys.iter().enumerate() {
+                self.first_position.entry(*key).or_insert(Position {
+                    seq: s,
+                    index: index as u32,
+                });
+            }
+            self.delivered_through = s;
+        }
+    }
+
+    /// A replica answers a client: the position must be the request's first occurrence in the
+    /// decided log (ordered at most once; a retry gets the original position).
+    fn reply(&mut self, instance: usize, correct: bool, key: RequestKey, position: Position) {
+        let replica = self.instances[instance].replica;
+        if correct && self.first_position.get(&key) != Some(&position) {
+            let detail = format!(
+                "replica {replica} answered {key:?} with {position:?}, first ordered at {:?}",
+                self.first_position.get(&key)
+            );
+            self.violation("exactly-once", detail);
+        }
+        let Some(committed) = self.instances[instance].store.batches.get(&position.seq) else {
+            return;
+        };
+        let Some(receipt) = Receipt::for_request(committed, position.index) else {
+            return;
+        };
+        let Some(&client) = self.client_index.get(&key.client) else {
+            return;
+        };
+        for at in self.network.transit(&mut self.rng, self.now, Some(replica), None) {
+            self.network.schedule(
+                at,
+                Event::ToClient {
+                    client,
+                    from: replica,
+                    receipt: Box::new(receipt.clone()),
+                },
+            );
+        }
+    }
+
+    fn client_receipt(&mut self, client: usize, from: usize, receipt: Receipt) {
+        let auth = self.config.protocol.request_auth;
+        let Some(index) = self.clients[client]
+            .requests
+            .iter()
+            .position(|r| r.digest() == receipt.request_digest)
+        else {
+            return;
+        };
+        let request = self.clients[client].requests[index].clone();
+        if let Err(e) = receipt.verify(&request, &self.committee) {
+            if !self.config.is_byzantine(from) {
+                self.violation("certificate", format!("receipt from replica {from}: {e}"));
+            }
+            return;
+        }
+        if let Some((digest, _)) = self.decided.get(&receipt.seq) {
+            if *digest != receipt.certificate.statement.digest {
+                self.violation("agreement", format!("receipt for seq {} disagrees with the log", receipt.seq));
+            }
+        }
+        let position = Position {
+            seq: receipt.seq,
+            index: receipt.index,
+        };
+        if let Some(first) = self.first_position.get(&request.key(auth)) {
+            if *first != position && !self.config.is_byzantine(from) {
+                self.violation("exactly-once", format!("receipt at {position:?}, first at {first:?}"));
+            }
+        }
+        let slot = &mut self.clients[client].answered[index];
+        if slot.is_none() {
+            *slot = Some((self.now, position));
+        }
+        let _ = &self.clients[client].key;
+    }
+}
+
+/// Runs `config` and returns its report.
+pub fn run(config: SimConfig) -> Report {
+    Simulation::new(config).run()
+}
