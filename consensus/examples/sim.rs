@@ -106,14 +106,27 @@ fn main() -> ExitCode {
     if single {
         if let Some(report) = reports.first() {
             let config = SimConfig::random(report.seed, args.replicas);
-            println!("config: byzantine {:?} crashes {:?} isolations {:?} faults {:?} auth {:?}",
-                config.byzantine, config.crashes, config.isolations, config.link_faults, config.protocol.request_auth);
+            println!(
+                "config: byzantine {:?} crashes {:?} isolations {:?} faults {:?} auth {:?}",
+                config.byzantine,
+                config.crashes,
+                config.isolations,
+                config.link_faults,
+                config.protocol.request_auth
+            );
+            for line in &report.replica_status {
+                println!("{line}");
+            }
             for (kind, (messages, bytes)) in &report.traffic.by_kind {
                 println!("traffic: {kind:<12} {messages:>8} messages {bytes:>10} bytes");
             }
         }
     }
-    let failed: Vec<u64> = reports.iter().filter(|r| !r.violations.is_empty()).map(|r| r.seed).collect();
+    let failed: Vec<u64> = reports
+        .iter()
+        .filter(|r| !r.violations.is_empty())
+        .map(|r| r.seed)
+        .collect();
     println!(
         "summary: protocol pbft replicas {} seeds {} violations {} failing seeds {} wall {:.1}s",
         args.replicas,

@@ -127,7 +127,7 @@ impl Footprint {
             && self.committed_unexecuted <= 2 * window
             && self.checkpoints <= window / config.checkpoint_interval.max(1) as usize + 1
             && self.pending_requests <= config.max_pending_requests
-            && self.view_changes <= replicas
+            && self.view_changes <= 2 * replicas
             && self.unpersisted <= 2 * window
             && self.client_entries <= clients * 2 * config.client_nonce_window as usize
     }

@@ -207,6 +207,8 @@ pub enum Message {
         next_seq: u64,
         /// The sender's view.
         view: u64,
+        /// The sender's stable checkpoint.
+        stable_seq: u64,
     },
     /// Committed batches with their certificates (state transfer).
     Batches(Vec<CommittedBatch>),
@@ -273,7 +275,15 @@ impl Message {
                 VerifiedMessage::ViewChange(verify_view_change(vc, committee, config)?)
             }
             Message::NewView(nv) => VerifiedMessage::NewView(verify_new_view(nv, committee, config)?),
-            Message::CatchUp { next_seq, view } => VerifiedMessage::CatchUp { next_seq, view },
+            Message::CatchUp {
+                next_seq,
+                view,
+                stable_seq,
+            } => VerifiedMessage::CatchUp {
+                next_seq,
+                view,
+                stable_seq,
+            },
             Message::Batches(batches) => {
                 if batches.len() as u64 > config.state_transfer_chunk {
                     return Err(Invalid::BadTransfer {
@@ -439,6 +449,8 @@ pub enum VerifiedMessage {
         next_seq: u64,
         /// The sender's view.
         view: u64,
+        /// The sender's stable checkpoint.
+        stable_seq: u64,
     },
     /// Certified batches.
     Batches(Vec<CommittedBatch>),

@@ -26,6 +26,12 @@ impl Replica {
                 continue;
             }
             let vote = self.sign(CheckpointVote { seq, log_digest });
+            if seq > self.window_high() {
+                // Executed past the window by state transfer: vouch, but keep no vote set
+                // beyond the watermarks; catch-up brings the stable proof.
+                self.broadcast(Message::Checkpoint(vote));
+                continue;
+            }
             self.checkpoint_votes
                 .entry(seq)
                 .or_default()
@@ -121,7 +127,9 @@ impl Replica {
             .iter()
             .filter(|(_, view)| **view > self.view)
             .map(|(id, _)| *id);
-        self.known_high_seq > self.last_executed || self.committee.includes_correct(ahead)
+        self.known_high_seq > self.last_executed
+            || self.last_executed > self.window_high()
+            || self.committee.includes_correct(ahead)
     }
 
     /// On each tick: if behind and nothing was executed since the last tick, ask the next
@@ -147,13 +155,14 @@ impl Replica {
         let message = Message::CatchUp {
             next_seq: self.last_executed + 1,
             view: self.view,
+            stable_seq: self.stable.seq,
         };
         self.send(peer, message);
     }
 
     /// A peer is behind: send what proves our progress (NEW-VIEW, stable checkpoint) and ask
     /// the host to serve stored batches.
-    pub(super) fn on_catch_up(&mut self, from: ReplicaId, next_seq: u64, view: u64) {
+    pub(super) fn on_catch_up(&mut self, from: ReplicaId, next_seq: u64, view: u64, stable_seq: u64) {
         if from == self.id || !self.committee.contains(from) {
             return;
         }
@@ -171,7 +180,7 @@ impl Replica {
                 self.send(from, message);
             }
         }
-        if self.stable.seq >= next_seq {
+        if self.stable.seq > stable_seq {
             let message = Message::Stable(self.stable.clone());
             self.send(from, message);
         }

@@ -17,7 +17,7 @@ pub mod view_change;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
-use ordinal_crypto::{Committee, Digest, KeyPair, ReplicaId, Signable, Signed, Verified};
+use ordinal_crypto::{Committee, Digest, KeyPair, ReplicaId, Signable, Signed};
 
 use crate::batch::{Batch, CommittedBatch};
 use crate::config::ProtocolConfig;
@@ -106,7 +106,8 @@ pub struct Replica {
     batch_deadline: Option<Time>,
     last_progress: Time,
 
-    view_change_msgs: BTreeMap<ReplicaId, Verified<ViewChange>>,
+    view_changes: view_change::ViewChangeStore,
+    own_view_changes: BTreeMap<u64, Signed<ViewChange>>,
     last_new_view: Option<Signed<NewView>>,
     views_seen: BTreeMap<ReplicaId, u64>,
 
@@ -177,7 +178,8 @@ impl Replica {
             queue: VecDeque::new(),
             batch_deadline: None,
             last_progress: now,
-            view_change_msgs: BTreeMap::new(),
+            view_changes: Default::default(),
+            own_view_changes: BTreeMap::new(),
             last_new_view: None,
             views_seen: BTreeMap::new(),
             known_high_seq: 0,
@@ -272,11 +274,14 @@ impl Replica {
         self.stable.seq + self.config.log_window
     }
 
-    fn check_window(&self, seq: u64) -> Result<(), Invalid> {
+    /// Accepts sequence numbers inside the watermarks. One above them is evidence that the
+    /// others moved on, which catch-up acts on.
+    fn check_window(&mut self, seq: u64) -> Result<(), Invalid> {
         if seq <= self.stable.seq {
             return Err(Invalid::Stale);
         }
         if seq > self.window_high() {
+            self.known_high_seq = self.known_high_seq.max(seq);
             return Err(Invalid::OutsideWindow {
                 seq,
                 low: self.stable.seq,
@@ -342,8 +347,8 @@ impl Replica {
     /// protocol instead of stalling it.
     fn tick(&mut self) {
         if self.changing.is_some() {
-            if let Some(own) = self.view_change_msgs.get(&self.id) {
-                let message = Message::ViewChange(own.signed().clone());
+            if let Some(own) = self.own_view_changes.get(&self.view) {
+                let message = Message::ViewChange(own.clone());
                 self.broadcast(message);
             }
         } else {
@@ -399,8 +404,12 @@ impl Protocol for Replica {
                 VerifiedMessage::Checkpoint(vote) => self.on_checkpoint(vote),
                 VerifiedMessage::ViewChange(vc) => self.on_view_change(vc),
                 VerifiedMessage::NewView(nv) => self.on_new_view(nv),
-                VerifiedMessage::CatchUp { next_seq, view } => {
-                    self.on_catch_up(from, next_seq, view);
+                VerifiedMessage::CatchUp {
+                    next_seq,
+                    view,
+                    stable_seq,
+                } => {
+                    self.on_catch_up(from, next_seq, view, stable_seq);
                     Ok(())
                 }
                 VerifiedMessage::Batches(batches) => {
@@ -461,7 +470,7 @@ impl Protocol for Replica {
             committed_unexecuted: self.committed.len(),
             checkpoints: self.checkpoint_votes.len(),
             pending_requests: self.pending.len(),
-            view_changes: self.view_change_msgs.len(),
+            view_changes: self.view_changes.len(),
             unpersisted: self.awaiting_persist.len(),
             client_entries: self.clients.entries(),
         }

@@ -1,6 +1,8 @@
 //! View changes (PBFT 4.4) and the liveness rules of 4.5.2.
 
-use ordinal_crypto::{Signed, Verified};
+use std::collections::BTreeMap;
+
+use ordinal_crypto::{ReplicaId, Signed, Verified};
 
 use super::{Replica, SlotProposal, ViewChanging};
 use crate::batch::Batch;
@@ -56,6 +58,55 @@ impl NewViewPlan {
     }
 }
 
+/// VIEW-CHANGE messages held, per replica its two highest views: enough to complete the view
+/// a replica is changing into and to notice the next one, while a Byzantine replica cannot make
+/// the store grow.
+#[derive(Clone, Debug, Default)]
+pub(super) struct ViewChangeStore {
+    by_replica: BTreeMap<ReplicaId, BTreeMap<u64, Verified<ViewChange>>>,
+}
+
+const KEPT_PER_REPLICA: usize = 2;
+
+impl ViewChangeStore {
+    /// Stores a message; false if it was already held.
+    fn insert(&mut self, vc: Verified<ViewChange>) -> bool {
+        let views = self.by_replica.entry(vc.signer()).or_default();
+        let view = vc.body().new_view;
+        if views.get(&view).is_some_and(|held| held.body() == vc.body()) {
+            return false;
+        }
+        views.insert(view, vc);
+        while views.len() > KEPT_PER_REPLICA {
+            views.pop_first();
+        }
+        true
+    }
+
+    fn for_view(&self, view: u64) -> impl Iterator<Item = &Verified<ViewChange>> + '_ {
+        self.by_replica.values().filter_map(move |views| views.get(&view))
+    }
+
+    /// Each replica with a message for a view above `view`, with the smallest such view.
+    fn ahead_of(&self, view: u64) -> Vec<(ReplicaId, u64)> {
+        self.by_replica
+            .iter()
+            .filter_map(|(id, views)| views.range(view + 1..).next().map(|(v, _)| (*id, *v)))
+            .collect()
+    }
+
+    fn prune_below(&mut self, view: u64) {
+        for views in self.by_replica.values_mut() {
+            *views = views.split_off(&view);
+        }
+        self.by_replica.retain(|_, views| !views.is_empty());
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.by_replica.values().map(BTreeMap::len).sum()
+    }
+}
+
 impl Replica {
     /// Moves to `new_view` and multicasts VIEW-CHANGE (PBFT 4.4). The replica stops accepting
     /// messages of lower views; the move is durable before the message leaves.
@@ -73,6 +124,7 @@ impl Replica {
         self.slots.clear();
         self.requeue_pending();
         self.views_seen.retain(|_, view| *view > new_view);
+        self.view_changes.prune_below(new_view);
         self.persist(SafetyUpdate::EnterView {
             view: new_view,
             changing: true,
@@ -94,8 +146,12 @@ impl Replica {
                 .collect(),
         };
         let signed = self.sign(body);
-        self.view_change_msgs
-            .insert(self.id, Verified::new_unchecked_own(signed.clone()));
+        self.own_view_changes.insert(self.view, signed.clone());
+        while self.own_view_changes.len() > 3 {
+            self.own_view_changes.pop_first();
+        }
+        self.view_changes
+            .insert(Verified::new_unchecked_own(signed.clone()));
         self.broadcast(Message::ViewChange(signed));
     }
 
@@ -118,32 +174,28 @@ impl Replica {
             return Ok(());
         }
         if target < self.view || (target == self.view && self.changing.is_none()) {
-            // The sender is behind: the NEW-VIEW we hold proves where the cluster went.
+            // The sender is behind: the NEW-VIEW we hold proves where the cluster went, and
+            // our own VIEW-CHANGE for its view may be what it lacks for a quorum there (we may
+            // have moved on before it ever reached the sender).
             if let Some(new_view) = &self.last_new_view {
                 if new_view.body.view >= target {
                     let message = Message::NewView(new_view.clone());
                     self.send(from, message);
                 }
             }
+            if let Some(own) = self.own_view_changes.get(&target) {
+                let message = Message::ViewChange(own.clone());
+                self.send(from, message);
+            }
             return Err(Invalid::Stale);
         }
-        if let Some(existing) = self.view_change_msgs.get(&from) {
-            if existing.body().new_view > target || existing.body() == vc.body() {
-                return Ok(());
-            }
+        if !self.view_changes.insert(vc) {
+            return Ok(());
         }
-        // One message per replica, its latest: memory stays at n messages.
-        self.view_change_msgs.insert(from, vc);
 
         // PBFT 4.5.2: once replicas holding more than F weight want views above ours, at least
         // one correct replica does; join the smallest such view.
-        let current = self.view;
-        let ahead: Vec<(ordinal_crypto::ReplicaId, u64)> = self
-            .view_change_msgs
-            .iter()
-            .filter(|(_, vc)| vc.body().new_view > current)
-            .map(|(id, vc)| (*id, vc.body().new_view))
-            .collect();
+        let ahead = self.view_changes.ahead_of(self.view);
         if self.committee.includes_correct(ahead.iter().map(|(id, _)| *id)) {
             if let Some(smallest) = ahead.iter().map(|(_, view)| *view).min() {
                 self.start_view_change(smallest);
@@ -160,11 +212,7 @@ impl Replica {
             return;
         };
         let view = self.view;
-        let signers = self
-            .view_change_msgs
-            .iter()
-            .filter(|(_, vc)| vc.body().new_view == view)
-            .map(|(id, _)| *id);
+        let signers = self.view_changes.for_view(view).map(|vc| vc.signer());
         if !self.committee.is_quorum(signers) {
             return;
         }
@@ -176,9 +224,8 @@ impl Replica {
         }
         if self.is_primary() && !changing.new_view_sent {
             let view_changes: Vec<Signed<ViewChange>> = self
-                .view_change_msgs
-                .values()
-                .filter(|vc| vc.body().new_view == view)
+                .view_changes
+                .for_view(view)
                 .map(|vc| vc.signed().clone())
                 .collect();
             let new_view = self.sign(NewView { view, view_changes });
@@ -211,7 +258,7 @@ impl Replica {
         self.last_new_view = Some(new_view);
         self.last_progress = self.now;
         self.slots.clear();
-        self.view_change_msgs.retain(|_, vc| vc.body().new_view > view);
+        self.view_changes.prune_below(view + 1);
         self.views_seen.retain(|_, seen| *seen > view);
         self.persist(SafetyUpdate::EnterView {
             view,

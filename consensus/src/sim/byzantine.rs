@@ -129,7 +129,9 @@ pub fn rewrite(
                 let mut m = message.clone();
                 if rng.gen_bool(0.5) {
                     match &mut m {
-                        Message::PrePrepare { proposal, .. } => corrupt_signature(&mut proposal.signature, rng),
+                        Message::PrePrepare { proposal, .. } => {
+                            corrupt_signature(&mut proposal.signature, rng)
+                        }
                         Message::Prepare(v) => corrupt_signature(&mut v.signature, rng),
                         Message::Commit(v) => corrupt_signature(&mut v.signature, rng),
                         Message::Checkpoint(v) => corrupt_signature(&mut v.signature, rng),
@@ -261,7 +263,12 @@ fn equivocal(message: &Message, rng: &mut ChaCha8Rng, signer: &Signer<'_>) -> Me
     }
 }
 
-fn forge_view_change(message: Message, rng: &mut ChaCha8Rng, signer: &Signer<'_>, dests: &[usize]) -> Vec<Outgoing> {
+fn forge_view_change(
+    message: Message,
+    rng: &mut ChaCha8Rng,
+    signer: &Signer<'_>,
+    dests: &[usize],
+) -> Vec<Outgoing> {
     let mut out = Vec::new();
     let mut send = |m: &Message| {
         let bytes = m.encode();

@@ -215,6 +215,8 @@ pub struct Report {
     pub max_view: u64,
     /// Median submission-to-receipt latency.
     pub median_latency: Time,
+    /// Each replica instance's final status (for replaying a failing seed).
+    pub replica_status: Vec<String>,
 }
 
 struct Store {
@@ -240,16 +242,46 @@ struct SimClient {
 }
 
 enum Event {
-    ToReplica { replica: usize, instance: usize, from: Option<usize>, bytes: Vec<u8> },
-    ToClient { client: usize, from: usize, receipt: Box<Receipt> },
-    Wake { instance: usize, generation: u64 },
-    Persisted { instance: usize, generation: u64, seq: u64 },
-    Submit { client: usize, index: usize },
-    Retry { client: usize, index: usize },
-    Crash { replica: usize },
-    Restart { replica: usize },
-    Isolate { replica: usize },
-    Rejoin { replica: usize },
+    ToReplica {
+        replica: usize,
+        instance: usize,
+        from: Option<usize>,
+        bytes: Vec<u8>,
+    },
+    ToClient {
+        client: usize,
+        from: usize,
+        receipt: Box<Receipt>,
+    },
+    Wake {
+        instance: usize,
+        generation: u64,
+    },
+    Persisted {
+        instance: usize,
+        generation: u64,
+        seq: u64,
+    },
+    Submit {
+        client: usize,
+        index: usize,
+    },
+    Retry {
+        client: usize,
+        index: usize,
+    },
+    Crash {
+        replica: usize,
+    },
+    Restart {
+        replica: usize,
+    },
+    Isolate {
+        replica: usize,
+    },
+    Rejoin {
+        replica: usize,
+    },
     Heal,
 }
 
@@ -304,7 +336,11 @@ impl Simulation {
         network.faults = config.link_faults;
         let mut instances = Vec::new();
         for replica in 0..config.replicas {
-            let behaviour = config.byzantine.iter().find(|(r, _)| *r == replica).map(|(_, b)| *b);
+            let behaviour = config
+                .byzantine
+                .iter()
+                .find(|(r, _)| *r == replica)
+                .map(|(_, b)| *b);
             let copies = if behaviour == Some(Behaviour::Twins) { 2 } else { 1 };
             for _ in 0..copies {
                 instances.push(Instance {
@@ -381,15 +417,32 @@ impl Simulation {
         }
         self.report.submitted = self.config.clients * self.config.requests_per_client;
         for crash in self.config.crashes.clone() {
-            self.network.schedule(crash.at, Event::Crash { replica: crash.replica });
-            self.network
-                .schedule(crash.restart_at, Event::Restart { replica: crash.replica });
+            self.network.schedule(
+                crash.at,
+                Event::Crash {
+                    replica: crash.replica,
+                },
+            );
+            self.network.schedule(
+                crash.restart_at,
+                Event::Restart {
+                    replica: crash.replica,
+                },
+            );
         }
         for isolation in self.config.isolations.clone() {
-            self.network
-                .schedule(isolation.from, Event::Isolate { replica: isolation.replica });
-            self.network
-                .schedule(isolation.until, Event::Rejoin { replica: isolation.replica });
+            self.network.schedule(
+                isolation.from,
+                Event::Isolate {
+                    replica: isolation.replica,
+                },
+            );
+            self.network.schedule(
+                isolation.until,
+                Event::Rejoin {
+                    replica: isolation.replica,
+                },
+            );
         }
         self.network.schedule(self.config.heal_at, Event::Heal);
     }
@@ -405,7 +458,9 @@ impl Simulation {
     }
 
     fn all_answered(&self) -> bool {
-        self.clients.iter().all(|c| c.answered.iter().all(Option::is_some))
+        self.clients
+            .iter()
+            .all(|c| c.answered.iter().all(Option::is_some))
     }
 
     /// Runs to completion: until every request is answered after the heal, or the liveness
@@ -456,6 +511,11 @@ impl Simulation {
         self.report.decided_seq = self.decided.keys().next_back().copied().unwrap_or(0);
         self.report.virtual_time = self.now;
         for instance in &self.instances {
+            let status = instance.node.as_ref().map(|n| (n.status(), n.footprint()));
+            self.report.replica_status.push(format!(
+                "replica {} ({:?}): {status:?}",
+                instance.replica, instance.behaviour
+            ));
             if !self.config.is_byzantine(instance.replica) {
                 if let Some(node) = &instance.node {
                     self.report.max_view = self.report.max_view.max(node.status().view);
@@ -473,7 +533,11 @@ impl Simulation {
                 from,
                 bytes,
             } => self.deliver(replica, instance, from, bytes),
-            Event::ToClient { client, from, receipt } => self.client_receipt(client, from, *receipt),
+            Event::ToClient {
+                client,
+                from,
+                receipt,
+            } => self.client_receipt(client, from, *receipt),
             Event::Wake { instance, generation } => {
                 if self.instances[instance].generation == generation {
                     self.instances[instance].wake_at = None;
@@ -600,15 +664,16 @@ impl Simulation {
             return;
         }
         let correct = !self.config.is_byzantine(replica);
-        let message = match Message::decode(&bytes).and_then(|m| m.verify(&self.committee, &self.config.protocol)) {
-            Ok(m) => m,
-            Err(e) => {
-                if correct {
-                    *self.report.refused.entry(e.reason()).or_default() += 1;
+        let message =
+            match Message::decode(&bytes).and_then(|m| m.verify(&self.committee, &self.config.protocol)) {
+                Ok(m) => m,
+                Err(e) => {
+                    if correct {
+                        *self.report.refused.entry(e.reason()).or_default() += 1;
+                    }
+                    return;
                 }
-                return;
-            }
-        };
+            };
         let input = match (from, message) {
             (None, crate::messages::VerifiedMessage::Request(request)) => Input::Request(request),
             (None, _) => return,
@@ -647,7 +712,11 @@ impl Simulation {
     }
 
     fn reschedule(&mut self, instance: usize) {
-        let Some(at) = self.instances[instance].node.as_ref().and_then(|n| n.poll_timeout()) else {
+        let Some(at) = self.instances[instance]
+            .node
+            .as_ref()
+            .and_then(|n| n.poll_timeout())
+        else {
             return;
         };
         let at = at.max(self.now);
@@ -836,7 +905,10 @@ impl Simulation {
         }
         if let Some((digest, _)) = self.decided.get(&receipt.seq) {
             if *digest != receipt.certificate.statement.digest {
-                self.violation("agreement", format!("receipt for seq {} disagrees with the log", receipt.seq));
+                self.violation(
+                    "agreement",
+                    format!("receipt for seq {} disagrees with the log", receipt.seq),
+                );
             }
         }
         let position = Position {
@@ -845,7 +917,10 @@ impl Simulation {
         };
         if let Some(first) = self.first_position.get(&request.key(auth)) {
             if *first != position && !self.config.is_byzantine(from) {
-                self.violation("exactly-once", format!("receipt at {position:?}, first at {first:?}"));
+                self.violation(
+                    "exactly-once",
+                    format!("receipt at {position:?}, first at {first:?}"),
+                );
             }
         }
         let slot = &mut self.clients[client].answered[index];

@@ -100,7 +100,13 @@ impl<E> Network<E> {
 
     /// The delivery times for one message from replica `from` to replica `to` (ids; `None` for
     /// a client end): empty if dropped, two if duplicated.
-    pub fn transit(&self, rng: &mut ChaCha8Rng, now: Time, from: Option<usize>, to: Option<usize>) -> Vec<Time> {
+    pub fn transit(
+        &self,
+        rng: &mut ChaCha8Rng,
+        now: Time,
+        from: Option<usize>,
+        to: Option<usize>,
+    ) -> Vec<Time> {
         let cut = |r: Option<usize>| r.is_some_and(|r| self.isolated.contains(&r));
         if cut(from) || cut(to) {
             return Vec::new();
