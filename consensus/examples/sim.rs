@@ -61,6 +61,17 @@ fn main() -> ExitCode {
         Some(seed) => vec![seed],
         None => (args.first..args.first + args.seeds).collect(),
     };
+    if let Some(seed) = args.seed {
+        let config = SimConfig::random(seed, args.replicas);
+        println!(
+            "config: byzantine {:?} crashes {:?} isolations {:?} faults {:?} auth {:?}",
+            config.byzantine,
+            config.crashes,
+            config.isolations,
+            config.link_faults,
+            config.protocol.request_auth
+        );
+    }
     let started = Instant::now();
     let next = AtomicU64::new(0);
     let reports: Mutex<Vec<Report>> = Mutex::new(Vec::new());

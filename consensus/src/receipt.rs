@@ -1,7 +1,7 @@
 //! Receipts: a client's proof that its transaction was ordered, checkable with nothing but the
 //! cluster's public keys and weights.
 
-use ordinal_crypto::{Certificate, Committee, CryptoError, Digest, MerkleProof};
+use ordinal_crypto::{Certificate, Committee, CryptoError, Digest, MerkleProof, MerkleTree};
 use serde::{Deserialize, Serialize};
 
 use crate::batch::CommittedBatch;
@@ -43,14 +43,25 @@ pub enum ReceiptError {
 impl Receipt {
     /// Builds the receipt for request `index` of a committed batch.
     pub fn for_request(committed: &CommittedBatch, index: u32) -> Option<Receipt> {
-        let request = committed.batch.requests.get(index as usize)?;
-        Some(Receipt {
-            seq: committed.seq(),
-            index,
-            request_digest: request.digest(),
-            proof: committed.batch.proof(index as usize)?,
-            certificate: committed.certificate.clone(),
-        })
+        Self::for_requests(committed, &[index]).pop()
+    }
+
+    /// Builds receipts for several requests of one batch, hashing the batch once.
+    pub fn for_requests(committed: &CommittedBatch, indexes: &[u32]) -> Vec<Receipt> {
+        let leaves = committed.batch.leaves();
+        let tree = MerkleTree::new(&leaves);
+        indexes
+            .iter()
+            .filter_map(|&index| {
+                Some(Receipt {
+                    seq: committed.seq(),
+                    index,
+                    request_digest: *leaves.get(index as usize)?,
+                    proof: tree.proof(index as usize)?,
+                    certificate: committed.certificate.clone(),
+                })
+            })
+            .collect()
     }
 
     /// The view the batch committed in.
@@ -60,6 +71,15 @@ impl Receipt {
 
     /// Checks the receipt for `request` against the committee.
     pub fn verify(&self, request: &Request, committee: &Committee) -> Result<(), ReceiptError> {
+        self.verify_inclusion(request)?;
+        self.certificate.verify(committee)?;
+        Ok(())
+    }
+
+    /// Checks everything but the certificate's signatures: that the receipt is for `request`
+    /// and its Merkle path leads to the certified digest. For callers that already verified
+    /// this very certificate (receipts of one batch share it).
+    pub fn verify_inclusion(&self, request: &Request) -> Result<(), ReceiptError> {
         if request.digest() != self.request_digest {
             return Err(ReceiptError::WrongRequest);
         }
@@ -72,7 +92,6 @@ impl Receipt {
         {
             return Err(ReceiptError::BadProof);
         }
-        self.certificate.verify(committee)?;
         Ok(())
     }
 }

@@ -77,54 +77,78 @@ fn node_hash(left: &Digest, right: &Digest) -> Digest {
     Digest::of_parts(&[NODE_TAG, &left.0, &right.0])
 }
 
-/// The Merkle root over `leaves`. An odd node at the end of a level is promoted unchanged.
+/// A Merkle tree kept level by level, so that proofs for every leaf cost O(log n) each after
+/// one O(n) build. An odd node at the end of a level is promoted unchanged.
+#[derive(Clone, Debug)]
+pub struct MerkleTree {
+    leaf_count: usize,
+    levels: Vec<Vec<Digest>>,
+}
+
+impl MerkleTree {
+    /// Builds the tree over `leaves`.
+    pub fn new(leaves: &[Digest]) -> Self {
+        let mut levels = vec![leaves.iter().map(leaf_hash).collect::<Vec<_>>()];
+        while levels.last().is_some_and(|level| level.len() > 1) {
+            let next = levels
+                .last()
+                .map(|level| {
+                    level
+                        .chunks(2)
+                        .map(|pair| match pair {
+                            [left, right] => node_hash(left, right),
+                            [single] => *single,
+                            _ => Digest::default(),
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            levels.push(next);
+        }
+        MerkleTree {
+            leaf_count: leaves.len(),
+            levels,
+        }
+    }
+
+    /// The root; a fixed digest for the empty tree.
+    pub fn root(&self) -> Digest {
+        match self.levels.last().and_then(|level| level.first()) {
+            Some(root) if self.leaf_count > 0 => *root,
+            _ => Digest::of(EMPTY_TAG),
+        }
+    }
+
+    /// The inclusion proof for leaf `index`, or `None` when out of range.
+    pub fn proof(&self, index: usize) -> Option<MerkleProof> {
+        if index >= self.leaf_count {
+            return None;
+        }
+        let mut siblings = Vec::new();
+        let mut position = index;
+        for level in &self.levels[..self.levels.len() - 1] {
+            if let Some(sibling) = level.get(position ^ 1) {
+                siblings.push(*sibling);
+            }
+            position /= 2;
+        }
+        Some(MerkleProof {
+            leaf_count: self.leaf_count as u32,
+            index: index as u32,
+            siblings,
+        })
+    }
+}
+
+/// The Merkle root over `leaves`.
 pub fn merkle_root(leaves: &[Digest]) -> Digest {
-    if leaves.is_empty() {
-        return Digest::of(EMPTY_TAG);
-    }
-    let mut level: Vec<Digest> = leaves.iter().map(leaf_hash).collect();
-    while level.len() > 1 {
-        level = level
-            .chunks(2)
-            .map(|pair| match pair {
-                [left, right] => node_hash(left, right),
-                [single] => *single,
-                _ => Digest::default(),
-            })
-            .collect();
-    }
-    level[0]
+    MerkleTree::new(leaves).root()
 }
 
 /// The sibling path that proves leaf `index` belongs under [`merkle_root`] of `leaves`.
 /// `None` when `index` is out of range.
 pub fn merkle_proof(leaves: &[Digest], index: usize) -> Option<MerkleProof> {
-    if index >= leaves.len() {
-        return None;
-    }
-    let mut siblings = Vec::new();
-    let mut level: Vec<Digest> = leaves.iter().map(leaf_hash).collect();
-    let mut position = index;
-    while level.len() > 1 {
-        let sibling = position ^ 1;
-        if sibling < level.len() {
-            siblings.push(level[sibling]);
-        }
-        level = level
-            .chunks(2)
-            .map(|pair| match pair {
-                [left, right] => node_hash(left, right),
-                [single] => *single,
-                _ => Digest::default(),
-            })
-            .collect();
-        position /= 2;
-    }
-    Some(MerkleProof {
-        leaf_count: leaves.len() as u32,
-        index: index as u32,
-        siblings,
-    })
+    MerkleTree::new(leaves).proof(index)
 }
 
 /// A Merkle inclusion proof for one leaf.

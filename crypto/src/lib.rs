@@ -31,7 +31,7 @@ mod keys;
 mod signed;
 
 pub use committee::{Committee, Member, ReplicaId, Thresholds};
-pub use digest::{merkle_proof, merkle_root, Digest, MerkleProof};
+pub use digest::{merkle_proof, merkle_root, Digest, MerkleProof, MerkleTree};
 pub use error::CryptoError;
 pub use keys::{verify_signatures, KeyPair, PublicKey, Signature, SignatureCheck};
 pub use signed::{signing_bytes, Certificate, Signable, Signed, Threshold, Verified};

@@ -160,6 +160,22 @@ impl Replica {
         self.send(peer, message);
     }
 
+    /// Whether to answer a request for help (catch-up, a stale view change) from `peer` now:
+    /// at most once per quarter retransmission interval per peer, which bounds the work and
+    /// traffic any peer, or a replay of old messages, can cause.
+    pub(super) fn may_help(&mut self, peer: ReplicaId) -> bool {
+        let min_gap = self.config.retransmit_interval / 4;
+        if self
+            .served
+            .get(&peer)
+            .is_some_and(|last| self.now < *last + min_gap)
+        {
+            return false;
+        }
+        self.served.insert(peer, self.now);
+        true
+    }
+
     /// A peer is behind: send what proves our progress (NEW-VIEW, stable checkpoint) and ask
     /// the host to serve stored batches.
     pub(super) fn on_catch_up(&mut self, from: ReplicaId, next_seq: u64, view: u64, stable_seq: u64) {
@@ -167,13 +183,9 @@ impl Replica {
             return;
         }
         // Bound the disk reads one peer can cause.
-        let min_gap = self.config.retransmit_interval / 4;
-        if let Some(last) = self.served.get(&from) {
-            if self.now < *last + min_gap {
-                return;
-            }
+        if !self.may_help(from) {
+            return;
         }
-        self.served.insert(from, self.now);
         if view < self.view && self.changing.is_none() {
             if let Some(new_view) = &self.last_new_view {
                 let message = Message::NewView(new_view.clone());

@@ -176,7 +176,12 @@ impl Replica {
         if target < self.view || (target == self.view && self.changing.is_none()) {
             // The sender is behind: the NEW-VIEW we hold proves where the cluster went, and
             // our own VIEW-CHANGE for its view may be what it lacks for a quorum there (we may
-            // have moved on before it ever reached the sender).
+            // have moved on before it ever reached the sender). At most once per peer per
+            // interval, so replayed old messages cannot make replicas answer each other in a
+            // growing loop.
+            if !self.may_help(from) {
+                return Err(Invalid::Stale);
+            }
             if let Some(new_view) = &self.last_new_view {
                 if new_view.body.view >= target {
                     let message = Message::NewView(new_view.clone());

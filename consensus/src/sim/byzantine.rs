@@ -32,11 +32,13 @@ pub enum Behaviour {
     ForgeViewChange,
     /// Two copies of the honest replica running with one key (aptos Twins).
     Twins,
+    /// Honest content, but every message arrives two view timeouts late.
+    Slow,
 }
 
 impl Behaviour {
     /// All behaviours, for random choice.
-    pub const ALL: [Behaviour; 8] = [
+    pub const ALL: [Behaviour; 9] = [
         Behaviour::Silent,
         Behaviour::Equivocate,
         Behaviour::BadSignatures,
@@ -45,6 +47,7 @@ impl Behaviour {
         Behaviour::Garbage,
         Behaviour::ForgeViewChange,
         Behaviour::Twins,
+        Behaviour::Slow,
     ];
 
     /// Name for reports.
@@ -58,6 +61,7 @@ impl Behaviour {
             Behaviour::Garbage => "garbage",
             Behaviour::ForgeViewChange => "forge-view-change",
             Behaviour::Twins => "twins",
+            Behaviour::Slow => "slow",
         }
     }
 }
@@ -111,7 +115,7 @@ pub fn rewrite(
     };
     match behaviour {
         Behaviour::Silent => Vec::new(),
-        Behaviour::Twins => honest(&message),
+        Behaviour::Twins | Behaviour::Slow => honest(&message),
         Behaviour::Equivocate => dests
             .iter()
             .map(|&d| {

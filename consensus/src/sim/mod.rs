@@ -217,6 +217,8 @@ pub struct Report {
     pub median_latency: Time,
     /// Each replica instance's final status (for replaying a failing seed).
     pub replica_status: Vec<String>,
+    /// (replica id, status) of each instance still running at the end.
+    pub final_status: Vec<(usize, crate::io::Status)>,
 }
 
 struct Store {
@@ -325,6 +327,8 @@ pub struct Simulation {
     delivered_through: u64,
     submitted_digests: HashSet<Digest>,
     healed: bool,
+    receipt_tree: Option<(Digest, Vec<Digest>, ordinal_crypto::MerkleTree)>,
+    verified_certificates: HashSet<Digest>,
 }
 
 impl Simulation {
@@ -380,6 +384,8 @@ impl Simulation {
             delivered_through: 0,
             submitted_digests: HashSet::new(),
             healed: false,
+            receipt_tree: None,
+            verified_certificates: HashSet::new(),
             config,
         };
         sim.schedule_workload();
@@ -512,6 +518,9 @@ impl Simulation {
         self.report.virtual_time = self.now;
         for instance in &self.instances {
             let status = instance.node.as_ref().map(|n| (n.status(), n.footprint()));
+            if let Some((st, _)) = status {
+                self.report.final_status.push((instance.replica, st));
+            }
             self.report.replica_status.push(format!(
                 "replica {} ({:?}): {status:?}",
                 instance.replica, instance.behaviour
@@ -809,10 +818,28 @@ impl Simulation {
                 )
             }
         };
+        let slow = self.instances[instance].behaviour == Some(Behaviour::Slow);
         for (to, bytes) in wire {
             let kind = Message::decode(&bytes).map(|m| m.kind()).unwrap_or("garbage");
             self.report.traffic.count(kind, bytes.len());
-            self.transmit(Some(replica), to, bytes);
+            if slow {
+                // Everything it says arrives well after the view timeout.
+                let at = self.now + self.config.protocol.view_timeout * 2;
+                let instances: Vec<usize> = (0..self.instances.len())
+                    .filter(|&k| self.instances[k].replica == to)
+                    .collect();
+                for k in instances {
+                    let event = Event::ToReplica {
+                        replica: to,
+                        instance: k,
+                        from: Some(replica),
+                        bytes: bytes.clone(),
+                    };
+                    self.network.schedule(at, event);
+                }
+            } else {
+                self.transmit(Some(replica), to, bytes);
+            }
         }
     }
 
@@ -869,8 +896,27 @@ impl Simulation {
         let Some(committed) = self.instances[instance].store.batches.get(&position.seq) else {
             return;
         };
-        let Some(receipt) = Receipt::for_request(committed, position.index) else {
+        let digest = committed.certificate.statement.digest;
+        if self.receipt_tree.as_ref().is_none_or(|(d, _, _)| *d != digest) {
+            let leaves = committed.batch.leaves();
+            let tree = ordinal_crypto::MerkleTree::new(&leaves);
+            self.receipt_tree = Some((digest, leaves, tree));
+        }
+        let Some((_, leaves, tree)) = &self.receipt_tree else {
             return;
+        };
+        let (Some(leaf), Some(proof)) = (
+            leaves.get(position.index as usize),
+            tree.proof(position.index as usize),
+        ) else {
+            return;
+        };
+        let receipt = Receipt {
+            seq: position.seq,
+            index: position.index,
+            request_digest: *leaf,
+            proof,
+            certificate: committed.certificate.clone(),
         };
         let Some(&client) = self.client_index.get(&key.client) else {
             return;
@@ -896,8 +942,21 @@ impl Simulation {
         else {
             return;
         };
+        if self.clients[client].answered[index].is_some() {
+            return;
+        }
         let request = self.clients[client].requests[index].clone();
-        if let Err(e) = receipt.verify(&request, &self.committee) {
+        // Certificates repeat across a batch's receipts; verify each distinct one once.
+        let certificate_id = Digest::of(&postcard::to_allocvec(&receipt.certificate).unwrap_or_default());
+        let verdict = if self.verified_certificates.contains(&certificate_id) {
+            receipt.verify_inclusion(&request)
+        } else {
+            receipt.verify(&request, &self.committee)
+        };
+        if verdict.is_ok() {
+            self.verified_certificates.insert(certificate_id);
+        }
+        if let Err(e) = verdict {
             if !self.config.is_byzantine(from) {
                 self.violation("certificate", format!("receipt from replica {from}: {e}"));
             }
