@@ -994,3 +994,84 @@ impl Simulation {
 pub fn run(config: SimConfig) -> Report {
     Simulation::new(config).run()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::batch::Batch;
+    use crate::messages::CommitVote;
+    use ordinal_crypto::{Certificate, Signed};
+
+    fn certified(sim: &Simulation, seq: u64, batch: Batch) -> CommittedBatch {
+        let statement = CommitVote {
+            view: 0,
+            seq,
+            digest: batch.digest(),
+        };
+        let votes: Vec<_> = (0..3)
+            .map(|i| {
+                Signed::sign(statement, ReplicaId(i as u16), &replica_key(i), &sim.committee)
+                    .verify(&sim.committee)
+                    .unwrap()
+            })
+            .collect();
+        CommittedBatch {
+            batch,
+            certificate: Certificate::from_votes(statement, 0, &votes),
+        }
+    }
+
+    /// The checkers must be able to fail: feed them each kind of bad outcome directly.
+    #[test]
+    fn invariant_checkers_catch_bad_outcomes() {
+        let mut sim = Simulation::new(SimConfig::calm(1, 4));
+        let submitted = sim.clients[0].requests[0].clone();
+        let other = sim.clients[0].requests[1].clone();
+
+        let first = certified(&sim, 1, Batch { requests: vec![submitted.clone()] });
+        sim.check_committed(0, &first);
+        assert!(sim.report.violations.is_empty());
+
+        // Agreement: a different batch at the same seq.
+        let conflicting = certified(&sim, 1, Batch { requests: vec![other.clone()] });
+        sim.check_committed(1, &conflicting);
+        assert_eq!(sim.report.violations.last().unwrap().invariant, "agreement");
+
+        // Certificate: votes below quorum.
+        let mut weak = certified(&sim, 2, Batch { requests: vec![other.clone()] });
+        weak.certificate.votes.truncate(2);
+        sim.check_committed(0, &weak);
+        assert!(sim.report.violations.iter().any(|v| v.invariant == "certificate"));
+
+        // Validity: a request no client submitted.
+        let forged = Request::unsigned(client_key(0).public(), 999, b"never sent".to_vec());
+        let invented = certified(&sim, 3, Batch { requests: vec![forged] });
+        sim.check_committed(0, &invented);
+        assert!(sim.report.violations.iter().any(|v| v.invariant == "validity"));
+
+        // Exactly once: answering with a position that is not the first occurrence.
+        let key = submitted.key(sim.config.protocol.request_auth);
+        sim.reply(0, true, key, Position { seq: 2, index: 0 });
+        assert!(sim.report.violations.iter().any(|v| v.invariant == "exactly-once"));
+    }
+
+    #[test]
+    fn liveness_checker_fails_when_nothing_commits() {
+        let mut config = SimConfig::calm(2, 4);
+        // Two silent replicas out of four: more than f, nothing can commit.
+        config.byzantine = vec![(1, Behaviour::Silent), (2, Behaviour::Silent)];
+        config.liveness_bound = Duration::from_secs(5);
+        let report = run(config);
+        assert!(report.violations.iter().any(|v| v.invariant == "liveness"));
+    }
+
+    #[test]
+    fn same_seed_same_run() {
+        let a = run(SimConfig::random(42, 4));
+        let b = run(SimConfig::random(42, 4));
+        assert_eq!(a.events, b.events);
+        assert_eq!(a.decided_seq, b.decided_seq);
+        assert_eq!(a.traffic.bytes(), b.traffic.bytes());
+        assert_eq!(a.median_latency, b.median_latency);
+    }
+}

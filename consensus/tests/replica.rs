@@ -1,0 +1,202 @@
+//! Driving one PBFT replica by hand: the order of its outputs and its refusals.
+
+use std::time::Duration;
+
+use ordinal_consensus::messages::{Message, PrepareVote, Proposal};
+use ordinal_consensus::pbft::Replica;
+use ordinal_consensus::sim::{committee, replica_key};
+use ordinal_consensus::{
+    Action, Batch, Input, Invalid, Protocol, ProtocolConfig, Request, RequestAuth, SafetyState, SafetyUpdate,
+};
+use ordinal_crypto::{Committee, Digest, ReplicaId, Signed};
+
+fn config() -> ProtocolConfig {
+    ProtocolConfig {
+        request_auth: RequestAuth::Unsigned,
+        ..ProtocolConfig::default()
+    }
+}
+
+fn batch(tag: u8) -> Batch {
+    Batch {
+        requests: vec![Request::unsigned(replica_key(9).public(), tag as u64, vec![tag; 4])],
+    }
+}
+
+fn pre_prepare(committee: &Committee, view: u64, seq: u64, batch: &Batch) -> Input {
+    let proposal = Signed::sign(
+        Proposal {
+            view,
+            seq,
+            digest: batch.digest(),
+        },
+        ReplicaId(0),
+        &replica_key(0),
+        committee,
+    );
+    let message = Message::PrePrepare {
+        proposal,
+        batch: batch.clone(),
+    }
+    .verify(committee, &config())
+    .unwrap();
+    Input::Message {
+        from: ReplicaId(0),
+        message,
+    }
+}
+
+fn prepare(committee: &Committee, from: u16, seq: u64, digest: Digest) -> Input {
+    let vote = Signed::sign(PrepareVote { view: 0, seq, digest }, ReplicaId(from), &replica_key(from as usize), committee);
+    Input::Message {
+        from: ReplicaId(from),
+        message: Message::Prepare(vote).verify(committee, &config()).unwrap(),
+    }
+}
+
+/// The vote's safety record is persisted before the vote is sent (raft-rs's
+/// persisted_messages, aptos safety-rules).
+#[test]
+fn safety_state_is_persisted_before_each_vote() {
+    let committee = committee(4);
+    let mut replica = Replica::new(ReplicaId(1), replica_key(1), committee.clone(), config(), Duration::ZERO);
+    let b = batch(1);
+    replica.handle(Duration::from_millis(1), pre_prepare(&committee, 0, 1, &b)).unwrap();
+    let actions = replica.drain_actions();
+    let persist = actions
+        .iter()
+        .position(|a| matches!(a, Action::PersistSafety(SafetyUpdate::Prepare { seq: 1, .. })))
+        .expect("prepare recorded");
+    let send = actions
+        .iter()
+        .position(|a| matches!(a, Action::Broadcast { message: Message::Prepare(_) }))
+        .expect("prepare sent");
+    assert!(persist < send);
+
+    // Prepares from 0 and 2 make a quorum with our own: the prepared certificate is persisted
+    // before COMMIT goes out.
+    replica.handle(Duration::from_millis(2), prepare(&committee, 0, 1, b.digest())).unwrap();
+    replica.handle(Duration::from_millis(2), prepare(&committee, 2, 1, b.digest())).unwrap();
+    let actions = replica.drain_actions();
+    let persist = actions
+        .iter()
+        .position(|a| matches!(a, Action::PersistSafety(SafetyUpdate::Prepared(_))))
+        .expect("prepared certificate recorded");
+    let send = actions
+        .iter()
+        .position(|a| matches!(a, Action::Broadcast { message: Message::Commit(_) }))
+        .expect("commit sent");
+    assert!(persist < send);
+}
+
+/// A replica restarted from its safety state refuses to prepare a different batch at a slot it
+/// already voted for: it never equivocates, even after losing its memory.
+#[test]
+fn restarted_replica_never_equivocates() {
+    let committee = committee(4);
+    let mut replica = Replica::new(ReplicaId(1), replica_key(1), committee.clone(), config(), Duration::ZERO);
+    let first = batch(1);
+    replica.handle(Duration::from_millis(1), pre_prepare(&committee, 0, 1, &first)).unwrap();
+    let mut safety = SafetyState::default();
+    for action in replica.drain_actions() {
+        if let Action::PersistSafety(update) = action {
+            safety.apply(&update);
+        }
+    }
+    let mut restarted = Replica::restore(
+        ReplicaId(1),
+        replica_key(1),
+        committee.clone(),
+        config(),
+        Duration::from_millis(5),
+        safety,
+        Vec::new(),
+    );
+    restarted.drain_actions();
+    let second = batch(2);
+    let result = restarted.handle(Duration::from_millis(6), pre_prepare(&committee, 0, 1, &second));
+    assert!(matches!(result, Err(Invalid::Equivocation { seq: 1, .. })), "{result:?}");
+    assert!(!restarted
+        .drain_actions()
+        .iter()
+        .any(|a| matches!(a, Action::Broadcast { message: Message::Prepare(_) })));
+    // The same batch is still accepted (and re-voted identically).
+    restarted.handle(Duration::from_millis(7), pre_prepare(&committee, 0, 1, &first)).unwrap();
+}
+
+#[test]
+fn refusals_name_the_fault() {
+    let committee = committee(4);
+    let mut replica = Replica::new(ReplicaId(1), replica_key(1), committee.clone(), config(), Duration::ZERO);
+    let b = batch(1);
+    // Outside the watermarks.
+    let far = pre_prepare(&committee, 0, 10_000, &b);
+    assert!(matches!(replica.handle(Duration::ZERO, far), Err(Invalid::OutsideWindow { seq: 10_000, .. })));
+    // A future view.
+    let future = pre_prepare(&committee, 4, 1, &b);
+    assert!(matches!(replica.handle(Duration::ZERO, future), Err(Invalid::WrongView { got: 4, .. })));
+    // Not from the primary: caught at verification.
+    let proposal = Signed::sign(
+        Proposal {
+            view: 0,
+            seq: 1,
+            digest: b.digest(),
+        },
+        ReplicaId(2),
+        &replica_key(2),
+        &committee,
+    );
+    let err = Message::PrePrepare { proposal, batch: b.clone() }.verify(&committee, &config()).unwrap_err();
+    assert!(matches!(err, Invalid::WrongLeader { .. }));
+    // A batch that does not match its digest.
+    let proposal = Signed::sign(
+        Proposal {
+            view: 0,
+            seq: 1,
+            digest: Digest::of(b"other"),
+        },
+        ReplicaId(0),
+        &replica_key(0),
+        &committee,
+    );
+    let err = Message::PrePrepare { proposal, batch: b }.verify(&committee, &config()).unwrap_err();
+    assert!(matches!(err, Invalid::DigestMismatch { seq: 1 }));
+}
+
+/// Random and mangled bytes never panic the decoder or the verifier.
+#[test]
+fn garbage_never_panics() {
+    let committee = committee(4);
+    let b = batch(3);
+    let proposal = Signed::sign(
+        Proposal {
+            view: 0,
+            seq: 1,
+            digest: b.digest(),
+        },
+        ReplicaId(0),
+        &replica_key(0),
+        &committee,
+    );
+    let valid = Message::PrePrepare { proposal, batch: b }.encode();
+    let mut state = 0x1234_5678u64;
+    let mut next = || {
+        state = state.wrapping_mul(6364136223846793005).wrapping_add(1);
+        (state >> 33) as usize
+    };
+    for _ in 0..20_000 {
+        let mut bytes = valid.clone();
+        for _ in 0..1 + next() % 4 {
+            let i = next() % bytes.len();
+            bytes[i] = next() as u8;
+        }
+        bytes.truncate(next() % (bytes.len() + 1));
+        if let Ok(message) = Message::decode(&bytes) {
+            let _ = message.verify(&committee, &config());
+        }
+        let random: Vec<u8> = (0..next() % 200).map(|_| next() as u8).collect();
+        if let Ok(message) = Message::decode(&random) {
+            let _ = message.verify(&committee, &config());
+        }
+    }
+}
