@@ -110,6 +110,8 @@ pub struct Footprint {
     pub checkpoints: usize,
     /// Requests waiting to be ordered.
     pub pending_requests: usize,
+    /// The primary's proposal queue (keys; may briefly hold already-ordered ones).
+    pub queued: usize,
     /// View-change messages held.
     pub view_changes: usize,
     /// Batches executed but not yet known durable.
@@ -127,6 +129,7 @@ impl Footprint {
             && self.committed_unexecuted <= 2 * window
             && self.checkpoints <= window / config.checkpoint_interval.max(1) as usize + 1
             && self.pending_requests <= config.max_pending_requests
+            && self.queued <= 2 * config.max_pending_requests + config.max_batch_requests
             && self.view_changes <= 2 * replicas
             && self.unpersisted <= 2 * window
             && self.client_entries <= clients * 2 * config.client_nonce_window as usize
@@ -135,8 +138,9 @@ impl Footprint {
 
 /// What the host drives: a protocol as a pure state machine.
 pub trait Protocol {
-    /// Feeds one input at time `now`. An `Err` means the input was refused (counted and dropped
-    /// by the host); the state is then unchanged by it.
+    /// Feeds one input at time `now`. An `Err` means the input was refused: the host counts it
+    /// and drops it. A refused message may still leave a trace (that its sender is in a higher
+    /// view, or that two proposals conflict), never a vote or a commit.
     fn handle(&mut self, now: Time, input: Input) -> Result<(), Invalid>;
     /// When [`Input::Timeout`] should next be fed, if ever.
     fn poll_timeout(&self) -> Option<Time>;

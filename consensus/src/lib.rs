@@ -4,8 +4,9 @@
 //! **Promise:** nothing in this crate performs I/O, reads a clock, spawns a thread or draws OS
 //! randomness. Time comes in as an argument, timers go out through
 //! [`Protocol::poll_timeout`], and everything the world must do comes out as [`Action`]s. Given
-//! the same inputs, a replica produces the same outputs. (The crate's dependencies are
-//! cryptography and serialisation only; see its `Cargo.toml`.)
+//! the same inputs, a replica produces the same outputs. The crate's `Cargo.toml` keeps the
+//! promise: its dependencies are cryptography, serialisation, and a seedable RNG (ChaCha, built
+//! without OS entropy) that only the simulator uses.
 //!
 //! A host drives a replica like this:
 //!

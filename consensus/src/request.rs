@@ -185,6 +185,9 @@ pub enum Seen {
 #[derive(Clone, Debug, Default)]
 struct ClientWindow {
     highest_nonce: u64,
+    /// Nonces at or below this were evicted by the entry cap and are refused as stale, so an
+    /// evicted request can never read as new again.
+    floor: Option<u64>,
     ordered: BTreeMap<(u64, Option<Digest>), Position>,
 }
 
@@ -221,6 +224,9 @@ impl ClientTable {
         if client.highest_nonce >= self.window && key.nonce <= client.highest_nonce - self.window {
             return Seen::Stale;
         }
+        if client.floor.is_some_and(|floor| key.nonce <= floor) {
+            return Seen::Stale;
+        }
         match client.ordered.get(&(key.nonce, key.payload)) {
             Some(position) => Seen::Ordered(*position),
             None => Seen::New,
@@ -244,7 +250,9 @@ impl ClientTable {
             }
         }
         while client.ordered.len() > max_entries {
-            client.ordered.pop_first();
+            if let Some(((nonce, _), _)) = client.ordered.pop_first() {
+                client.floor = Some(client.floor.map_or(nonce, |f| f.max(nonce)));
+            }
         }
         true
     }

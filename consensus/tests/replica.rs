@@ -1,4 +1,5 @@
 //! Driving one PBFT replica by hand: the order of its outputs and its refusals.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::time::Duration;
 
@@ -19,7 +20,11 @@ fn config() -> ProtocolConfig {
 
 fn batch(tag: u8) -> Batch {
     Batch {
-        requests: vec![Request::unsigned(replica_key(9).public(), tag as u64, vec![tag; 4])],
+        requests: vec![Request::unsigned(
+            replica_key(9).public(),
+            tag as u64,
+            vec![tag; 4],
+        )],
     }
 }
 
@@ -47,7 +52,12 @@ fn pre_prepare(committee: &Committee, view: u64, seq: u64, batch: &Batch) -> Inp
 }
 
 fn prepare(committee: &Committee, from: u16, seq: u64, digest: Digest) -> Input {
-    let vote = Signed::sign(PrepareVote { view: 0, seq, digest }, ReplicaId(from), &replica_key(from as usize), committee);
+    let vote = Signed::sign(
+        PrepareVote { view: 0, seq, digest },
+        ReplicaId(from),
+        &replica_key(from as usize),
+        committee,
+    );
     Input::Message {
         from: ReplicaId(from),
         message: Message::Prepare(vote).verify(committee, &config()).unwrap(),
@@ -58,10 +68,18 @@ fn prepare(committee: &Committee, from: u16, seq: u64, digest: Digest) -> Input 
 /// persisted_messages, aptos safety-rules).
 #[test]
 fn safety_state_is_persisted_before_each_vote() {
-    let committee = committee(4);
-    let mut replica = Replica::new(ReplicaId(1), replica_key(1), committee.clone(), config(), Duration::ZERO);
+    let committee = committee(4).unwrap();
+    let mut replica = Replica::new(
+        ReplicaId(1),
+        replica_key(1),
+        committee.clone(),
+        config(),
+        Duration::ZERO,
+    );
     let b = batch(1);
-    replica.handle(Duration::from_millis(1), pre_prepare(&committee, 0, 1, &b)).unwrap();
+    replica
+        .handle(Duration::from_millis(1), pre_prepare(&committee, 0, 1, &b))
+        .unwrap();
     let actions = replica.drain_actions();
     let persist = actions
         .iter()
@@ -69,14 +87,25 @@ fn safety_state_is_persisted_before_each_vote() {
         .expect("prepare recorded");
     let send = actions
         .iter()
-        .position(|a| matches!(a, Action::Broadcast { message: Message::Prepare(_) }))
+        .position(|a| {
+            matches!(
+                a,
+                Action::Broadcast {
+                    message: Message::Prepare(_)
+                }
+            )
+        })
         .expect("prepare sent");
     assert!(persist < send);
 
     // Prepares from 0 and 2 make a quorum with our own: the prepared certificate is persisted
     // before COMMIT goes out.
-    replica.handle(Duration::from_millis(2), prepare(&committee, 0, 1, b.digest())).unwrap();
-    replica.handle(Duration::from_millis(2), prepare(&committee, 2, 1, b.digest())).unwrap();
+    replica
+        .handle(Duration::from_millis(2), prepare(&committee, 0, 1, b.digest()))
+        .unwrap();
+    replica
+        .handle(Duration::from_millis(2), prepare(&committee, 2, 1, b.digest()))
+        .unwrap();
     let actions = replica.drain_actions();
     let persist = actions
         .iter()
@@ -84,7 +113,14 @@ fn safety_state_is_persisted_before_each_vote() {
         .expect("prepared certificate recorded");
     let send = actions
         .iter()
-        .position(|a| matches!(a, Action::Broadcast { message: Message::Commit(_) }))
+        .position(|a| {
+            matches!(
+                a,
+                Action::Broadcast {
+                    message: Message::Commit(_)
+                }
+            )
+        })
         .expect("commit sent");
     assert!(persist < send);
 }
@@ -93,10 +129,18 @@ fn safety_state_is_persisted_before_each_vote() {
 /// already voted for: it never equivocates, even after losing its memory.
 #[test]
 fn restarted_replica_never_equivocates() {
-    let committee = committee(4);
-    let mut replica = Replica::new(ReplicaId(1), replica_key(1), committee.clone(), config(), Duration::ZERO);
+    let committee = committee(4).unwrap();
+    let mut replica = Replica::new(
+        ReplicaId(1),
+        replica_key(1),
+        committee.clone(),
+        config(),
+        Duration::ZERO,
+    );
     let first = batch(1);
-    replica.handle(Duration::from_millis(1), pre_prepare(&committee, 0, 1, &first)).unwrap();
+    replica
+        .handle(Duration::from_millis(1), pre_prepare(&committee, 0, 1, &first))
+        .unwrap();
     let mut safety = SafetyState::default();
     for action in replica.drain_actions() {
         if let Action::PersistSafety(update) = action {
@@ -115,26 +159,45 @@ fn restarted_replica_never_equivocates() {
     restarted.drain_actions();
     let second = batch(2);
     let result = restarted.handle(Duration::from_millis(6), pre_prepare(&committee, 0, 1, &second));
-    assert!(matches!(result, Err(Invalid::Equivocation { seq: 1, .. })), "{result:?}");
-    assert!(!restarted
-        .drain_actions()
-        .iter()
-        .any(|a| matches!(a, Action::Broadcast { message: Message::Prepare(_) })));
+    assert!(
+        matches!(result, Err(Invalid::Equivocation { seq: 1, .. })),
+        "{result:?}"
+    );
+    assert!(!restarted.drain_actions().iter().any(|a| matches!(
+        a,
+        Action::Broadcast {
+            message: Message::Prepare(_)
+        }
+    )));
     // The same batch is still accepted (and re-voted identically).
-    restarted.handle(Duration::from_millis(7), pre_prepare(&committee, 0, 1, &first)).unwrap();
+    restarted
+        .handle(Duration::from_millis(7), pre_prepare(&committee, 0, 1, &first))
+        .unwrap();
 }
 
 #[test]
 fn refusals_name_the_fault() {
-    let committee = committee(4);
-    let mut replica = Replica::new(ReplicaId(1), replica_key(1), committee.clone(), config(), Duration::ZERO);
+    let committee = committee(4).unwrap();
+    let mut replica = Replica::new(
+        ReplicaId(1),
+        replica_key(1),
+        committee.clone(),
+        config(),
+        Duration::ZERO,
+    );
     let b = batch(1);
     // Outside the watermarks.
     let far = pre_prepare(&committee, 0, 10_000, &b);
-    assert!(matches!(replica.handle(Duration::ZERO, far), Err(Invalid::OutsideWindow { seq: 10_000, .. })));
+    assert!(matches!(
+        replica.handle(Duration::ZERO, far),
+        Err(Invalid::OutsideWindow { seq: 10_000, .. })
+    ));
     // A future view.
     let future = pre_prepare(&committee, 4, 1, &b);
-    assert!(matches!(replica.handle(Duration::ZERO, future), Err(Invalid::WrongView { got: 4, .. })));
+    assert!(matches!(
+        replica.handle(Duration::ZERO, future),
+        Err(Invalid::WrongView { got: 4, .. })
+    ));
     // Not from the primary: caught at verification.
     let proposal = Signed::sign(
         Proposal {
@@ -146,7 +209,12 @@ fn refusals_name_the_fault() {
         &replica_key(2),
         &committee,
     );
-    let err = Message::PrePrepare { proposal, batch: b.clone() }.verify(&committee, &config()).unwrap_err();
+    let err = Message::PrePrepare {
+        proposal,
+        batch: b.clone(),
+    }
+    .verify(&committee, &config())
+    .unwrap_err();
     assert!(matches!(err, Invalid::WrongLeader { .. }));
     // A batch that does not match its digest.
     let proposal = Signed::sign(
@@ -159,14 +227,16 @@ fn refusals_name_the_fault() {
         &replica_key(0),
         &committee,
     );
-    let err = Message::PrePrepare { proposal, batch: b }.verify(&committee, &config()).unwrap_err();
+    let err = Message::PrePrepare { proposal, batch: b }
+        .verify(&committee, &config())
+        .unwrap_err();
     assert!(matches!(err, Invalid::DigestMismatch { seq: 1 }));
 }
 
 /// Random and mangled bytes never panic the decoder or the verifier.
 #[test]
 fn garbage_never_panics() {
-    let committee = committee(4);
+    let committee = committee(4).unwrap();
     let b = batch(3);
     let proposal = Signed::sign(
         Proposal {

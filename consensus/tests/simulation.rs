@@ -1,4 +1,5 @@
 //! Scenario tests: the real PBFT state machine in the deterministic simulator.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::time::Duration;
 
@@ -118,9 +119,8 @@ fn state_transfer_after_partition_past_two_checkpoints() {
         from: Duration::from_millis(50),
         until: Duration::from_millis(2500),
     });
-    config.heal_at = Duration::from_millis(2500);
-    // Keep running after the heal long enough for the laggard to catch up.
-    config.clients = 3;
+    // Heal well after the partition ends, so the run lasts until the laggard has caught up.
+    config.heal_at = Duration::from_secs(6);
     let report = run(config.clone());
     assert_clean(&report, "partition");
     let interval = config.protocol.checkpoint_interval;
@@ -133,12 +133,6 @@ fn state_transfer_after_partition_past_two_checkpoints() {
         report.traffic.by_kind.get("batches").is_some_and(|(n, _)| *n > 0),
         "used state transfer"
     );
-
-    // Run on after the last answer: the laggard reaches the others' log.
-    let mut longer = config;
-    longer.heal_at = Duration::from_secs(6);
-    let report = run(longer);
-    assert_clean(&report, "partition, long");
     let seqs: Vec<u64> = report.final_status.iter().map(|(_, s)| s.committed_seq).collect();
     assert!(
         seqs.iter().all(|s| *s == seqs[0]),
@@ -155,7 +149,7 @@ fn entries_stay_bounded_across_100k_requests() {
     config.clients = 4;
     config.requests_per_client = 25_000;
     config.payload_bytes = 8;
-    config.submit_window = Duration::from_secs(20);
+    config.submit_window = Duration::from_secs(10);
     config.protocol.request_auth = RequestAuth::Unsigned;
     config.protocol.max_batch_requests = 128;
     config.protocol.max_inflight_batches = 4;

@@ -240,6 +240,17 @@ mod tests {
         let mut identity = [0u8; 32];
         identity[0] = 1;
         assert!(PublicKey(identity).decode().is_err());
-        assert!(PublicKey([0xff; 32]).decode().is_err());
+        // y = -1: the point of order 2.
+        let mut order_two = [0xff; 32];
+        order_two[0] = 0xec;
+        order_two[31] = 0x7f;
+        assert!(PublicKey(order_two).decode().is_err());
+        // Some y has no x on the curve: at least one small y must fail to decode.
+        let undecodable = (2u8..40).any(|y| {
+            let mut bytes = [0u8; 32];
+            bytes[0] = y;
+            PublicKey(bytes).decode().is_err() && VerifyingKey::from_bytes(&bytes).is_err()
+        });
+        assert!(undecodable);
     }
 }

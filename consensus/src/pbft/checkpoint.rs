@@ -65,7 +65,7 @@ impl Replica {
         if body.seq <= self.stable.seq {
             return Err(Invalid::Stale);
         }
-        self.known_high_seq = self.known_high_seq.max(body.seq);
+        self.note_seq(vote.signer(), body.seq);
         // Votes beyond the window only tell us we are behind; catch-up fetches the proof.
         self.check_window(body.seq)?;
         let from = vote.signer();
@@ -119,28 +119,25 @@ impl Replica {
         }
     }
 
-    /// Whether this replica has evidence that it is behind: a higher sequence number, or more
-    /// than F weight of peers in higher views.
+    /// Whether this replica has evidence that it is behind: a certified or F+1-vouched higher
+    /// sequence number, or more than F weight of peers in higher views.
     fn behind(&self) -> bool {
         let ahead = self
             .views_seen
             .iter()
             .filter(|(_, view)| **view > self.view)
             .map(|(id, _)| *id);
-        self.known_high_seq > self.last_executed
+        self.known_high_seq.max(self.evidenced_seq()) > self.last_executed
             || self.last_executed > self.window_high()
             || self.committee.includes_correct(ahead)
     }
 
-    /// On each tick: if behind and nothing was executed since the last tick, ask the next
-    /// peer in turn for help. Rotating peers gets past silent Byzantine ones.
-    pub(super) fn maybe_catch_up(&mut self) {
-        let stalled = self.last_executed == self.executed_at_last_tick;
-        self.executed_at_last_tick = self.last_executed;
-        if stalled && self.behind() {
-            self.catch_up_peer = (self.catch_up_peer + 1) % self.committee.size();
-            self.request_catch_up();
-        }
+    /// On each tick, tell the next peer in turn how far this replica got. The message doubles
+    /// as a status ping: a peer that is behind learns it from it, and a peer that is ahead
+    /// answers with what we lack. Rotating peers gets past silent Byzantine ones.
+    pub(super) fn ping_peer(&mut self) {
+        self.catch_up_peer = (self.catch_up_peer + 1) % self.committee.size();
+        self.request_catch_up();
     }
 
     pub(super) fn request_catch_up(&mut self) {
@@ -161,18 +158,17 @@ impl Replica {
     }
 
     /// Whether to answer a request for help (catch-up, a stale view change) from `peer` now:
-    /// at most once per quarter retransmission interval per peer, which bounds the work and
-    /// traffic any peer, or a replay of old messages, can cause.
-    pub(super) fn may_help(&mut self, peer: ReplicaId) -> bool {
+    /// when it asks for more than last time (it made progress), or else at most once per
+    /// quarter retransmission interval. That bounds the work and traffic any peer, or a replay
+    /// of old messages, can cause, without slowing a real catch-up.
+    pub(super) fn may_help(&mut self, peer: ReplicaId, progress: u64) -> bool {
         let min_gap = self.config.retransmit_interval / 4;
-        if self
-            .served
-            .get(&peer)
-            .is_some_and(|last| self.now < *last + min_gap)
-        {
-            return false;
+        if let Some((last, last_progress)) = self.served.get(&peer) {
+            if progress <= *last_progress && self.now < *last + min_gap {
+                return false;
+            }
         }
-        self.served.insert(peer, self.now);
+        self.served.insert(peer, (self.now, progress));
         true
     }
 
@@ -182,8 +178,16 @@ impl Replica {
         if from == self.id || !self.committee.contains(from) {
             return;
         }
+        self.note_seq(from, next_seq.saturating_sub(1));
+        if view > self.view {
+            let seen = self.views_seen.entry(from).or_insert(0);
+            *seen = (*seen).max(view);
+        }
+        let useful = (view < self.view && self.changing.is_none() && self.last_new_view.is_some())
+            || self.stable.seq > stable_seq
+            || self.persisted >= next_seq;
         // Bound the disk reads one peer can cause.
-        if !self.may_help(from) {
+        if !useful || !self.may_help(from, next_seq) {
             return;
         }
         if view < self.view && self.changing.is_none() {

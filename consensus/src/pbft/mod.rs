@@ -112,9 +112,9 @@ pub struct Replica {
     views_seen: BTreeMap<ReplicaId, u64>,
 
     known_high_seq: u64,
+    seq_seen: BTreeMap<ReplicaId, u64>,
     catch_up_peer: usize,
-    executed_at_last_tick: u64,
-    served: BTreeMap<ReplicaId, Time>,
+    served: BTreeMap<ReplicaId, (Time, u64)>,
     next_tick: Time,
 
     actions: Vec<Action>,
@@ -183,8 +183,8 @@ impl Replica {
             last_new_view: None,
             views_seen: BTreeMap::new(),
             known_high_seq: 0,
+            seq_seen: BTreeMap::new(),
             catch_up_peer: id.index(),
-            executed_at_last_tick: 0,
             served: BTreeMap::new(),
             actions: Vec::new(),
         };
@@ -195,7 +195,6 @@ impl Replica {
             replica.apply(committed, false);
         }
         replica.persisted = replica.last_executed;
-        replica.executed_at_last_tick = replica.last_executed;
         replica.known_high_seq = replica.stable.seq.max(replica.last_executed);
         // A primary must never reuse a sequence number it proposed before the restart.
         let proposed_high = replica
@@ -249,7 +248,11 @@ impl Replica {
     /// The current timeout: the base doubled for each consecutive failed view, capped.
     fn timeout(&self) -> Time {
         let factor = 1u32 << self.failed_views.min(16);
-        (self.config.view_timeout * factor).min(self.config.view_timeout_max)
+        self.config
+            .view_timeout
+            .checked_mul(factor)
+            .unwrap_or(self.config.view_timeout_max)
+            .min(self.config.view_timeout_max)
     }
 
     fn sign<T: Signable>(&self, body: T) -> Signed<T> {
@@ -274,14 +277,12 @@ impl Replica {
         self.stable.seq + self.config.log_window
     }
 
-    /// Accepts sequence numbers inside the watermarks. One above them is evidence that the
-    /// others moved on, which catch-up acts on.
-    fn check_window(&mut self, seq: u64) -> Result<(), Invalid> {
+    /// Accepts sequence numbers inside the watermarks.
+    fn check_window(&self, seq: u64) -> Result<(), Invalid> {
         if seq <= self.stable.seq {
             return Err(Invalid::Stale);
         }
         if seq > self.window_high() {
-            self.known_high_seq = self.known_high_seq.max(seq);
             return Err(Invalid::OutsideWindow {
                 seq,
                 low: self.stable.seq,
@@ -311,6 +312,44 @@ impl Replica {
         Ok(())
     }
 
+    /// Remembers the highest sequence number a peer has shown it reached. One peer's claim
+    /// proves nothing; see [`Replica::evidenced_seq`].
+    fn note_seq(&mut self, from: ReplicaId, seq: u64) {
+        if self.committee.contains(from) && from != self.id {
+            let seen = self.seq_seen.entry(from).or_insert(0);
+            *seen = (*seen).max(seq);
+        }
+    }
+
+    /// The highest sequence number that peers holding more than F weight have all reached: at
+    /// least one correct replica vouches for it, so a Byzantine peer cannot fake being ahead.
+    fn evidenced_seq(&self) -> u64 {
+        let mut seen: Vec<(u64, ReplicaId)> = self.seq_seen.iter().map(|(id, seq)| (*seq, *id)).collect();
+        seen.sort_unstable_by(|a, b| b.cmp(a));
+        let mut weight = 0;
+        for (seq, id) in seen {
+            weight += self.committee.weight(id).unwrap_or(0);
+            if weight > self.committee.faulty_weight() {
+                return seq;
+            }
+        }
+        0
+    }
+
+    /// Drops waiting requests that some batch has ordered meanwhile or that fell out of their
+    /// client's nonce window: they must not make this replica suspect the primary.
+    fn purge_pending(&mut self) {
+        let clients = &self.clients;
+        let arrivals = &mut self.arrivals;
+        self.pending.retain(|key, pending| {
+            let keep = clients.check(key) == crate::request::Seen::New;
+            if !keep {
+                arrivals.remove(&pending.arrival);
+            }
+            keep
+        });
+    }
+
     fn on_timeout(&mut self) {
         let now = self.now;
         if now >= self.next_tick {
@@ -323,14 +362,13 @@ impl Replica {
                 ..
             }) if now >= since + self.timeout() => {
                 // PBFT 4.5.2: NEW-VIEW did not come in time; try the next view.
-                self.start_view_change(self.view + 1);
+                self.start_view_change(self.view.saturating_add(1));
             }
-            None => {
-                if let Some(deadline) = self.request_deadline() {
-                    if now >= deadline {
-                        // PBFT 4.4: a request waited too long; suspect the primary.
-                        self.start_view_change(self.view + 1);
-                    }
+            None if self.request_deadline().is_some_and(|deadline| now >= deadline) => {
+                self.purge_pending();
+                if self.request_deadline().is_some_and(|deadline| now >= deadline) {
+                    // PBFT 4.4: a request waited too long; suspect the primary.
+                    self.start_view_change(self.view.saturating_add(1));
                 }
             }
             _ => {}
@@ -379,7 +417,7 @@ impl Replica {
             }
         }
         self.resend_checkpoint();
-        self.maybe_catch_up();
+        self.ping_peer();
     }
 }
 
@@ -387,7 +425,7 @@ impl Protocol for Replica {
     fn handle(&mut self, now: Time, input: Input) -> Result<(), Invalid> {
         self.now = self.now.max(now);
         let result = match input {
-            Input::Request(request) => self.on_request(request),
+            Input::Request(request) => self.on_request(request, false),
             Input::Timeout => {
                 self.on_timeout();
                 Ok(())
@@ -397,7 +435,7 @@ impl Protocol for Replica {
                 Ok(())
             }
             Input::Message { from, message } => match message {
-                VerifiedMessage::Request(request) => self.on_request(request),
+                VerifiedMessage::Request(request) => self.on_request(request, true),
                 VerifiedMessage::PrePrepare { proposal, batch } => self.on_pre_prepare(proposal, batch),
                 VerifiedMessage::Prepare(vote) => self.on_prepare(vote),
                 VerifiedMessage::Commit(vote) => self.on_commit(vote),
@@ -471,6 +509,7 @@ impl Protocol for Replica {
             checkpoints: self.checkpoint_votes.len(),
             pending_requests: self.pending.len(),
             view_changes: self.view_changes.len(),
+            queued: self.queue.len(),
             unpersisted: self.awaiting_persist.len(),
             client_entries: self.clients.entries(),
         }

@@ -12,9 +12,14 @@ use crate::request::{Position, Request, Seen};
 use crate::safety::SafetyUpdate;
 
 impl Replica {
-    /// A client request, directly or forwarded (PBFT 4.1).
-    pub(super) fn on_request(&mut self, request: Request) -> Result<(), Invalid> {
+    /// A client request, directly or `forwarded` by a backup (PBFT 4.1).
+    pub(super) fn on_request(&mut self, request: Request, forwarded: bool) -> Result<(), Invalid> {
         request.check_shape(&self.config)?;
+        if forwarded && self.config.request_auth == crate::config::RequestAuth::Unsigned {
+            // Without client signatures a forwarded request proves nothing about its client:
+            // any Byzantine replica could forge one.
+            return Err(Invalid::UnsignedRequest);
+        }
         let key = request.key(self.config.request_auth);
         match self.clients.check(&key) {
             Seen::Ordered(position) => {
@@ -45,9 +50,19 @@ impl Replica {
                 proposed: false,
             },
         );
-        self.queue.push_back(key);
-        if self.batch_deadline.is_none() {
-            self.batch_deadline = Some(self.now + self.config.batch_delay);
+        if self.is_primary() {
+            self.queue.push_back(key);
+            if self.batch_deadline.is_none() {
+                self.batch_deadline = Some(self.now + self.config.batch_delay);
+            }
+        } else if !forwarded && self.config.request_auth == crate::config::RequestAuth::Signed {
+            // PBFT 4.1: make sure the primary has it before suspecting the primary of
+            // ignoring it, so a client cannot force view changes by skipping the primary.
+            let primary = self.primary();
+            if let Some(pending) = self.pending.get(&key) {
+                let message = Message::Request(pending.request.clone());
+                self.send(primary, message);
+            }
         }
         Ok(())
     }
@@ -90,6 +105,12 @@ impl Replica {
     fn take_batch(&mut self) -> Batch {
         let mut batch = Batch::default();
         let mut bytes = 0usize;
+        if self.queue.len() > 2 * self.pending.len() + self.config.max_batch_requests {
+            // Drop keys ordered meanwhile, so the queue stays proportional to what waits.
+            let pending = &self.pending;
+            self.queue
+                .retain(|key| pending.get(key).is_some_and(|p| !p.proposed));
+        }
         while let Some(key) = self.queue.front().copied() {
             let Some(pending) = self.pending.get_mut(&key) else {
                 self.queue.pop_front();
@@ -174,6 +195,7 @@ impl Replica {
         batch: Batch,
     ) -> Result<(), Invalid> {
         let body = *proposal.body();
+        self.note_seq(proposal.signer(), body.seq);
         self.check_view(proposal.signer(), body.view)?;
         if proposal.signer() != self.primary() {
             return Err(Invalid::WrongLeader {
@@ -206,7 +228,7 @@ impl Replica {
             };
             // Two signed proposals for one slot prove the primary faulty: replace it now
             // rather than waiting for a timeout.
-            self.start_view_change(self.view + 1);
+            self.start_view_change(self.view.saturating_add(1));
             return Err(error);
         }
         slot.proposal = Some(SlotProposal {
@@ -224,6 +246,7 @@ impl Replica {
 
     pub(super) fn on_prepare(&mut self, vote: Verified<PrepareVote>) -> Result<(), Invalid> {
         let body = *vote.body();
+        self.note_seq(vote.signer(), body.seq);
         self.check_view(vote.signer(), body.view)?;
         self.check_window(body.seq)?;
         let from = vote.signer();
@@ -241,9 +264,9 @@ impl Replica {
 
     pub(super) fn on_commit(&mut self, vote: Verified<CommitVote>) -> Result<(), Invalid> {
         let body = *vote.body();
+        self.note_seq(vote.signer(), body.seq);
         self.check_view(vote.signer(), body.view)?;
         self.check_window(body.seq)?;
-        self.known_high_seq = self.known_high_seq.max(body.seq);
         let from = vote.signer();
         let slot = self.slots.entry(body.seq).or_default();
         if slot.commits.insert(vote) == Inserted::Conflict {
@@ -317,7 +340,8 @@ impl Replica {
         };
         slot.committed = true;
         let batch = proposal.batch.clone();
-        if seq > self.last_executed {
+        // A replica far behind does not hoard new batches; state transfer brings them in order.
+        if seq > self.last_executed && seq <= self.last_executed + self.config.log_window {
             self.committed
                 .entry(seq)
                 .or_insert(CommittedBatch { batch, certificate });

@@ -122,7 +122,8 @@ impl Replica {
             new_view_sent: false,
         });
         self.slots.clear();
-        self.requeue_pending();
+        self.queue.clear();
+        self.batch_deadline = None;
         self.views_seen.retain(|_, view| *view > new_view);
         self.view_changes.prune_below(new_view);
         self.persist(SafetyUpdate::EnterView {
@@ -155,16 +156,20 @@ impl Replica {
         self.broadcast(Message::ViewChange(signed));
     }
 
-    /// Requests not yet executed go back in the queue, in arrival order, for the next primary.
+    /// In a new view the primary queues every request not yet executed, in arrival order;
+    /// backups keep no queue.
     fn requeue_pending(&mut self) {
         self.queue.clear();
+        self.batch_deadline = None;
+        if !self.is_primary() {
+            return;
+        }
         for key in self.arrivals.values() {
             if let Some(pending) = self.pending.get_mut(key) {
                 pending.proposed = false;
                 self.queue.push_back(*key);
             }
         }
-        self.batch_deadline = None;
     }
 
     pub(super) fn on_view_change(&mut self, vc: Verified<ViewChange>) -> Result<(), Invalid> {
@@ -179,7 +184,7 @@ impl Replica {
             // have moved on before it ever reached the sender). At most once per peer per
             // interval, so replayed old messages cannot make replicas answer each other in a
             // growing loop.
-            if !self.may_help(from) {
+            if !self.may_help(from, 0) {
                 return Err(Invalid::Stale);
             }
             if let Some(new_view) = &self.last_new_view {
@@ -234,41 +239,53 @@ impl Replica {
                 .map(|vc| vc.signed().clone())
                 .collect();
             let new_view = self.sign(NewView { view, view_changes });
-            self.broadcast(Message::NewView(new_view.clone()));
-            self.enter_new_view(new_view);
+            self.enter_new_view(new_view, true);
         }
     }
 
     pub(super) fn on_new_view(&mut self, new_view: Verified<NewView>) -> Result<(), Invalid> {
         let view = new_view.body().view;
-        if view < self.view || (view == self.view && self.changing.is_none()) {
+        // A replica restarted in its view lost that view's NEW-VIEW; accepting it again is
+        // safe because its durable prepare records pin the digests it already voted for.
+        let restarted_without_it = view == self.view && view > 0 && self.last_new_view.is_none();
+        if view < self.view || (view == self.view && self.changing.is_none() && !restarted_without_it) {
             return Err(Invalid::Stale);
         }
-        self.enter_new_view(new_view.into_signed());
+        self.enter_new_view(new_view.into_signed(), false);
         Ok(())
     }
 
     /// PBFT 4.4: adopt the view, its checkpoint, and its re-proposals, which are then prepared
-    /// like any PRE-PREPARE.
-    fn enter_new_view(&mut self, new_view: Signed<NewView>) {
+    /// like any PRE-PREPARE. The new primary `announce`s the NEW-VIEW, after making the move
+    /// durable, so that a crash cannot make it send a second, different one.
+    fn enter_new_view(&mut self, new_view: Signed<NewView>, announce: bool) {
         let view = new_view.body.view;
         let plan = NewViewPlan::compute(new_view.body.view_changes.iter().map(|vc| &vc.body));
         if view > self.view && self.changing.is_none() {
-            // Jumping straight from normal operation (we were cut off): requests go back in line.
-            self.requeue_pending();
+            // Jumping straight from normal operation (we were cut off).
             self.view_changes_total += 1;
         }
         self.view = view;
         self.changing = None;
-        self.last_new_view = Some(new_view);
         self.last_progress = self.now;
         self.slots.clear();
         self.view_changes.prune_below(view + 1);
         self.views_seen.retain(|_, seen| *seen > view);
+        self.requeue_pending();
         self.persist(SafetyUpdate::EnterView {
             view,
             changing: false,
         });
+        if announce {
+            self.broadcast(Message::NewView(new_view.clone()));
+        }
+        self.last_new_view = Some(new_view);
+        if self.stable.seq > plan.stable.seq {
+            // Our checkpoint is newer than the view's: the re-proposals we skip below it are
+            // committed, and the proof lets lagging peers skip them too.
+            let message = Message::Stable(self.stable.clone());
+            self.broadcast(message);
+        }
         self.make_stable(plan.stable);
         let mut highest = self.stable.seq;
         for (seq, batch) in plan.proposals {

@@ -130,7 +130,7 @@ impl SimConfig {
     /// The mix used for many-seed runs: random link faults, up to two isolations, one
     /// crash-restart of a correct replica, and f Byzantine replicas with random behaviours.
     pub fn random(seed: u64, replicas: usize) -> Self {
-        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5eed_0f_fa17);
+        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x005e_ed0f_fa17);
         let f = replicas.saturating_sub(1) / 3;
         let mut config = Self::calm(seed, replicas);
         config.protocol.max_batch_requests = rng.gen_range(1..=6);
@@ -237,8 +237,8 @@ struct Instance {
 }
 
 struct SimClient {
-    key: KeyPair,
     requests: Vec<Request>,
+    by_digest: HashMap<Digest, usize>,
     submitted_at: Vec<Option<Time>>,
     answered: Vec<Option<(Time, Position)>>,
 }
@@ -297,18 +297,9 @@ fn client_key(i: usize) -> KeyPair {
 }
 
 /// The committee of a simulated cluster with equal weights.
-pub fn committee(replicas: usize) -> Committee {
+pub fn committee(replicas: usize) -> Result<Committee, ordinal_crypto::CryptoError> {
     let keys: Vec<_> = (0..replicas).map(|i| replica_key(i).public()).collect();
-    // n ≥ 1 and distinct derived keys: construction cannot fail; fall back to a 1-replica
-    // committee rather than panic if it ever did.
     Committee::equal_weights(Digest::of(b"ordinal-sim"), &keys)
-        .or_else(|_| Committee::equal_weights(Digest::of(b"ordinal-sim"), &keys[..1]))
-        .unwrap_or_else(|_| unreachable_committee())
-}
-
-#[allow(clippy::panic)]
-fn unreachable_committee() -> Committee {
-    panic!("a one-replica committee is always valid")
 }
 
 /// One simulation.
@@ -332,9 +323,9 @@ pub struct Simulation {
 }
 
 impl Simulation {
-    /// Sets up a run.
-    pub fn new(config: SimConfig) -> Self {
-        let committee = committee(config.replicas);
+    /// Sets up a run; fails only for a cluster size no committee can have.
+    pub fn new(config: SimConfig) -> Result<Self, ordinal_crypto::CryptoError> {
+        let committee = committee(config.replicas)?;
         let rng = ChaCha8Rng::seed_from_u64(config.seed);
         let mut network = Network::new((Duration::from_micros(500), Duration::from_millis(5)));
         network.faults = config.link_faults;
@@ -392,7 +383,7 @@ impl Simulation {
         for i in 0..sim.instances.len() {
             sim.reschedule(i);
         }
-        sim
+        Ok(sim)
     }
 
     fn schedule_workload(&mut self) {
@@ -400,7 +391,12 @@ impl Simulation {
         for c in 0..self.config.clients {
             let key = client_key(c);
             let mut requests = Vec::new();
-            for n in 0..self.config.requests_per_client {
+            // Like a real client, nonces increase with submission time.
+            let mut times: Vec<Time> = (0..self.config.requests_per_client)
+                .map(|_| self.config.submit_window.mul_f64(self.rng.gen::<f64>()))
+                .collect();
+            times.sort();
+            for (n, at) in times.into_iter().enumerate() {
                 let mut payload = vec![0u8; self.config.payload_bytes];
                 self.rng.fill(&mut payload[..]);
                 let nonce = n as u64 + 1;
@@ -410,12 +406,15 @@ impl Simulation {
                 };
                 self.submitted_digests.insert(request.digest());
                 requests.push(request);
-                let at = self.config.submit_window.mul_f64(self.rng.gen::<f64>());
                 self.network.schedule(at, Event::Submit { client: c, index: n });
             }
             self.client_index.insert(key.public(), c);
             self.clients.push(SimClient {
-                key,
+                by_digest: requests
+                    .iter()
+                    .enumerate()
+                    .map(|(i, r)| (r.digest(), i))
+                    .collect(),
                 submitted_at: vec![None; requests.len()],
                 answered: vec![None; requests.len()],
                 requests,
@@ -935,11 +934,7 @@ impl Simulation {
 
     fn client_receipt(&mut self, client: usize, from: usize, receipt: Receipt) {
         let auth = self.config.protocol.request_auth;
-        let Some(index) = self.clients[client]
-            .requests
-            .iter()
-            .position(|r| r.digest() == receipt.request_digest)
-        else {
+        let Some(&index) = self.clients[client].by_digest.get(&receipt.request_digest) else {
             return;
         };
         if self.clients[client].answered[index].is_some() {
@@ -986,13 +981,24 @@ impl Simulation {
         if slot.is_none() {
             *slot = Some((self.now, position));
         }
-        let _ = &self.clients[client].key;
     }
 }
 
-/// Runs `config` and returns its report.
+/// Runs `config` and returns its report (a set-up failure is reported as a violation).
 pub fn run(config: SimConfig) -> Report {
-    Simulation::new(config).run()
+    let seed = config.seed;
+    match Simulation::new(config) {
+        Ok(sim) => sim.run(),
+        Err(e) => Report {
+            seed,
+            violations: vec![Violation {
+                invariant: "setup",
+                detail: e.to_string(),
+                at: Duration::ZERO,
+            }],
+            ..Report::default()
+        },
+    }
 }
 
 #[cfg(test)]
@@ -1024,35 +1030,63 @@ mod tests {
     /// The checkers must be able to fail: feed them each kind of bad outcome directly.
     #[test]
     fn invariant_checkers_catch_bad_outcomes() {
-        let mut sim = Simulation::new(SimConfig::calm(1, 4));
+        let mut sim = Simulation::new(SimConfig::calm(1, 4)).unwrap();
         let submitted = sim.clients[0].requests[0].clone();
         let other = sim.clients[0].requests[1].clone();
 
-        let first = certified(&sim, 1, Batch { requests: vec![submitted.clone()] });
+        let first = certified(
+            &sim,
+            1,
+            Batch {
+                requests: vec![submitted.clone()],
+            },
+        );
         sim.check_committed(0, &first);
         assert!(sim.report.violations.is_empty());
 
         // Agreement: a different batch at the same seq.
-        let conflicting = certified(&sim, 1, Batch { requests: vec![other.clone()] });
+        let conflicting = certified(
+            &sim,
+            1,
+            Batch {
+                requests: vec![other.clone()],
+            },
+        );
         sim.check_committed(1, &conflicting);
         assert_eq!(sim.report.violations.last().unwrap().invariant, "agreement");
 
         // Certificate: votes below quorum.
-        let mut weak = certified(&sim, 2, Batch { requests: vec![other.clone()] });
+        let mut weak = certified(
+            &sim,
+            2,
+            Batch {
+                requests: vec![other.clone()],
+            },
+        );
         weak.certificate.votes.truncate(2);
         sim.check_committed(0, &weak);
         assert!(sim.report.violations.iter().any(|v| v.invariant == "certificate"));
 
         // Validity: a request no client submitted.
         let forged = Request::unsigned(client_key(0).public(), 999, b"never sent".to_vec());
-        let invented = certified(&sim, 3, Batch { requests: vec![forged] });
+        let invented = certified(
+            &sim,
+            3,
+            Batch {
+                requests: vec![forged],
+            },
+        );
         sim.check_committed(0, &invented);
         assert!(sim.report.violations.iter().any(|v| v.invariant == "validity"));
 
         // Exactly once: answering with a position that is not the first occurrence.
         let key = submitted.key(sim.config.protocol.request_auth);
         sim.reply(0, true, key, Position { seq: 2, index: 0 });
-        assert!(sim.report.violations.iter().any(|v| v.invariant == "exactly-once"));
+        assert!(sim
+            .report
+            .violations
+            .iter()
+            .any(|v| v.invariant == "exactly-once"));
     }
 
     #[test]
