@@ -51,7 +51,9 @@ pub struct ProtocolConfig {
     pub max_request_bytes: usize,
     /// Most requests a replica holds waiting to be ordered.
     pub max_pending_requests: usize,
-    /// How clients are authenticated.
+    /// How clients are authenticated. A property of the cluster (its `request_auth` in
+    /// `client.toml`), so it is not read from a replica's own protocol table.
+    #[serde(skip)]
     pub request_auth: RequestAuth,
     /// Per-client nonce window of the de-duplication table.
     pub client_nonce_window: u64,

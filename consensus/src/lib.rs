@@ -37,6 +37,7 @@
 #![warn(missing_docs)]
 
 pub mod batch;
+pub mod cluster;
 pub mod config;
 pub mod error;
 pub mod io;
@@ -50,6 +51,7 @@ pub mod safety;
 pub mod sim;
 
 pub use batch::{Batch, CommittedBatch};
+pub use cluster::{ClusterConfig, ConfigError, ProtocolKind, ReplicaEntry};
 pub use config::{ProtocolConfig, RequestAuth};
 pub use error::Invalid;
 pub use io::{Action, Footprint, Input, Protocol, Status, Time};

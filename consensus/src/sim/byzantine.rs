@@ -9,7 +9,7 @@ use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
 use crate::batch::Batch;
-use crate::messages::{Message, NewView, Proposal, StableCheckpoint, ViewChange};
+use crate::messages::{CommitVote, Message, NewView, PrepareVote, Proposal, StableCheckpoint, ViewChange};
 
 /// How a Byzantine replica misbehaves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -172,15 +172,8 @@ pub fn rewrite(
         }
         Behaviour::WrongDigest => {
             let m = match message {
-                Message::Prepare(v) => {
-                    let mut body = v.body;
-                    body.digest = random_digest(rng);
-                    Message::Prepare(signer.sign(body))
-                }
-                Message::Commit(v) => {
-                    let mut body = v.body;
-                    body.digest = random_digest(rng);
-                    Message::Commit(signer.sign(body))
+                vote @ (Message::Prepare(_) | Message::Commit(_)) => {
+                    vote_for_random_digest(&vote, rng, signer)
                 }
                 Message::Checkpoint(v) => {
                     let mut body = v.body;
@@ -222,6 +215,21 @@ pub fn rewrite(
     }
 }
 
+/// The same PREPARE or COMMIT, validly re-signed for a digest that matches nothing.
+fn vote_for_random_digest(message: &Message, rng: &mut ChaCha8Rng, signer: &Signer<'_>) -> Message {
+    match message {
+        Message::Prepare(v) => Message::Prepare(signer.sign(PrepareVote {
+            digest: random_digest(rng),
+            ..v.body
+        })),
+        Message::Commit(v) => Message::Commit(signer.sign(CommitVote {
+            digest: random_digest(rng),
+            ..v.body
+        })),
+        other => other.clone(),
+    }
+}
+
 /// A conflicting version of a message, validly signed.
 fn equivocal(message: &Message, rng: &mut ChaCha8Rng, signer: &Signer<'_>) -> Message {
     match message {
@@ -241,16 +249,7 @@ fn equivocal(message: &Message, rng: &mut ChaCha8Rng, signer: &Signer<'_>) -> Me
                 batch: other,
             }
         }
-        Message::Prepare(v) => {
-            let mut body = v.body;
-            body.digest = random_digest(rng);
-            Message::Prepare(signer.sign(body))
-        }
-        Message::Commit(v) => {
-            let mut body = v.body;
-            body.digest = random_digest(rng);
-            Message::Commit(signer.sign(body))
-        }
+        Message::Prepare(_) | Message::Commit(_) => vote_for_random_digest(message, rng, signer),
         Message::NewView(nv) => {
             // A different (smaller) set of view changes to half the replicas.
             let mut changes = nv.body.view_changes.clone();

@@ -1,0 +1,195 @@
+//! The cluster as a configuration file describes it (`client.toml` and the `[cluster]` table of
+//! each replica's `config.toml`), and its validation into a [`Committee`].
+
+use std::fmt;
+
+use ordinal_crypto::{Committee, Digest, Member, PublicKey, ReplicaId};
+use serde::{Deserialize, Serialize};
+
+use crate::config::{ProtocolConfig, RequestAuth};
+
+/// Which agreement protocol a cluster runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProtocolKind {
+    /// PBFT: all-to-all prepare and commit phases.
+    #[default]
+    Pbft,
+    /// HotStuff-style linear mode: votes go to a collector.
+    Linear,
+}
+
+impl fmt::Display for ProtocolKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ProtocolKind::Pbft => "pbft",
+            ProtocolKind::Linear => "linear",
+        })
+    }
+}
+
+/// One replica as clients and peers know it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplicaEntry {
+    /// Its id, 0..n in order.
+    pub id: u16,
+    /// Where it listens for QUIC (host:port).
+    pub address: String,
+    /// Where it serves Prometheus metrics over HTTP (host:port).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<String>,
+    /// Its ed25519 public key, hex.
+    pub public_key: String,
+    /// Its voting weight.
+    #[serde(default = "one")]
+    pub weight: u64,
+}
+
+fn one() -> u64 {
+    1
+}
+
+/// The cluster: identity, protocol, membership.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// 32 bytes of hex naming the cluster; part of every signature.
+    pub cluster_id: String,
+    /// The protocol.
+    #[serde(default)]
+    pub protocol: ProtocolKind,
+    /// f, the number of Byzantine replicas tolerated.
+    pub faults: usize,
+    /// How clients authenticate requests.
+    #[serde(default)]
+    pub request_auth: RequestAuth,
+    /// The replicas in id order.
+    pub replicas: Vec<ReplicaEntry>,
+}
+
+/// A configuration problem, naming the field.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {reason}")]
+pub struct ConfigError {
+    /// The offending field, e.g. `replicas[2].public_key`.
+    pub field: String,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+impl ConfigError {
+    /// An error about `field`.
+    pub fn new(field: impl Into<String>, reason: impl fmt::Display) -> Self {
+        ConfigError {
+            field: field.into(),
+            reason: reason.to_string(),
+        }
+    }
+}
+
+impl ClusterConfig {
+    /// The cluster id.
+    pub fn cluster_id(&self) -> Result<Digest, ConfigError> {
+        self.cluster_id
+            .parse()
+            .map_err(|e| ConfigError::new("cluster_id", e))
+    }
+
+    /// Validates every field and builds the committee (epoch 0).
+    pub fn committee(&self) -> Result<Committee, ConfigError> {
+        let cluster_id = self.cluster_id()?;
+        if self.replicas.is_empty() {
+            return Err(ConfigError::new("replicas", "at least one replica is needed"));
+        }
+        let mut members = Vec::with_capacity(self.replicas.len());
+        for (i, entry) in self.replicas.iter().enumerate() {
+            let field = |name: &str| format!("replicas[{i}].{name}");
+            if entry.id as usize != i {
+                return Err(ConfigError::new(
+                    field("id"),
+                    format!("expected {i} (ids are 0..n in order)"),
+                ));
+            }
+            if entry.address.trim().is_empty() {
+                return Err(ConfigError::new(field("address"), "empty"));
+            }
+            let public_key: PublicKey = entry
+                .public_key
+                .parse()
+                .map_err(|e| ConfigError::new(field("public_key"), e))?;
+            public_key
+                .decode()
+                .map_err(|e| ConfigError::new(field("public_key"), e))?;
+            if entry.weight == 0 {
+                return Err(ConfigError::new(field("weight"), "must be at least 1"));
+            }
+            members.push(Member {
+                id: ReplicaId(entry.id),
+                public_key,
+                weight: entry.weight,
+            });
+        }
+        Committee::new(cluster_id, 0, members, self.faults).map_err(|e| ConfigError::new("replicas", e))
+    }
+
+    /// The protocol parameters a replica of this cluster must use for the parts clients rely
+    /// on (request authentication); the rest comes from the replica's own configuration.
+    pub fn apply_to(&self, protocol: &mut ProtocolConfig) {
+        protocol.request_auth = self.request_auth;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ordinal_crypto::KeyPair;
+
+    fn cluster(n: usize) -> ClusterConfig {
+        ClusterConfig {
+            cluster_id: Digest::of(b"c").to_hex(),
+            protocol: ProtocolKind::Pbft,
+            faults: (n - 1) / 3,
+            request_auth: RequestAuth::Signed,
+            replicas: (0..n)
+                .map(|i| ReplicaEntry {
+                    id: i as u16,
+                    address: format!("127.0.0.1:{}", 7000 + i),
+                    metrics: None,
+                    public_key: KeyPair::from_seed([i as u8 + 1; 32]).public().to_hex(),
+                    weight: 1,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn valid_cluster_builds_a_committee() {
+        let committee = cluster(4).committee().unwrap();
+        assert_eq!(committee.quorum_weight(), 3);
+        assert_eq!(committee.faults(), 1);
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let mut bad_key = cluster(4);
+        bad_key.replicas[2].public_key = "zz".into();
+        assert_eq!(bad_key.committee().unwrap_err().field, "replicas[2].public_key");
+
+        let mut bad_id = cluster(4);
+        bad_id.replicas[1].id = 3;
+        assert_eq!(bad_id.committee().unwrap_err().field, "replicas[1].id");
+
+        let mut bad_weight = cluster(4);
+        bad_weight.replicas[0].weight = 0;
+        assert_eq!(bad_weight.committee().unwrap_err().field, "replicas[0].weight");
+
+        let mut too_many_faults = cluster(4);
+        too_many_faults.faults = 2;
+        assert_eq!(too_many_faults.committee().unwrap_err().field, "replicas");
+
+        let mut bad_id_hex = cluster(4);
+        bad_id_hex.cluster_id = "123".into();
+        assert_eq!(bad_id_hex.committee().unwrap_err().field, "cluster_id");
+    }
+}

@@ -1,0 +1,156 @@
+//! A replica's configuration file (`config.toml`), read with serde and validated field by field.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use ordinal_consensus::{ClusterConfig, ConfigError, ProtocolConfig};
+use ordinal_crypto::{Committee, KeyPair, ReplicaId};
+use serde::{Deserialize, Serialize};
+
+/// When a committed batch counts as durable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SyncPolicy {
+    /// fsync before the batch's receipts leave (the default).
+    #[default]
+    Always,
+    /// Leave syncing to the OS: faster, but a power loss can lose acknowledged batches.
+    Never,
+}
+
+/// Storage settings.
+#[derive(Clone, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    /// Where RocksDB keeps its files; relative paths are relative to the config file. Default:
+    /// `data` next to the config file.
+    pub path: Option<PathBuf>,
+    /// Durability policy.
+    pub sync: SyncPolicy,
+}
+
+/// One replica's configuration.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// This replica's id in the cluster.
+    pub id: u16,
+    /// UDP address to listen on for QUIC.
+    pub listen: SocketAddr,
+    /// TCP address for Prometheus metrics over HTTP.
+    pub metrics: SocketAddr,
+    /// The secret key file; relative paths are relative to the config file.
+    pub key_file: PathBuf,
+    /// Storage.
+    #[serde(default)]
+    pub storage: StorageConfig,
+    /// Protocol parameters (batching, window, checkpoints, timeouts).
+    #[serde(default)]
+    pub protocol: ProtocolConfig,
+    /// The cluster.
+    pub cluster: ClusterConfig,
+}
+
+/// A configuration loaded and checked, with the paths resolved.
+#[derive(Debug)]
+pub struct LoadedConfig {
+    /// The file as written.
+    pub config: NodeConfig,
+    /// The directory it was read from.
+    pub dir: PathBuf,
+    /// The committee it describes.
+    pub committee: Committee,
+}
+
+impl NodeConfig {
+    /// Parses TOML text; errors name the field.
+    pub fn parse(text: &str) -> Result<NodeConfig, ConfigError> {
+        toml::from_str(text).map_err(|e| {
+            let field = e
+                .span()
+                .and_then(|span| text.get(..span.start))
+                .and_then(|before| before.lines().last())
+                .map(|line| line.split('=').next().unwrap_or(line).trim().to_string())
+                .filter(|f| !f.is_empty())
+                .unwrap_or_else(|| "config".to_string());
+            ConfigError::new(field, e.message())
+        })
+    }
+
+    /// Checks every field against every other.
+    pub fn validate(&self) -> Result<Committee, ConfigError> {
+        let committee = self
+            .cluster
+            .committee()
+            .map_err(|e| ConfigError::new(format!("cluster.{}", e.field), e.reason))?;
+        if !committee.contains(ReplicaId(self.id)) {
+            return Err(ConfigError::new(
+                "id",
+                format!(
+                    "{} is not a replica of the cluster (0..{})",
+                    self.id,
+                    committee.size()
+                ),
+            ));
+        }
+        self.protocol
+            .validate()
+            .map_err(|reason| ConfigError::new("protocol", reason))?;
+        if self.listen == self.metrics {
+            return Err(ConfigError::new("metrics", "must differ from listen"));
+        }
+        Ok(committee)
+    }
+}
+
+impl LoadedConfig {
+    /// Reads, parses and validates `path`.
+    pub fn load(path: &Path) -> anyhow::Result<LoadedConfig> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let mut config = NodeConfig::parse(&text).with_context(|| format!("in {}", path.display()))?;
+        let committee = config
+            .validate()
+            .with_context(|| format!("in {}", path.display()))?;
+        config.cluster.apply_to(&mut config.protocol);
+        let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        Ok(LoadedConfig {
+            config,
+            dir,
+            committee,
+        })
+    }
+
+    fn resolve(&self, path: &Path) -> PathBuf {
+        if path.is_absolute() {
+            path.to_path_buf()
+        } else {
+            self.dir.join(path)
+        }
+    }
+
+    /// The RocksDB directory.
+    pub fn data_dir(&self) -> PathBuf {
+        self.resolve(self.config.storage.path.as_deref().unwrap_or(Path::new("data")))
+    }
+
+    /// Loads the secret key and checks it is the one the cluster lists for this replica.
+    pub fn key(&self) -> anyhow::Result<KeyPair> {
+        let path = self.resolve(&self.config.key_file);
+        let key = KeyPair::load(&path)?;
+        let expected = self
+            .committee
+            .members()
+            .get(self.config.id as usize)
+            .map(|m| m.public_key);
+        if expected != Some(key.public()) {
+            anyhow::bail!(
+                "key_file: {} holds key {}, but the cluster lists another for replica {}",
+                path.display(),
+                key.public(),
+                self.config.id
+            );
+        }
+        Ok(key)
+    }
+}
