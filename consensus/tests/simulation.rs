@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use ordinal_consensus::sim::{run, Behaviour, Crash, Isolation, LinkFaults, Report, SimConfig};
+use ordinal_consensus::sim::{run, Behaviour, Crash, Isolation, LinkFaults, Report, SimConfig, Split};
 use ordinal_consensus::RequestAuth;
 
 fn assert_clean(report: &Report, what: &str) {
@@ -138,6 +138,34 @@ fn state_transfer_after_partition_past_two_checkpoints() {
         seqs.iter().all(|s| *s == seqs[0]),
         "all replicas at one seq: {seqs:?}"
     );
+}
+
+/// A split with no quorum on either side stalls both, commits nothing conflicting, and
+/// everything commits once it heals; a split with a quorum on one side keeps that side going.
+#[test]
+fn network_split_and_heal() {
+    for (side, seed) in [(vec![0, 1], 1), (vec![0], 2), (vec![1, 2, 3], 3), (vec![0, 3], 4)] {
+        let mut config = SimConfig::calm(seed, 4);
+        config.requests_per_client = 15;
+        config.submit_window = Duration::from_secs(2);
+        config.splits.push(Split {
+            side: side.clone(),
+            from: Duration::from_millis(300),
+            until: Duration::from_millis(2500),
+        });
+        config.heal_at = Duration::from_millis(2500);
+        let report = run(config);
+        assert_clean(&report, &format!("split {side:?}"));
+    }
+    let mut config = SimConfig::calm(5, 7);
+    config.byzantine = vec![(6, Behaviour::Equivocate)];
+    config.splits.push(Split {
+        side: vec![0, 1, 2],
+        from: Duration::from_millis(200),
+        until: Duration::from_millis(2000),
+    });
+    config.heal_at = Duration::from_millis(2000);
+    assert_clean(&run(config), "split n=7 with an equivocator");
 }
 
 /// Memory stays bounded over 100,000 requests: the simulator checks every replica's footprint

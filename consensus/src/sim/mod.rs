@@ -41,6 +41,17 @@ pub struct Isolation {
     pub until: Time,
 }
 
+/// The network split in two: replicas in `side` reach only each other, the others likewise.
+#[derive(Clone, Debug)]
+pub struct Split {
+    /// One side of the split (replica ids).
+    pub side: Vec<usize>,
+    /// From when.
+    pub from: Time,
+    /// Until when.
+    pub until: Time,
+}
+
 /// A replica that crashes and restarts with only what it persisted.
 #[derive(Clone, Copy, Debug)]
 pub struct Crash {
@@ -77,6 +88,8 @@ pub struct SimConfig {
     pub isolations: Vec<Isolation>,
     /// Crash-restarts (all restarted by `heal_at`).
     pub crashes: Vec<Crash>,
+    /// Splits of the network into two sides (all healed by `heal_at`).
+    pub splits: Vec<Split>,
     /// When the network becomes reliable and every crashed replica is back.
     pub heal_at: Time,
     /// Every request must be answered within this long after `heal_at` (or its submission).
@@ -120,6 +133,7 @@ impl SimConfig {
             link_faults: LinkFaults::NONE,
             isolations: Vec::new(),
             crashes: Vec::new(),
+            splits: Vec::new(),
             heal_at: Duration::ZERO,
             liveness_bound: Duration::from_secs(60),
             payload_bytes: 16,
@@ -284,6 +298,10 @@ enum Event {
     Rejoin {
         replica: usize,
     },
+    Split {
+        side: BTreeSet<usize>,
+    },
+    Unsplit,
     Heal,
 }
 
@@ -449,6 +467,11 @@ impl Simulation {
                 },
             );
         }
+        for split in self.config.splits.clone() {
+            let side = split.side.iter().copied().collect();
+            self.network.schedule(split.from, Event::Split { side });
+            self.network.schedule(split.until, Event::Unsplit);
+        }
         self.network.schedule(self.config.heal_at, Event::Heal);
     }
 
@@ -593,10 +616,13 @@ impl Simulation {
             Event::Rejoin { replica } => {
                 self.network.isolated.remove(&replica);
             }
+            Event::Split { side } => self.network.split = Some(side),
+            Event::Unsplit => self.network.split = None,
             Event::Heal => {
                 self.healed = true;
                 self.network.faults = LinkFaults::NONE;
                 self.network.isolated.clear();
+                self.network.split = None;
                 let down: BTreeSet<usize> = self
                     .instances
                     .iter()

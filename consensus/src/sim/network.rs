@@ -73,6 +73,8 @@ pub struct Network<E> {
     pub delay: (Time, Time),
     /// Replicas cut off from everyone (by replica id).
     pub isolated: BTreeSet<usize>,
+    /// A split: replicas in this set reach only each other, the rest only each other.
+    pub split: Option<BTreeSet<usize>>,
 }
 
 impl<E> Network<E> {
@@ -84,6 +86,7 @@ impl<E> Network<E> {
             faults: LinkFaults::NONE,
             delay,
             isolated: BTreeSet::new(),
+            split: None,
         }
     }
 
@@ -110,6 +113,11 @@ impl<E> Network<E> {
         let cut = |r: Option<usize>| r.is_some_and(|r| self.isolated.contains(&r));
         if cut(from) || cut(to) {
             return Vec::new();
+        }
+        if let (Some(side), Some(from), Some(to)) = (&self.split, from, to) {
+            if side.contains(&from) != side.contains(&to) {
+                return Vec::new();
+            }
         }
         if rng.gen_bool(self.faults.drop) {
             return Vec::new();
