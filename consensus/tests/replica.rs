@@ -270,3 +270,68 @@ fn garbage_never_panics() {
         }
     }
 }
+
+/// PBFT 4.5.2: with a quorum of VIEW-CHANGE messages but no NEW-VIEW, a replica moves on to the
+/// next view after a timeout that doubles with each consecutive failed view.
+#[test]
+fn view_change_timeouts_double_across_failed_views() {
+    use ordinal_consensus::messages::{StableCheckpoint, ViewChange};
+    let committee = committee(4).unwrap();
+    let mut protocol = config();
+    protocol.view_timeout = Duration::from_secs(1);
+    protocol.view_timeout_max = Duration::from_secs(60);
+    let me = ReplicaId(3);
+    let mut replica = Replica::new(
+        me,
+        replica_key(3),
+        committee.clone(),
+        protocol.clone(),
+        Duration::ZERO,
+    );
+    let request = Request::unsigned(replica_key(9).public(), 1, b"tx".to_vec());
+    replica.handle(Duration::ZERO, Input::Request(request)).unwrap();
+
+    // The request times out after the base timeout: view change to 1.
+    let mut now = Duration::ZERO;
+    while replica.status().view == 0 {
+        now = replica.poll_timeout().unwrap();
+        replica.handle(now, Input::Timeout).unwrap();
+    }
+    assert_eq!(now, Duration::from_secs(1));
+    assert!(replica.status().changing_view);
+
+    let mut gaps = Vec::new();
+    for view in 1..=2u64 {
+        // Replicas 0 and 2 want the same view: with ours, a quorum. The timer starts now.
+        for from in [0u16, 2] {
+            let vc = Signed::sign(
+                ViewChange {
+                    new_view: view,
+                    stable: StableCheckpoint::genesis(),
+                    prepared: Vec::new(),
+                },
+                ReplicaId(from),
+                &replica_key(from as usize),
+                &committee,
+            );
+            let message = Message::ViewChange(vc).verify(&committee, &protocol).unwrap();
+            replica
+                .handle(
+                    now,
+                    Input::Message {
+                        from: ReplicaId(from),
+                        message,
+                    },
+                )
+                .unwrap();
+        }
+        let quorum_at = now;
+        while replica.status().view == view {
+            now = replica.poll_timeout().unwrap();
+            replica.handle(now, Input::Timeout).unwrap();
+        }
+        assert_eq!(replica.status().view, view + 1);
+        gaps.push(now - quorum_at);
+    }
+    assert_eq!(gaps, vec![Duration::from_secs(2), Duration::from_secs(4)]);
+}
