@@ -29,6 +29,8 @@ mod digest;
 mod error;
 mod keys;
 mod signed;
+#[cfg(feature = "tls")]
+pub mod tls;
 
 pub use committee::{Committee, Member, ReplicaId, Thresholds};
 pub use digest::{merkle_proof, merkle_root, Digest, MerkleProof, MerkleTree};
