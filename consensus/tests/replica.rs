@@ -28,17 +28,18 @@ fn batch(tag: u8) -> Batch {
     }
 }
 
-fn pre_prepare(committee: &Committee, view: u64, seq: u64, batch: &Batch) -> Input {
-    let proposal = Signed::sign(
-        Proposal {
-            view,
-            seq,
-            digest: batch.digest(),
-        },
-        ReplicaId(0),
-        &replica_key(0),
+/// A PRE-PREPARE header for `digest` at (view, seq), signed by replica `by`.
+fn signed_proposal(committee: &Committee, by: u16, view: u64, seq: u64, digest: Digest) -> Signed<Proposal> {
+    Signed::sign(
+        Proposal { view, seq, digest },
+        ReplicaId(by),
+        &replica_key(by as usize),
         committee,
-    );
+    )
+}
+
+fn pre_prepare(committee: &Committee, view: u64, seq: u64, batch: &Batch) -> Input {
+    let proposal = signed_proposal(committee, 0, view, seq, batch.digest());
     let message = Message::PrePrepare {
         proposal,
         batch: batch.clone(),
@@ -199,16 +200,7 @@ fn refusals_name_the_fault() {
         Err(Invalid::WrongView { got: 4, .. })
     ));
     // Not from the primary: caught at verification.
-    let proposal = Signed::sign(
-        Proposal {
-            view: 0,
-            seq: 1,
-            digest: b.digest(),
-        },
-        ReplicaId(2),
-        &replica_key(2),
-        &committee,
-    );
+    let proposal = signed_proposal(&committee, 2, 0, 1, b.digest());
     let err = Message::PrePrepare {
         proposal,
         batch: b.clone(),
@@ -217,16 +209,7 @@ fn refusals_name_the_fault() {
     .unwrap_err();
     assert!(matches!(err, Invalid::WrongLeader { .. }));
     // A batch that does not match its digest.
-    let proposal = Signed::sign(
-        Proposal {
-            view: 0,
-            seq: 1,
-            digest: Digest::of(b"other"),
-        },
-        ReplicaId(0),
-        &replica_key(0),
-        &committee,
-    );
+    let proposal = signed_proposal(&committee, 0, 0, 1, Digest::of(b"other"));
     let err = Message::PrePrepare { proposal, batch: b }
         .verify(&committee, &config())
         .unwrap_err();
@@ -238,16 +221,7 @@ fn refusals_name_the_fault() {
 fn garbage_never_panics() {
     let committee = committee(4).unwrap();
     let b = batch(3);
-    let proposal = Signed::sign(
-        Proposal {
-            view: 0,
-            seq: 1,
-            digest: b.digest(),
-        },
-        ReplicaId(0),
-        &replica_key(0),
-        &committee,
-    );
+    let proposal = signed_proposal(&committee, 0, 0, 1, b.digest());
     let valid = Message::PrePrepare { proposal, batch: b }.encode();
     let mut state = 0x1234_5678u64;
     let mut next = || {
