@@ -108,6 +108,16 @@ fn algorithms() -> WebPkiSupportedAlgorithms {
     provider().signature_verification_algorithms
 }
 
+/// Both sides only ever sign handshakes with ed25519.
+const ED25519_ONLY: [SignatureScheme; 1] = [SignatureScheme::ED25519];
+
+/// Both configurations allow TLS 1.3 only, so a TLS 1.2 signature is never legitimate.
+fn only_tls13() -> Result<HandshakeSignatureValid, rustls::Error> {
+    Err(rustls::Error::PeerIncompatible(
+        rustls::PeerIncompatible::Tls12NotOffered,
+    ))
+}
+
 fn bad_certificate() -> rustls::Error {
     rustls::Error::InvalidCertificate(rustls::CertificateError::ApplicationVerificationFailure)
 }
@@ -148,9 +158,7 @@ impl ServerCertVerifier for PinnedServer {
         _cert: &CertificateDer<'_>,
         _dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        Err(rustls::Error::PeerIncompatible(
-            rustls::PeerIncompatible::Tls12NotOffered,
-        ))
+        only_tls13()
     }
 
     fn verify_tls13_signature(
@@ -163,7 +171,7 @@ impl ServerCertVerifier for PinnedServer {
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        vec![SignatureScheme::ED25519]
+        ED25519_ONLY.to_vec()
     }
 }
 
@@ -196,9 +204,7 @@ impl ClientCertVerifier for AnyEd25519Client {
         _cert: &CertificateDer<'_>,
         _dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        Err(rustls::Error::PeerIncompatible(
-            rustls::PeerIncompatible::Tls12NotOffered,
-        ))
+        only_tls13()
     }
 
     fn verify_tls13_signature(
@@ -211,7 +217,7 @@ impl ClientCertVerifier for AnyEd25519Client {
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        vec![SignatureScheme::ED25519]
+        ED25519_ONLY.to_vec()
     }
 }
 
