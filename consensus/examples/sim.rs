@@ -45,10 +45,56 @@ struct Args {
     /// Print one line per seed.
     #[arg(long)]
     verbose: bool,
+    /// Instead of fault runs, print messages and bytes per committed batch for n = 4, 7, 10, 13,
+    /// 16 in steady state (no faults) and across a view change (the first primary silent).
+    #[arg(long)]
+    complexity: bool,
+}
+
+/// Messages and bytes per committed batch, in Markdown.
+fn complexity() {
+    println!("| n | scenario | batches | messages/batch | bytes/batch | agreement messages/batch (pre-prepare, prepare, commit) | view-change messages (VIEW-CHANGE + NEW-VIEW, total) |");
+    println!("|---|---|---|---|---|---|---|");
+    for n in [4, 7, 10, 13, 16] {
+        for (scenario, silent_primary) in [("steady state", false), ("view change", true)] {
+            let mut config = SimConfig::calm(1, n);
+            config.requests_per_client = 40;
+            config.submit_window = std::time::Duration::from_secs(2);
+            if silent_primary {
+                config.byzantine = vec![(0, ordinal_consensus::sim::Behaviour::Silent)];
+            }
+            let report = run(config);
+            let batches = report.decided_seq.max(1);
+            let agreement: u64 = ["pre_prepare", "prepare", "commit"]
+                .iter()
+                .filter_map(|k| report.traffic.by_kind.get(k).map(|(m, _)| *m))
+                .sum();
+            let view_change: u64 = ["view_change", "new_view"]
+                .iter()
+                .filter_map(|k| report.traffic.by_kind.get(k).map(|(m, _)| *m))
+                .sum();
+            println!(
+                "| {n} | {scenario} | {} | {:.1} | {:.0} | {:.1} | {view_change} |{}",
+                report.decided_seq,
+                report.traffic.messages() as f64 / batches as f64,
+                report.traffic.bytes() as f64 / batches as f64,
+                agreement as f64 / batches as f64,
+                if report.violations.is_empty() {
+                    ""
+                } else {
+                    " violations!"
+                }
+            );
+        }
+    }
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if args.complexity {
+        complexity();
+        return ExitCode::SUCCESS;
+    }
     if let ProtocolArg::Linear = args.protocol {
         eprintln!("sim: the linear protocol is not implemented yet");
         return ExitCode::from(2);
