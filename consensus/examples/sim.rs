@@ -162,15 +162,6 @@ fn main() -> ExitCode {
     }
     if single {
         if let Some(report) = reports.first() {
-            let config = SimConfig::random(report.seed, args.replicas);
-            println!(
-                "config: byzantine {:?} crashes {:?} isolations {:?} faults {:?} auth {:?}",
-                config.byzantine,
-                config.crashes,
-                config.isolations,
-                config.link_faults,
-                config.protocol.request_auth
-            );
             for line in &report.replica_status {
                 println!("{line}");
             }

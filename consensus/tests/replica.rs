@@ -29,6 +29,17 @@ fn batch(tag: u8) -> Batch {
 }
 
 /// A PRE-PREPARE header for `digest` at (view, seq), signed by replica `by`.
+/// Replica 1 (a backup in view 0), fresh.
+fn backup(committee: &Committee) -> Replica {
+    Replica::new(
+        ReplicaId(1),
+        replica_key(1),
+        committee.clone(),
+        config(),
+        Duration::ZERO,
+    )
+}
+
 fn signed_proposal(committee: &Committee, by: u16, view: u64, seq: u64, digest: Digest) -> Signed<Proposal> {
     Signed::sign(
         Proposal { view, seq, digest },
@@ -70,13 +81,7 @@ fn prepare(committee: &Committee, from: u16, seq: u64, digest: Digest) -> Input 
 #[test]
 fn safety_state_is_persisted_before_each_vote() {
     let committee = committee(4).unwrap();
-    let mut replica = Replica::new(
-        ReplicaId(1),
-        replica_key(1),
-        committee.clone(),
-        config(),
-        Duration::ZERO,
-    );
+    let mut replica = backup(&committee);
     let b = batch(1);
     replica
         .handle(Duration::from_millis(1), pre_prepare(&committee, 0, 1, &b))
@@ -131,13 +136,7 @@ fn safety_state_is_persisted_before_each_vote() {
 #[test]
 fn restarted_replica_never_equivocates() {
     let committee = committee(4).unwrap();
-    let mut replica = Replica::new(
-        ReplicaId(1),
-        replica_key(1),
-        committee.clone(),
-        config(),
-        Duration::ZERO,
-    );
+    let mut replica = backup(&committee);
     let first = batch(1);
     replica
         .handle(Duration::from_millis(1), pre_prepare(&committee, 0, 1, &first))
@@ -179,13 +178,7 @@ fn restarted_replica_never_equivocates() {
 #[test]
 fn refusals_name_the_fault() {
     let committee = committee(4).unwrap();
-    let mut replica = Replica::new(
-        ReplicaId(1),
-        replica_key(1),
-        committee.clone(),
-        config(),
-        Duration::ZERO,
-    );
+    let mut replica = backup(&committee);
     let b = batch(1);
     // Outside the watermarks.
     let far = pre_prepare(&committee, 0, 10_000, &b);
