@@ -106,6 +106,14 @@ impl ProtocolConfig {
         if self.retransmit_interval.is_zero() {
             return Err("retransmit_interval must be positive".into());
         }
+        // Upper bounds keep every deadline (now + timeout) far from overflowing, and catch
+        // values given in the wrong unit.
+        if self.view_timeout_max > Duration::from_secs(3600) {
+            return Err("view_timeout_max must be at most 3600000 ms".into());
+        }
+        if self.retransmit_interval > Duration::from_secs(60) || self.batch_delay > Duration::from_secs(60) {
+            return Err("retransmit_interval and batch_delay must be at most 60000 ms".into());
+        }
         if self.client_nonce_window == 0 || self.state_transfer_chunk == 0 || self.max_pending_requests == 0 {
             return Err(
                 "client_nonce_window, state_transfer_chunk and max_pending_requests must be positive".into(),

@@ -68,6 +68,14 @@ impl FromStr for Digest {
 const LEAF_TAG: &[u8] = b"ordinal/merkle/leaf";
 const NODE_TAG: &[u8] = b"ordinal/merkle/node";
 const EMPTY_TAG: &[u8] = b"ordinal/merkle/empty";
+const ROOT_TAG: &[u8] = b"ordinal/merkle/root";
+
+// The root commits to the number of leaves: without it, a proof could claim another leaf count
+// and, with it, another index (leaf 2 of 3 also verifies as leaf 1 of 2 under the bare root),
+// so a receipt could misstate its transaction's position.
+fn sealed_root(leaf_count: u64, top: &Digest) -> Digest {
+    Digest::of_parts(&[ROOT_TAG, &leaf_count.to_le_bytes(), &top.0])
+}
 
 fn leaf_hash(leaf: &Digest) -> Digest {
     Digest::of_parts(&[LEAF_TAG, &leaf.0])
@@ -111,10 +119,10 @@ impl MerkleTree {
         }
     }
 
-    /// The root; a fixed digest for the empty tree.
+    /// The root (which commits to the leaf count); a fixed digest for the empty tree.
     pub fn root(&self) -> Digest {
         match self.levels.last().and_then(|level| level.first()) {
-            Some(root) if self.leaf_count > 0 => *root,
+            Some(top) if self.leaf_count > 0 => sealed_root(self.leaf_count as u64, top),
             _ => Digest::of(EMPTY_TAG),
         }
     }
@@ -187,7 +195,7 @@ impl MerkleProof {
             position /= 2;
             width = width.div_ceil(2);
         }
-        siblings.next().is_none() && hash == *root
+        siblings.next().is_none() && sealed_root(u64::from(self.leaf_count), &hash) == *root
     }
 }
 
@@ -224,6 +232,28 @@ mod tests {
                 }
             }
             assert!(merkle_proof(&leaves, n).is_none());
+        }
+    }
+
+    #[test]
+    fn a_proof_cannot_claim_another_leaf_count_or_index() {
+        // Leaf 2 of 3 sits where a 2-leaf tree's leaf 1 would; the sealed root tells them apart.
+        let leaves: Vec<Digest> = (0..3u8).map(|i| Digest::of(&[i])).collect();
+        let tree = MerkleTree::new(&leaves);
+        let root = tree.root();
+        let honest = tree.proof(2).unwrap();
+        assert!(honest.verify(&leaves[2], &root));
+        let top_pair = node_hash(&leaf_hash(&leaves[0]), &leaf_hash(&leaves[1]));
+        let forged = MerkleProof {
+            leaf_count: 2,
+            index: 1,
+            siblings: vec![top_pair],
+        };
+        assert!(!forged.verify(&leaves[2], &root));
+        for leaf_count in 1..=8u32 {
+            let mut other = honest.clone();
+            other.leaf_count = leaf_count;
+            assert_eq!(other.verify(&leaves[2], &root), leaf_count == 3, "{leaf_count}");
         }
     }
 

@@ -15,7 +15,9 @@ pub enum SyncPolicy {
     /// fsync before the batch's receipts leave (the default).
     #[default]
     Always,
-    /// Leave syncing to the OS: faster, but a power loss can lose acknowledged batches.
+    /// Leave syncing committed batches to the OS: faster, but a power loss can lose
+    /// acknowledged batches (they come back by state transfer while f+1 replicas keep them).
+    /// Safety state (views, votes) is synced either way.
     Never,
 }
 

@@ -1,7 +1,12 @@
-//! The Ordinal replica daemon as a library: configuration and cluster generation, used by the
-//! `ordinal-node` binary and its tests. The QUIC transport, the RocksDB store and the driver
-//! around the protocol core come next.
+//! The Ordinal replica daemon: configuration, RocksDB store, QUIC transport, the protocol
+//! thread that drives the sans-IO core, metrics, and the `testnet`/`run`/`local` commands.
 #![warn(missing_docs)]
 
 pub mod config;
+pub mod driver;
+pub mod local;
+pub mod metrics;
+pub mod service;
+pub mod store;
 pub mod testnet;
+pub mod transport;

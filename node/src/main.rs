@@ -1,7 +1,7 @@
 //! `ordinal-node`: the Ordinal replica daemon and its admin commands.
 //!
-//! This first part generates clusters (`ordinal-node testnet`). Running a replica (`run`,
-//! `local`) arrives with the QUIC transport and the RocksDB store.
+//! `testnet` generates a cluster's keys and configuration, `run` starts one replica, and
+//! `local` runs a whole cluster on loopback in one process.
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -56,6 +56,111 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Run one replica until SIGINT or SIGTERM.
+    Run {
+        /// The replica's config.toml.
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Run an N-replica cluster on loopback in this process (no Docker).
+    Local {
+        /// Number of replicas.
+        #[arg(long, default_value_t = 4)]
+        replicas: usize,
+        /// Agreement protocol.
+        #[arg(long, value_enum, default_value_t = ProtocolArg::Pbft)]
+        protocol: ProtocolArg,
+        /// Where the cluster lives: generated there if the directory holds no `client.toml`,
+        /// resumed (same keys and stores) if it does. Default: a fresh temporary directory,
+        /// removed at exit.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Stop after this many seconds (default: run until interrupted).
+        #[arg(long)]
+        duration: Option<u64>,
+        /// Replica i uses UDP base-port + i and TCP base-port + 100 + i.
+        #[arg(long, default_value_t = 7000)]
+        base_port: u16,
+        /// How clients authenticate requests (unsigned: by their TLS connection only).
+        #[arg(long, value_enum, default_value_t = AuthArg::Unsigned)]
+        request_auth: AuthArg,
+        /// Durability: `always` syncs before every receipt.
+        #[arg(long, value_enum, default_value_t = SyncArg::Always)]
+        sync: SyncArg,
+    },
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum SyncArg {
+    Always,
+    Never,
+}
+
+fn protocol_kind(protocol: ProtocolArg) -> ProtocolKind {
+    match protocol {
+        ProtocolArg::Pbft => ProtocolKind::Pbft,
+        ProtocolArg::Linear => ProtocolKind::Linear,
+    }
+}
+
+fn auth(arg: AuthArg) -> RequestAuth {
+    match arg {
+        AuthArg::Signed => RequestAuth::Signed,
+        AuthArg::Unsigned => RequestAuth::Unsigned,
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+}
+
+async fn run_replica(config: PathBuf) -> anyhow::Result<()> {
+    let loaded = ordinal_node::config::LoadedConfig::load(&config)?;
+    let mut replica = ordinal_node::service::start(&loaded).await?;
+    tokio::select! {
+        signal = ordinal_node::service::shutdown_signal() => {
+            signal?;
+            tracing::info!("signal received; stopping");
+            replica.stop().await
+        }
+        error = replica.failed() => Err(error),
+    }
+}
+
+async fn run_local(
+    spec: testnet::TestnetSpec,
+    dir: Option<PathBuf>,
+    duration: Option<u64>,
+    sync: SyncArg,
+) -> anyhow::Result<()> {
+    let (dir, _temporary) = match dir {
+        Some(dir) => (dir, None),
+        None => {
+            let temporary = tempfile::Builder::new().prefix("ordinal-local-").tempdir()?;
+            (temporary.path().to_path_buf(), Some(temporary))
+        }
+    };
+    let sync = match sync {
+        SyncArg::Always => ordinal_node::config::SyncPolicy::Always,
+        SyncArg::Never => ordinal_node::config::SyncPolicy::Never,
+    };
+    let (client, mut replicas) = ordinal_node::local::start(&spec, &dir, sync).await?;
+    {
+        use std::io::Write as _;
+        let mut stdout = std::io::stdout().lock();
+        writeln!(stdout, "cluster: {}", client.display())?;
+        stdout.flush()?;
+    }
+    eprintln!(
+        "ordinal-node: {} replicas running ({} on 127.0.0.1:{}..); metrics on ports {}..; Ctrl-C stops",
+        spec.replicas,
+        spec.protocol,
+        spec.base_port,
+        spec.base_port as usize + 100
+    );
+    let waited = ordinal_node::local::wait(&mut replicas, duration.map(std::time::Duration::from_secs)).await;
+    let stopped = ordinal_node::local::stop(replicas).await;
+    waited.and(stopped)
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -71,26 +176,42 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         } => {
             let spec = testnet::TestnetSpec {
                 replicas,
-                protocol: match protocol {
-                    ProtocolArg::Pbft => ProtocolKind::Pbft,
-                    ProtocolArg::Linear => ProtocolKind::Linear,
-                },
+                protocol: protocol_kind(protocol),
                 host,
                 base_port,
                 docker,
-                request_auth: match request_auth {
-                    AuthArg::Signed => RequestAuth::Signed,
-                    AuthArg::Unsigned => RequestAuth::Unsigned,
-                },
+                request_auth: auth(request_auth),
             };
             let client = testnet::generate(&spec, &out)?;
             println!("cluster: {}", client.display());
             Ok(())
         }
+        Command::Run { config } => runtime()?.block_on(run_replica(config)),
+        Command::Local {
+            replicas,
+            protocol,
+            dir,
+            duration,
+            base_port,
+            request_auth,
+            sync,
+        } => {
+            let mut spec = ordinal_node::local::spec(replicas, protocol_kind(protocol), base_port);
+            spec.request_auth = auth(request_auth);
+            runtime()?.block_on(run_local(spec, dir, duration, sync))
+        }
     }
 }
 
 fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("ORDINAL_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -33,12 +33,19 @@ pub fn generate(spec: &TestnetSpec, out: &Path) -> anyhow::Result<PathBuf> {
     if spec.replicas == 0 {
         bail!("--replicas must be at least 1");
     }
-    let last_port = spec.base_port as usize + 100 + spec.replicas - 1;
+    let last_port = (spec.base_port as usize + 100).saturating_add(spec.replicas - 1);
     if spec.replicas > 100 || last_port > u16::MAX as usize {
         bail!(
             "--replicas {} with --base-port {} runs out of ports (at most 100 replicas below port 65536)",
             spec.replicas,
             spec.base_port
+        );
+    }
+    // Regenerating over a cluster would replace its keys and strand its stores.
+    if out.join("client.toml").exists() {
+        bail!(
+            "{} already holds a cluster (client.toml): choose another --out or remove it",
+            out.display()
         );
     }
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
@@ -118,6 +125,16 @@ mod tests {
             docker: false,
             request_auth: RequestAuth::Signed,
         }
+    }
+
+    #[test]
+    fn an_existing_cluster_is_not_overwritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let client = generate(&spec(4), dir.path()).unwrap();
+        let before = std::fs::read(&client).unwrap();
+        let again = generate(&spec(4), dir.path()).unwrap_err().to_string();
+        assert!(again.contains("already holds a cluster"), "{again}");
+        assert_eq!(std::fs::read(&client).unwrap(), before);
     }
 
     #[test]

@@ -1,0 +1,676 @@
+//! The network client: one QUIC connection per replica, submissions sent to every replica and
+//! resolved by the first receipt that verifies.
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use ordinal_consensus::{ClusterConfig, CommittedBatch, Receipt, Request, RequestAuth};
+use ordinal_crypto::{Committee, Digest, KeyPair, ReplicaId};
+use tokio::sync::{oneshot, Semaphore};
+
+use crate::wire::{
+    self, ClientReply, ClientRequest, FrameReceiver, FrameSender, RejectKind, ReplicaStatus, WireError,
+};
+
+/// Bytes waiting for one replica's connection; beyond this, new frames are dropped and the
+/// submission's retry timer covers them.
+const LINK_QUEUE_BYTES: usize = 32 << 20;
+/// Most bytes gathered into one stream write.
+const WRITE_GATHER: usize = 256 * 1024;
+/// Verified certificates remembered so receipts of one batch cost one verification.
+const VERIFIED_CACHE: usize = 4096;
+
+/// Why a client operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The cluster file is unreadable or invalid.
+    #[error("cluster configuration: {0}")]
+    Config(String),
+    /// The transport could not be set up.
+    #[error(transparent)]
+    Wire(#[from] WireError),
+    /// No verified answer arrived in time.
+    #[error("timed out after {0:?}")]
+    Timeout(Duration),
+    /// Replicas holding more than the faulty weight refused the request as invalid.
+    #[error("rejected: {0}")]
+    Rejected(String),
+    /// Replicas holding more than the faulty weight no longer remember this nonce: the request
+    /// may or may not have been ordered. Look for it in the log before submitting it again.
+    #[error("outcome unknown for nonce {nonce}: {reason}")]
+    OutcomeUnknown {
+        /// The request's nonce.
+        nonce: u64,
+        /// What the replicas said.
+        reason: String,
+    },
+    /// A replica answered with something that does not verify.
+    #[error("invalid answer from replica {replica}: {reason}")]
+    Invalid {
+        /// Who sent it.
+        replica: u16,
+        /// What was wrong.
+        reason: String,
+    },
+    /// The payload exceeds what the cluster accepts.
+    #[error("payload of {len} bytes exceeds the limit of {limit}")]
+    TooLarge {
+        /// Payload size.
+        len: usize,
+        /// Limit.
+        limit: usize,
+    },
+}
+
+/// Reads a `client.toml` and checks it describes a valid committee.
+pub fn load_cluster(path: &Path) -> Result<ClusterConfig, ClientError> {
+    let text =
+        std::fs::read_to_string(path).map_err(|e| ClientError::Config(format!("{}: {e}", path.display())))?;
+    let cluster: ClusterConfig =
+        toml::from_str(&text).map_err(|e| ClientError::Config(format!("{}: {e}", path.display())))?;
+    cluster
+        .committee()
+        .map_err(|e| ClientError::Config(format!("{}: {e}", path.display())))?;
+    Ok(cluster)
+}
+
+/// Client behaviour.
+#[derive(Clone, Debug)]
+pub struct ClientOptions {
+    /// How long [`Client::submit`] waits for a verified receipt before giving up.
+    pub timeout: Duration,
+    /// How long before an unanswered submission is sent again (same nonce: safe, because the
+    /// cluster orders each (client, nonce) at most once).
+    pub retry_interval: Duration,
+    /// How long a read or status call waits for one replica.
+    pub call_timeout: Duration,
+    /// Largest payload this client will send (the cluster's `max_request_bytes`).
+    pub max_payload: usize,
+    /// The client's identity; a fresh key when `None`.
+    pub key: Option<Arc<KeyPair>>,
+    /// Most submissions in flight at once; further calls wait. Kept well below the cluster's
+    /// `client_nonce_window` (1024 by default) so that no pending nonce falls out of the
+    /// replicas' de-duplication window while it waits.
+    pub max_in_flight: usize,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        ClientOptions {
+            timeout: Duration::from_secs(30),
+            retry_interval: Duration::from_secs(2),
+            call_timeout: Duration::from_secs(2),
+            max_payload: ordinal_consensus::ProtocolConfig::default().max_request_bytes,
+            key: None,
+            max_in_flight: 512,
+        }
+    }
+}
+
+/// One replica's row in [`Client::status`].
+#[derive(Clone, Debug)]
+pub struct ReplicaReport {
+    /// Replica id.
+    pub id: u16,
+    /// Its configured address.
+    pub address: String,
+    /// What it reported, or `None` if it did not answer.
+    pub status: Option<ReplicaStatus>,
+}
+
+struct PendingSubmit {
+    request: Request,
+    done: Option<oneshot::Sender<Result<Receipt, ClientError>>>,
+    /// Replicas that refused it since it was last sent, by kind of refusal.
+    refused: HashMap<u16, RejectKind>,
+}
+
+struct Link {
+    id: ReplicaId,
+    address: String,
+    frames: FrameSender,
+    connected: Arc<AtomicBool>,
+}
+
+struct Inner {
+    committee: Committee,
+    cluster_id: Digest,
+    auth: RequestAuth,
+    key: KeyPair,
+    options: ClientOptions,
+    links: Vec<Link>,
+    pending: Mutex<HashMap<u64, PendingSubmit>>,
+    calls: Mutex<HashMap<u64, oneshot::Sender<ClientReply>>>,
+    verified: Mutex<HashSet<Digest>>,
+    next_nonce: AtomicU64,
+    next_call: AtomicU64,
+    in_flight: Semaphore,
+    endpoint: quinn::Endpoint,
+}
+
+/// A connection to an Ordinal cluster.
+///
+/// Cloning is cheap and shares the connections. Every method may be called concurrently:
+/// submissions are pipelined.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), ordinal_client::ClientError> {
+/// use ordinal_client::{Client, ClientOptions};
+/// let cluster = ordinal_client::load_cluster("cluster/client.toml".as_ref())?;
+/// let client = Client::connect(cluster, ClientOptions::default()).await?;
+/// let receipt = client.submit(b"hello".to_vec()).await?;
+/// println!("ordered at seq {} index {}", receipt.seq, receipt.index);
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+impl Client {
+    /// Connects to every replica of `cluster` (connections are made in the background and
+    /// re-made with backoff when they drop). Must be called inside a tokio runtime.
+    pub async fn connect(cluster: ClusterConfig, options: ClientOptions) -> Result<Client, ClientError> {
+        let committee = cluster
+            .committee()
+            .map_err(|e| ClientError::Config(e.to_string()))?;
+        let cluster_id = cluster
+            .cluster_id()
+            .map_err(|e| ClientError::Config(e.to_string()))?;
+        let key = match &options.key {
+            Some(key) => KeyPair::from_seed(key.secret_bytes()),
+            None => KeyPair::generate(&mut rand_core::OsRng),
+        };
+        let max_in_flight = options.max_in_flight.max(1);
+        let quic = wire::quic_client_config(&key, &committee)?;
+        let any_address = cluster
+            .replicas
+            .first()
+            .and_then(|r| resolve_now(&r.address))
+            .unwrap_or_else(|| std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
+        let endpoint = wire::client_endpoint(quic, any_address)?;
+        let now_micros = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_micros() as u64)
+            .unwrap_or(1);
+        let mut receivers = Vec::new();
+        let links = cluster
+            .replicas
+            .iter()
+            .map(|replica| {
+                let (tx, rx) = wire::frame_queue(LINK_QUEUE_BYTES);
+                receivers.push(rx);
+                Link {
+                    id: ReplicaId(replica.id),
+                    address: replica.address.clone(),
+                    frames: tx,
+                    connected: Arc::new(AtomicBool::new(false)),
+                }
+            })
+            .collect::<Vec<_>>();
+        let inner = Arc::new(Inner {
+            committee,
+            cluster_id,
+            auth: cluster.request_auth,
+            key,
+            options,
+            links,
+            pending: Mutex::new(HashMap::new()),
+            calls: Mutex::new(HashMap::new()),
+            verified: Mutex::new(HashSet::new()),
+            next_nonce: AtomicU64::new(now_micros),
+            next_call: AtomicU64::new(1),
+            in_flight: Semaphore::new(max_in_flight),
+            endpoint,
+        });
+        for (link, rx) in inner.links.iter().zip(receivers) {
+            tokio::spawn(link_task(
+                Arc::downgrade(&inner),
+                inner.endpoint.clone(),
+                link.id,
+                link.address.clone(),
+                rx,
+                link.connected.clone(),
+            ));
+        }
+        Ok(Client { inner })
+    }
+
+    /// The committee receipts are verified against.
+    pub fn committee(&self) -> &Committee {
+        &self.inner.committee
+    }
+
+    /// This client's public key (its identity in the ordered log).
+    pub fn id(&self) -> ordinal_crypto::PublicKey {
+        self.inner.key.public()
+    }
+
+    /// How many replicas currently have an open connection.
+    pub fn connected(&self) -> usize {
+        self.inner
+            .links
+            .iter()
+            .filter(|l| l.connected.load(Ordering::Relaxed))
+            .count()
+    }
+
+    /// Waits until at least `count` replicas are connected, or `timeout` passes.
+    pub async fn wait_connected(&self, count: usize, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while self.connected() < count {
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        true
+    }
+
+    /// Submits one transaction and returns its receipt once the receipt's commit certificate
+    /// has been verified against the cluster's keys and weights.
+    pub async fn submit(&self, payload: Vec<u8>) -> Result<Receipt, ClientError> {
+        let inner = &self.inner;
+        if payload.len() > inner.options.max_payload {
+            return Err(ClientError::TooLarge {
+                len: payload.len(),
+                limit: inner.options.max_payload,
+            });
+        }
+        // The nonce is drawn only once there is room, so pending nonces stay close together.
+        let _slot = inner
+            .in_flight
+            .acquire()
+            .await
+            .map_err(|_| ClientError::Timeout(Duration::ZERO))?;
+        let nonce = inner.next_nonce.fetch_add(1, Ordering::Relaxed);
+        let request = match inner.auth {
+            RequestAuth::Signed => Request::signed(&inner.key, &inner.cluster_id, nonce, payload),
+            RequestAuth::Unsigned => Request::unsigned(inner.key.public(), nonce, payload),
+        };
+        let frame = Arc::new(wire::encode_frame(&ClientRequest::Submit(request.clone()))?);
+        let (tx, mut rx) = oneshot::channel();
+        lock(&inner.pending).insert(
+            nonce,
+            PendingSubmit {
+                request,
+                done: Some(tx),
+                refused: HashMap::new(),
+            },
+        );
+        let _cleanup = PendingGuard { inner, nonce };
+        let deadline = tokio::time::Instant::now() + inner.options.timeout;
+        loop {
+            // Every replica gets the request: the primary orders it, the backups watch that it
+            // does (and suspect the primary if it does not).
+            if let Some(entry) = lock(&inner.pending).get_mut(&nonce) {
+                // Refusals count per round: an overloaded replica may accept the retry.
+                entry.refused.clear();
+            }
+            for link in &inner.links {
+                let _ = link.frames.try_send(frame.clone());
+            }
+            let retry = (tokio::time::Instant::now() + inner.options.retry_interval).min(deadline);
+            match tokio::time::timeout_at(retry, &mut rx).await {
+                Ok(Ok(result)) => return result,
+                Ok(Err(_)) => return Err(ClientError::Timeout(inner.options.timeout)),
+                Err(_) if tokio::time::Instant::now() >= deadline => {
+                    return Err(ClientError::Timeout(inner.options.timeout))
+                }
+                Err(_) => {}
+            }
+        }
+    }
+
+    /// Submits several transactions at once (pipelined); results come back in order.
+    pub async fn submit_many(&self, payloads: Vec<Vec<u8>>) -> Vec<Result<Receipt, ClientError>> {
+        futures::future::join_all(payloads.into_iter().map(|p| self.submit(p))).await
+    }
+
+    async fn call(
+        &self,
+        replica: usize,
+        request: impl FnOnce(u64) -> ClientRequest,
+    ) -> Result<ClientReply, ClientError> {
+        let inner = &self.inner;
+        let Some(link) = inner.links.get(replica) else {
+            return Err(ClientError::Config(format!("no replica {replica}")));
+        };
+        let id = inner.next_call.fetch_add(1, Ordering::Relaxed);
+        let frame = Arc::new(wire::encode_frame(&request(id))?);
+        let (tx, rx) = oneshot::channel();
+        lock(&inner.calls).insert(id, tx);
+        let _ = link.frames.try_send(frame);
+        let result = tokio::time::timeout(inner.options.call_timeout, rx).await;
+        lock(&inner.calls).remove(&id);
+        match result {
+            Ok(Ok(reply)) => Ok(reply),
+            _ => Err(ClientError::Timeout(inner.options.call_timeout)),
+        }
+    }
+
+    /// Asks one replica for its status.
+    pub async fn replica_status(&self, replica: usize) -> Result<ReplicaStatus, ClientError> {
+        match self.call(replica, |id| ClientRequest::Status { id }).await? {
+            ClientReply::Status { status, .. } => Ok(status),
+            _ => Err(ClientError::Invalid {
+                replica: replica as u16,
+                reason: "unexpected reply to status".into(),
+            }),
+        }
+    }
+
+    /// Every replica's status (`None` for those that do not answer in time).
+    pub async fn status(&self) -> Vec<ReplicaReport> {
+        let futures = self.inner.links.iter().enumerate().map(|(i, link)| async move {
+            ReplicaReport {
+                id: link.id.0,
+                address: link.address.clone(),
+                status: self.replica_status(i).await.ok(),
+            }
+        });
+        futures::future::join_all(futures).await
+    }
+
+    /// Reads committed batches `from..` from one replica, at most `max`, each checked against
+    /// its commit certificate and the sequence order. Returns them with the replica's highest
+    /// committed sequence number.
+    pub async fn read_batches(
+        &self,
+        replica: usize,
+        from: u64,
+        max: u32,
+    ) -> Result<(Vec<CommittedBatch>, u64), ClientError> {
+        let reply = self
+            .call(replica, |id| ClientRequest::Read { id, from, max })
+            .await?;
+        let ClientReply::Batches {
+            batches,
+            committed_seq,
+            ..
+        } = reply
+        else {
+            return Err(ClientError::Invalid {
+                replica: replica as u16,
+                reason: "unexpected reply to read".into(),
+            });
+        };
+        if batches.len() > max as usize {
+            return Err(ClientError::Invalid {
+                replica: replica as u16,
+                reason: format!("{} batches where at most {max} were asked for", batches.len()),
+            });
+        }
+        for (offset, batch) in batches.iter().enumerate() {
+            let invalid = |reason: String| ClientError::Invalid {
+                replica: replica as u16,
+                reason,
+            };
+            let expected = from.saturating_add(offset as u64);
+            if batch.seq() != expected {
+                return Err(invalid(format!(
+                    "batch {} where {expected} was expected",
+                    batch.seq()
+                )));
+            }
+            batch
+                .verify(&self.inner.committee)
+                .map_err(|e| invalid(format!("batch {}: {e}", batch.seq())))?;
+        }
+        Ok((batches, committed_seq))
+    }
+
+    /// Ordered, certificate-verified batches from `from` on; see [`Subscription`].
+    pub fn subscribe(&self, from: u64) -> Subscription {
+        Subscription {
+            client: self.clone(),
+            next: from.max(1),
+            replica: None,
+            rotate: 0,
+            buffer: std::collections::VecDeque::new(),
+            poll_interval: Duration::from_millis(50),
+        }
+    }
+}
+
+/// A stream of committed batches in sequence order. Each comes from one replica and is
+/// verified against its commit certificate before it is yielded; a replica that fails to answer
+/// or answers wrongly is replaced by the next one (unless the subscription is pinned).
+pub struct Subscription {
+    client: Client,
+    next: u64,
+    replica: Option<usize>,
+    rotate: usize,
+    buffer: std::collections::VecDeque<CommittedBatch>,
+    poll_interval: Duration,
+}
+
+impl Subscription {
+    /// Reads only from this replica.
+    pub fn pinned(mut self, replica: usize) -> Self {
+        self.replica = Some(replica);
+        self
+    }
+
+    /// The next batch, waiting for it to be committed if necessary.
+    pub async fn next(&mut self) -> Result<CommittedBatch, ClientError> {
+        loop {
+            if let Some(batch) = self.buffer.pop_front() {
+                return Ok(batch);
+            }
+            self.fill().await?;
+            if self.buffer.is_empty() {
+                tokio::time::sleep(self.poll_interval).await;
+            }
+        }
+    }
+
+    /// The next batch if it is already committed at the replica asked, else `None`.
+    pub async fn try_next(&mut self) -> Result<Option<CommittedBatch>, ClientError> {
+        if self.buffer.is_empty() {
+            self.fill().await?;
+        }
+        Ok(self.buffer.pop_front())
+    }
+
+    async fn fill(&mut self) -> Result<(), ClientError> {
+        let replicas = self.client.inner.links.len();
+        let replica = self.replica.unwrap_or(self.rotate % replicas.max(1));
+        match self.client.read_batches(replica, self.next, 64).await {
+            Ok((batches, _)) => {
+                self.next += batches.len() as u64;
+                self.buffer.extend(batches);
+                Ok(())
+            }
+            Err(e) if self.replica.is_some() => Err(e),
+            Err(e) => {
+                tracing::debug!(replica, error = %e, "read failed; trying the next replica");
+                self.rotate += 1;
+                if self.rotate >= 4 * replicas.max(1) {
+                    self.rotate = 0;
+                    return Err(e);
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Removes a submission's entry however its future ends (done, timed out, or dropped).
+struct PendingGuard<'a> {
+    inner: &'a Inner,
+    nonce: u64,
+}
+
+impl Drop for PendingGuard<'_> {
+    fn drop(&mut self) {
+        lock(&self.inner.pending).remove(&self.nonce);
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn resolve_now(address: &str) -> Option<std::net::SocketAddr> {
+    use std::net::ToSocketAddrs as _;
+    address.to_socket_addrs().ok()?.next()
+}
+
+impl Inner {
+    fn dispatch(&self, from: ReplicaId, reply: ClientReply) {
+        match reply {
+            ClientReply::Committed { nonce, receipt } => {
+                let Some(request) = lock(&self.pending)
+                    .get(&nonce)
+                    .filter(|entry| entry.done.is_some())
+                    .map(|entry| entry.request.clone())
+                else {
+                    return; // already answered by another replica
+                };
+                if let Err(e) = receipt.verify_inclusion(&request) {
+                    tracing::warn!(replica = from.0, nonce, error = %e, "receipt does not match the request");
+                    return;
+                }
+                // Receipts of one batch share its certificate: verify it once. The cache key is
+                // the hash of the whole certificate, so a forged one never hits the cache.
+                let cache_key = postcard::to_stdvec(&receipt.certificate)
+                    .ok()
+                    .map(|bytes| Digest::of(&bytes));
+                let cached = cache_key.is_some_and(|key| lock(&self.verified).contains(&key));
+                if !cached {
+                    // Verified without holding any lock: other replies keep flowing meanwhile.
+                    if let Err(e) = receipt.certificate.verify(&self.committee) {
+                        tracing::warn!(replica = from.0, nonce, error = %e, "receipt certificate does not verify");
+                        return;
+                    }
+                    if let Some(key) = cache_key {
+                        let mut verified = lock(&self.verified);
+                        if verified.len() >= VERIFIED_CACHE {
+                            verified.clear();
+                        }
+                        verified.insert(key);
+                    }
+                }
+                if let Some(done) = lock(&self.pending).get_mut(&nonce).and_then(|e| e.done.take()) {
+                    let _ = done.send(Ok(receipt));
+                }
+            }
+            ClientReply::Rejected { nonce, kind, reason } => {
+                let mut pending = lock(&self.pending);
+                let Some(entry) = pending.get_mut(&nonce) else {
+                    return;
+                };
+                entry.refused.insert(from.0, kind);
+                // One Byzantine replica cannot fail a request by refusing it: replicas holding
+                // more than the faulty weight must give the same final answer. `Overloaded` is
+                // never final; the next round re-sends.
+                let weight_of = |wanted: RejectKind| {
+                    self.committee.weight_of(
+                        entry
+                            .refused
+                            .iter()
+                            .filter(|(_, k)| **k == wanted)
+                            .map(|(id, _)| ReplicaId(*id)),
+                    )
+                };
+                let outcome = if weight_of(RejectKind::Invalid) > self.committee.faulty_weight() {
+                    Some(ClientError::Rejected(reason))
+                } else if weight_of(RejectKind::Stale) > self.committee.faulty_weight() {
+                    Some(ClientError::OutcomeUnknown { nonce, reason })
+                } else {
+                    None
+                };
+                if let Some(error) = outcome {
+                    if let Some(done) = entry.done.take() {
+                        let _ = done.send(Err(error));
+                    }
+                }
+            }
+            ClientReply::Batches { id, .. } | ClientReply::Status { id, .. } => {
+                if let Some(waiter) = lock(&self.calls).remove(&id) {
+                    let _ = waiter.send(reply);
+                }
+            }
+        }
+    }
+}
+
+/// Keeps one replica connected: dials with backoff, writes queued frames on one long-lived
+/// stream, and hands replies to the client. Ends when the client is dropped.
+async fn link_task(
+    inner: Weak<Inner>,
+    endpoint: quinn::Endpoint,
+    id: ReplicaId,
+    address: String,
+    mut frames: FrameReceiver,
+    connected: Arc<AtomicBool>,
+) {
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        match dial(&endpoint, id, &address).await {
+            Ok((connection, mut send, recv)) => {
+                backoff = Duration::from_millis(50);
+                connected.store(true, Ordering::Relaxed);
+                let reader = tokio::spawn(read_replies(inner.clone(), id, recv));
+                let mut buffer = Vec::with_capacity(WRITE_GATHER);
+                let stop = loop {
+                    tokio::select! {
+                        frame = frames.recv() => {
+                            let Some(frame) = frame else { break true };
+                            if frames
+                                .write_gathered(frame, &mut send, &mut buffer, WRITE_GATHER)
+                                .await
+                                .is_err()
+                            {
+                                break false;
+                            }
+                        }
+                        _ = connection.closed() => break false,
+                    }
+                };
+                connected.store(false, Ordering::Relaxed);
+                reader.abort();
+                if stop {
+                    connection.close(0u32.into(), b"client closed");
+                    return;
+                }
+            }
+            Err(e) => tracing::debug!(replica = id.0, error = %e, "connect failed"),
+        }
+        if inner.strong_count() == 0 {
+            return;
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(2));
+    }
+}
+
+async fn dial(
+    endpoint: &quinn::Endpoint,
+    id: ReplicaId,
+    address: &str,
+) -> Result<(quinn::Connection, quinn::SendStream, quinn::RecvStream), WireError> {
+    let connection = wire::dial(endpoint, id, address).await?;
+    let (send, recv) = connection.open_bi().await?;
+    Ok((connection, send, recv))
+}
+
+async fn read_replies(inner: Weak<Inner>, from: ReplicaId, mut recv: quinn::RecvStream) {
+    loop {
+        match wire::read_message::<ClientReply>(&mut recv, wire::MAX_REPLY_FRAME).await {
+            Ok(Some(reply)) => match inner.upgrade() {
+                Some(inner) => inner.dispatch(from, reply),
+                None => return,
+            },
+            Ok(None) => return,
+            Err(e) => {
+                tracing::debug!(replica = from.0, error = %e, "reply stream ended");
+                return;
+            }
+        }
+    }
+}

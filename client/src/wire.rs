@@ -1,0 +1,484 @@
+//! The transport both ends share: QUIC endpoints built from the cluster's ed25519 keys,
+//! length-prefixed frames on long-lived streams, and the messages clients exchange with
+//! replicas.
+//!
+//! A connection's direction and its peer's certificate decide what it may carry:
+//! - replica → replica: the dialling replica opens one unidirectional stream and sends
+//!   consensus [`Message`](ordinal_consensus::Message) frames on it for the connection's life;
+//! - client → replica: the client opens one bidirectional stream, sends [`ClientRequest`]
+//!   frames and reads [`ClientReply`] frames. Anyone with an ed25519 certificate may do this
+//!   (see the README: an unknown key is a client, never a replica).
+//!
+//! Every frame is a 4-byte little-endian length and a postcard payload. The length is checked
+//! against the reader's limit before anything is allocated.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ordinal_consensus::{CommittedBatch, Receipt, Request};
+use ordinal_crypto::{Committee, KeyPair, ReplicaId};
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+
+/// The most bytes a client request frame may hold beyond the payload limit (keys, nonce,
+/// signature, framing).
+pub const REQUEST_OVERHEAD: usize = 1024;
+
+/// The largest frame a client accepts from a replica. Replies to reads are chunked below it.
+pub const MAX_REPLY_FRAME: usize = 64 << 20;
+
+/// The most a frame reader allocates before the bytes arrive.
+const FIRST_ALLOCATION: usize = 1 << 20;
+
+/// How a frame or a connection failed.
+#[derive(Debug, thiserror::Error)]
+pub enum WireError {
+    /// The frame announced more bytes than the reader allows.
+    #[error("frame of {len} bytes exceeds the limit of {limit}")]
+    Oversized {
+        /// Announced length.
+        len: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// The bytes do not decode as the expected message.
+    #[error("malformed frame: {0}")]
+    Malformed(#[from] postcard::Error),
+    /// The stream ended in the middle of a frame.
+    #[error("stream ended inside a frame")]
+    Truncated,
+    /// QUIC stream or connection error.
+    #[error("stream: {0}")]
+    Stream(String),
+    /// Building the TLS or QUIC configuration failed.
+    #[error("transport configuration: {0}")]
+    Config(String),
+}
+
+impl From<quinn::WriteError> for WireError {
+    fn from(e: quinn::WriteError) -> Self {
+        WireError::Stream(e.to_string())
+    }
+}
+
+impl From<quinn::ConnectionError> for WireError {
+    fn from(e: quinn::ConnectionError) -> Self {
+        WireError::Stream(e.to_string())
+    }
+}
+
+/// Encodes `message` as one frame (length prefix included).
+pub fn encode_frame<T: Serialize>(message: &T) -> Result<Vec<u8>, WireError> {
+    let mut out = postcard::to_extend(message, vec![0u8; 4])?;
+    let len = u32::try_from(out.len() - 4).map_err(|_| WireError::Oversized {
+        len: out.len() - 4,
+        limit: u32::MAX as usize,
+    })?;
+    out[..4].copy_from_slice(&len.to_le_bytes());
+    Ok(out)
+}
+
+/// Reads one frame's payload. `Ok(None)` means the stream finished cleanly between frames.
+pub async fn read_frame(recv: &mut quinn::RecvStream, limit: usize) -> Result<Option<Vec<u8>>, WireError> {
+    let mut prefix = [0u8; 4];
+    match recv.read_exact(&mut prefix).await {
+        Ok(()) => {}
+        Err(quinn::ReadExactError::FinishedEarly(0)) => return Ok(None),
+        Err(quinn::ReadExactError::FinishedEarly(_)) => return Err(WireError::Truncated),
+        Err(quinn::ReadExactError::ReadError(e)) => return Err(WireError::Stream(e.to_string())),
+    }
+    let len = u32::from_le_bytes(prefix) as usize;
+    if len > limit {
+        return Err(WireError::Oversized { len, limit });
+    }
+    // Memory follows the bytes that actually arrive, not the length a peer announces: a
+    // lying prefix costs at most one chunk beyond what QUIC flow control lets through.
+    let mut payload = Vec::with_capacity(len.min(FIRST_ALLOCATION));
+    while payload.len() < len {
+        match recv.read_chunk(len - payload.len(), true).await {
+            Ok(Some(chunk)) => payload.extend_from_slice(&chunk.bytes),
+            Ok(None) => return Err(WireError::Truncated),
+            Err(e) => return Err(WireError::Stream(e.to_string())),
+        }
+    }
+    Ok(Some(payload))
+}
+
+/// Reads and decodes one frame.
+pub async fn read_message<T: DeserializeOwned>(
+    recv: &mut quinn::RecvStream,
+    limit: usize,
+) -> Result<Option<T>, WireError> {
+    match read_frame(recv, limit).await? {
+        Some(bytes) => Ok(Some(postcard::from_bytes(&bytes)?)),
+        None => Ok(None),
+    }
+}
+
+/// A frame ready to write, shared by every queue it is put on.
+pub type Frame = Arc<Vec<u8>>;
+
+/// A frame taken from a [`FrameReceiver`]; its bytes count against the queue's budget until it
+/// is dropped.
+pub struct QueuedFrame {
+    frame: Frame,
+    _budget: OwnedSemaphorePermit,
+}
+
+impl std::ops::Deref for QueuedFrame {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.frame
+    }
+}
+
+/// The sending side of a queue of frames bounded by bytes (not only by count): a slow or
+/// absent reader can hold at most the budget, however large its frames are.
+#[derive(Clone)]
+pub struct FrameSender {
+    frames: mpsc::UnboundedSender<QueuedFrame>,
+    budget: Arc<Semaphore>,
+    budget_kib: u32,
+}
+
+/// The receiving side of a byte-bounded frame queue.
+pub struct FrameReceiver {
+    frames: mpsc::UnboundedReceiver<QueuedFrame>,
+}
+
+/// A frame queue holding at most `max_bytes` (rounded to KiB; a single larger frame is let
+/// through alone).
+pub fn frame_queue(max_bytes: usize) -> (FrameSender, FrameReceiver) {
+    let budget_kib = u32::try_from(max_bytes.div_ceil(1024)).unwrap_or(u32::MAX).max(1);
+    let (tx, rx) = mpsc::unbounded_channel();
+    (
+        FrameSender {
+            frames: tx,
+            budget: Arc::new(Semaphore::new(budget_kib as usize)),
+            budget_kib,
+        },
+        FrameReceiver { frames: rx },
+    )
+}
+
+impl FrameSender {
+    fn cost(&self, frame: &Frame) -> u32 {
+        u32::try_from(frame.len().div_ceil(1024))
+            .unwrap_or(u32::MAX)
+            .clamp(1, self.budget_kib)
+    }
+
+    fn enqueue(&self, frame: Frame, budget: OwnedSemaphorePermit) -> bool {
+        self.frames
+            .send(QueuedFrame {
+                frame,
+                _budget: budget,
+            })
+            .is_ok()
+    }
+
+    /// Queues `frame` if the budget allows; `false` if it is full or the receiver is gone.
+    pub fn try_send(&self, frame: Frame) -> bool {
+        match self.budget.clone().try_acquire_many_owned(self.cost(&frame)) {
+            Ok(permit) => self.enqueue(frame, permit),
+            Err(_) => false,
+        }
+    }
+
+    /// Queues `frame`, waiting for room; `false` if the receiver is gone.
+    pub async fn send(&self, frame: Frame) -> bool {
+        match self.budget.clone().acquire_many_owned(self.cost(&frame)).await {
+            Ok(permit) => self.enqueue(frame, permit),
+            Err(_) => false,
+        }
+    }
+
+    /// Whether the receiver is gone.
+    pub fn is_closed(&self) -> bool {
+        self.frames.is_closed()
+    }
+}
+
+impl FrameReceiver {
+    /// The next frame; `None` once every sender is gone.
+    pub async fn recv(&mut self) -> Option<QueuedFrame> {
+        self.frames.recv().await
+    }
+
+    /// Whether every sender is gone.
+    pub fn is_closed(&self) -> bool {
+        self.frames.is_closed()
+    }
+
+    /// Drops every queued frame (stale after a reconnect: the protocol re-sends what matters).
+    pub fn clear(&mut self) {
+        while self.frames.try_recv().is_ok() {}
+    }
+
+    /// Writes `first` and whatever else is queued, up to `gather` bytes, in one stream write:
+    /// many small frames then cost one write call, not one each.
+    pub async fn write_gathered(
+        &mut self,
+        first: QueuedFrame,
+        send: &mut quinn::SendStream,
+        buffer: &mut Vec<u8>,
+        gather: usize,
+    ) -> Result<(), WireError> {
+        buffer.clear();
+        buffer.extend_from_slice(&first);
+        drop(first);
+        while buffer.len() < gather {
+            match self.frames.try_recv() {
+                Ok(more) => buffer.extend_from_slice(&more),
+                Err(_) => break,
+            }
+        }
+        send.write_all(buffer).await?;
+        Ok(())
+    }
+}
+
+/// What a client asks a replica.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ClientRequest {
+    /// Order this transaction. Its `client` must be the connection's key in unsigned mode; in
+    /// signed mode its signature is checked. Answered by [`ClientReply::Committed`] or
+    /// [`ClientReply::Rejected`].
+    Submit(Request),
+    /// Send committed batches from `from` on (at most `max` of them, fewer if they are large).
+    /// Answered by [`ClientReply::Batches`].
+    Read {
+        /// Echoed in the reply.
+        id: u64,
+        /// First sequence number wanted.
+        from: u64,
+        /// Most batches wanted.
+        max: u32,
+    },
+    /// Answered by [`ClientReply::Status`].
+    Status {
+        /// Echoed in the reply.
+        id: u64,
+    },
+}
+
+/// Why a replica refused a submission, which decides what the client does next.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RejectKind {
+    /// The request itself is unacceptable (malformed, too large, bad signature, another
+    /// client's key): retrying the same bytes cannot help.
+    Invalid,
+    /// The replica is full right now; the client's retry may succeed.
+    Overloaded,
+    /// The nonce fell out of the client's de-duplication window: the request may or may not
+    /// have been ordered, and the replica can no longer tell.
+    Stale,
+}
+
+/// What a replica answers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ClientReply {
+    /// The request with this nonce is ordered: the receipt proves where.
+    Committed {
+        /// The request's nonce.
+        nonce: u64,
+        /// The proof.
+        receipt: Receipt,
+    },
+    /// The request with this nonce was refused (malformed, stale nonce, replica overloaded).
+    Rejected {
+        /// The request's nonce.
+        nonce: u64,
+        /// What kind of refusal.
+        kind: RejectKind,
+        /// Why, for people.
+        reason: String,
+    },
+    /// Committed batches in order, starting at the requested sequence number.
+    Batches {
+        /// The request's id.
+        id: u64,
+        /// The batches (possibly none).
+        batches: Vec<CommittedBatch>,
+        /// The replica's highest committed sequence number.
+        committed_seq: u64,
+    },
+    /// The replica's progress.
+    Status {
+        /// The request's id.
+        id: u64,
+        /// Its status.
+        status: ReplicaStatus,
+    },
+}
+
+/// A replica's progress as it reports it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicaStatus {
+    /// Its id.
+    pub id: u16,
+    /// Current view.
+    pub view: u64,
+    /// The view's leader.
+    pub leader: u16,
+    /// Whether a view change is under way.
+    pub changing_view: bool,
+    /// Highest committed sequence number.
+    pub committed_seq: u64,
+    /// Latest stable checkpoint.
+    pub stable_seq: u64,
+    /// The current epoch's weights, by replica id.
+    pub weights: Vec<u64>,
+}
+
+impl ReplicaStatus {
+    /// What replica `id` reports, from its protocol's progress and its committee.
+    pub fn new(id: ReplicaId, status: &ordinal_consensus::Status, committee: &Committee) -> Self {
+        ReplicaStatus {
+            id: id.0,
+            view: status.view,
+            leader: status.leader.0,
+            changing_view: status.changing_view,
+            committed_seq: status.committed_seq,
+            stable_seq: status.stable_seq,
+            weights: committee.members().iter().map(|m| m.weight).collect(),
+        }
+    }
+}
+
+/// Transport settings for both ends: idle timeout and keep-alive so a dead peer is noticed,
+/// and enough stream credit for pipelined frames.
+fn transport_config() -> quinn::TransportConfig {
+    let mut transport = quinn::TransportConfig::default();
+    transport.keep_alive_interval(Some(Duration::from_millis(500)));
+    // The first handshake packet to a peer that is not up yet is lost; quinn re-sends it after
+    // three times the initial RTT estimate. The default (333 ms) made a cluster whose replicas
+    // start a few milliseconds apart wait a second for its first quorum.
+    transport.initial_rtt(Duration::from_millis(100));
+    if let Ok(idle) = quinn::IdleTimeout::try_from(Duration::from_secs(5)) {
+        transport.max_idle_timeout(Some(idle));
+    }
+    transport.stream_receive_window(quinn::VarInt::from_u32(8 << 20));
+    transport.receive_window(quinn::VarInt::from_u32(32 << 20));
+    transport.send_window(32 << 20);
+    // A replica sends on one unidirectional stream, a client on one bidirectional stream; a
+    // little headroom covers a stream being replaced, and nobody can open hundreds.
+    transport.max_concurrent_uni_streams(quinn::VarInt::from_u32(4));
+    transport.max_concurrent_bidi_streams(quinn::VarInt::from_u32(16));
+    transport
+}
+
+/// A QUIC client configuration presenting `key` and pinning each replica to its listed key.
+pub fn quic_client_config(key: &KeyPair, committee: &Committee) -> Result<quinn::ClientConfig, WireError> {
+    let tls =
+        ordinal_crypto::tls::client_config(key, committee).map_err(|e| WireError::Config(e.to_string()))?;
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
+        .map_err(|e| WireError::Config(e.to_string()))?;
+    let mut config = quinn::ClientConfig::new(Arc::new(crypto));
+    config.transport_config(Arc::new(transport_config()));
+    Ok(config)
+}
+
+/// A QUIC server configuration for replica `id`: presents its certificate, requires one from
+/// every peer.
+pub fn quic_server_config(key: &KeyPair, id: ReplicaId) -> Result<quinn::ServerConfig, WireError> {
+    let tls = ordinal_crypto::tls::server_config(key, id).map_err(|e| WireError::Config(e.to_string()))?;
+    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
+        .map_err(|e| WireError::Config(e.to_string()))?;
+    let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    config.transport_config(Arc::new(transport_config()));
+    Ok(config)
+}
+
+/// A client-only endpoint on an ephemeral port of the right address family.
+pub fn client_endpoint(
+    config: quinn::ClientConfig,
+    towards: SocketAddr,
+) -> Result<quinn::Endpoint, WireError> {
+    let bind: SocketAddr = if towards.is_ipv6() {
+        SocketAddr::from(([0u16; 8], 0))
+    } else {
+        SocketAddr::from(([0, 0, 0, 0], 0))
+    };
+    let mut endpoint = quinn::Endpoint::client(bind).map_err(|e| WireError::Config(e.to_string()))?;
+    endpoint.set_default_client_config(config);
+    Ok(endpoint)
+}
+
+/// Connects to replica `id` at `address` (resolved now, so a restarted replica behind a name
+/// is found again), requiring it to present the key the committee lists for `id`. Gives up
+/// after three seconds so the caller's backoff loop stays in charge.
+pub async fn dial(
+    endpoint: &quinn::Endpoint,
+    id: ReplicaId,
+    address: &str,
+) -> Result<quinn::Connection, WireError> {
+    let target = tokio::net::lookup_host(address)
+        .await
+        .map_err(|e| WireError::Stream(format!("resolving {address}: {e}")))?
+        .next()
+        .ok_or_else(|| WireError::Stream(format!("{address} resolves to nothing")))?;
+    let connecting = endpoint
+        .connect(target, &ordinal_crypto::tls::server_name(id))
+        .map_err(|e| WireError::Stream(e.to_string()))?;
+    tokio::time::timeout(Duration::from_secs(3), connecting)
+        .await
+        .map_err(|_| WireError::Stream(format!("handshake with {address} timed out")))?
+        .map_err(WireError::from)
+}
+
+/// The public key on the other end of an established connection, if it presented one.
+pub fn connection_key(connection: &quinn::Connection) -> Option<ordinal_crypto::PublicKey> {
+    let identity = connection.peer_identity()?;
+    let certificates = identity
+        .downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
+        .ok()?;
+    ordinal_crypto::tls::certificate_key(certificates.first()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn frame_queues_are_bounded_by_bytes() {
+        let (tx, mut rx) = frame_queue(8 * 1024);
+        let big = Arc::new(vec![0u8; 3 * 1024]);
+        assert!(tx.try_send(big.clone()));
+        assert!(tx.try_send(big.clone()));
+        assert!(!tx.try_send(big.clone()), "a third 3 KiB frame exceeds 8 KiB");
+        let first = rx.recv().await.unwrap();
+        assert!(
+            !tx.try_send(big.clone()),
+            "budget returns only when the frame is dropped"
+        );
+        drop(first);
+        assert!(tx.try_send(big.clone()));
+        // A frame larger than the whole budget still goes through, alone.
+        rx.clear();
+        assert!(tx.try_send(Arc::new(vec![0u8; 64 * 1024])));
+        assert!(!tx.try_send(Arc::new(vec![0u8; 10])));
+    }
+
+    #[test]
+    fn frames_carry_their_length() {
+        let frame = encode_frame(&ClientRequest::Read {
+            id: 1,
+            from: 7,
+            max: 3,
+        })
+        .unwrap();
+        let len = u32::from_le_bytes(frame[..4].try_into().unwrap()) as usize;
+        assert_eq!(len, frame.len() - 4);
+        let back: ClientRequest = postcard::from_bytes(&frame[4..]).unwrap();
+        assert_eq!(
+            back,
+            ClientRequest::Read {
+                id: 1,
+                from: 7,
+                max: 3
+            }
+        );
+    }
+}

@@ -1,0 +1,319 @@
+//! The protocol thread: owns the sans-IO replica, feeds it events and timer expiries, and
+//! performs its actions against the store and the transport.
+//!
+//! Durability rules, from [`ordinal_consensus::Action`]:
+//! - a `PersistSafety` is a barrier: messages listed after it leave only once it is synced;
+//! - `PersistBatch` writes go into the same RocksDB write batch, and receipts wait for
+//!   `Input::Persisted`, which is fed only after the sync.
+//!
+//! All events queued while a sync runs are handled before the next drain, so one sync covers
+//! everything they produced (group commit): the fsync rate, not the message rate, bounds it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ordinal_client::wire::{self, ClientReply, RejectKind, ReplicaStatus};
+use ordinal_consensus::pbft::Replica;
+use ordinal_consensus::{
+    Action, CommittedBatch, Input, Invalid, Message, Protocol, Receipt, RequestKey, SafetyState,
+};
+use tokio::sync::{mpsc, watch};
+
+use crate::store::{StoreError, Writes};
+use crate::transport::{Event, Peers, Shared};
+
+/// Events handled per wake-up before the actions are performed.
+const EVENTS_PER_ROUND: usize = 4096;
+/// Recently committed batches kept in memory for receipts.
+const RECENT_BATCHES: usize = 512;
+/// Most payload bytes in one state-transfer answer.
+const TRANSFER_MAX_BYTES: usize = 16 << 20;
+
+/// The protocol thread's state.
+pub struct Driver {
+    replica: Replica,
+    safety: SafetyState,
+    shared: Arc<Shared>,
+    peers: Peers,
+    origin: Instant,
+    recent: BTreeMap<u64, Arc<CommittedBatch>>,
+    arrivals: HashMap<RequestKey, Instant>,
+    view_changes_seen: u64,
+}
+
+impl Driver {
+    /// A driver around a replica restored from `safety` (what the store holds).
+    pub fn new(
+        replica: Replica,
+        safety: SafetyState,
+        shared: Arc<Shared>,
+        peers: Peers,
+        origin: Instant,
+    ) -> Self {
+        let view_changes_seen = replica.status().view_changes;
+        Driver {
+            replica,
+            safety,
+            shared,
+            peers,
+            origin,
+            recent: BTreeMap::new(),
+            arrivals: HashMap::new(),
+            view_changes_seen,
+        }
+    }
+
+    fn now(&self) -> Duration {
+        self.origin.elapsed()
+    }
+
+    /// Runs until `shutdown` turns true or the event channels close. Replica messages are
+    /// taken before client requests. Everything acknowledged is durable when it returns; an
+    /// error means the store failed and the replica must stop.
+    pub async fn run(
+        mut self,
+        mut peer_events: mpsc::Receiver<Event>,
+        mut client_events: mpsc::Receiver<Event>,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> Result<(), StoreError> {
+        self.publish_status();
+        loop {
+            // A deadline beyond what the clock can represent is no deadline.
+            let deadline = self
+                .replica
+                .poll_timeout()
+                .and_then(|t| self.origin.checked_add(t));
+            let sleep = async {
+                match deadline {
+                    Some(at) => tokio::time::sleep_until(at.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                biased;
+                _ = shutdown.changed() => break,
+                event = peer_events.recv() => {
+                    let Some(event) = event else { break };
+                    self.handle(event);
+                    self.drain(&mut peer_events, &mut client_events);
+                }
+                event = client_events.recv() => {
+                    let Some(event) = event else { break };
+                    self.handle(event);
+                    self.drain(&mut peer_events, &mut client_events);
+                }
+                _ = sleep => {}
+            }
+            if self.replica.poll_timeout().is_some_and(|t| t <= self.now()) {
+                let now = self.now();
+                let _ = self.replica.handle(now, Input::Timeout);
+            }
+            self.perform()?;
+            self.publish_status();
+        }
+        self.shared.store.flush()?;
+        Ok(())
+    }
+
+    /// Handles what is already queued, replica messages first, up to a round's worth.
+    fn drain(&mut self, peers: &mut mpsc::Receiver<Event>, clients: &mut mpsc::Receiver<Event>) {
+        for _ in 1..EVENTS_PER_ROUND {
+            match peers.try_recv().or_else(|_| clients.try_recv()) {
+                Ok(event) => self.handle(event),
+                Err(_) => break,
+            }
+        }
+    }
+
+    fn handle(&mut self, event: Event) {
+        let now = self.now();
+        match event {
+            Event::Peer { from, message } => {
+                if let Err(e) = self.replica.handle(now, Input::Message { from, message }) {
+                    self.shared
+                        .metrics
+                        .invalid_messages
+                        .with_label_values(&[e.reason()])
+                        .inc();
+                }
+            }
+            Event::Request { request, arrived } => {
+                let key = request.key(self.shared.config.request_auth);
+                let client = request.client;
+                let nonce = request.nonce;
+                match self.replica.handle(now, Input::Request(request)) {
+                    Ok(()) => {
+                        if self.arrivals.len() >= 2 * self.shared.config.max_pending_requests {
+                            self.arrivals.clear();
+                        }
+                        self.arrivals.entry(key).or_insert(arrived);
+                    }
+                    Err(e) => {
+                        self.shared
+                            .metrics
+                            .invalid_messages
+                            .with_label_values(&[e.reason()])
+                            .inc();
+                        let kind = match e {
+                            Invalid::Overloaded => RejectKind::Overloaded,
+                            Invalid::Duplicate => RejectKind::Stale,
+                            _ => RejectKind::Invalid,
+                        };
+                        self.shared.clients.send(
+                            &client,
+                            &ClientReply::Rejected {
+                                nonce,
+                                kind,
+                                reason: e.to_string(),
+                            },
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// Performs the replica's actions until it has none left.
+    fn perform(&mut self) -> Result<(), StoreError> {
+        loop {
+            let actions = self.replica.drain_actions();
+            if actions.is_empty() {
+                return Ok(());
+            }
+            let mut writes = Writes::default();
+            let mut after_sync = Vec::new();
+            let mut barrier = false;
+            for action in actions {
+                match action {
+                    Action::PersistSafety(update) => {
+                        self.safety.apply(&update);
+                        writes.put_safety(&update, &self.safety);
+                        barrier = true;
+                    }
+                    Action::PersistBatch(committed) => {
+                        self.shared
+                            .metrics
+                            .batch_transactions
+                            .observe(committed.batch.requests.len() as f64);
+                        writes.put_batch(&committed);
+                        self.recent.insert(committed.seq(), Arc::new(committed));
+                        while self.recent.len() > RECENT_BATCHES {
+                            self.recent.pop_first();
+                        }
+                    }
+                    action @ (Action::Send { .. } | Action::Broadcast { .. }) if !barrier => {
+                        self.send(action)
+                    }
+                    other => after_sync.push(other),
+                }
+            }
+            let persisted = writes.highest_batch();
+            if !writes.is_empty() {
+                let took = self.shared.store.commit(writes)?;
+                self.shared.metrics.storage_sync.observe(took.as_secs_f64());
+            }
+            let mut replies: BTreeMap<u64, Vec<(RequestKey, u32)>> = BTreeMap::new();
+            for action in after_sync {
+                match action {
+                    Action::Reply { key, position } => {
+                        replies
+                            .entry(position.seq)
+                            .or_default()
+                            .push((key, position.index));
+                    }
+                    Action::ServeBatches { to, from_seq, to_seq } => self.serve(to, from_seq, to_seq)?,
+                    other => self.send(other),
+                }
+            }
+            for (seq, requests) in replies {
+                self.send_receipts(seq, requests)?;
+            }
+            if let Some(seq) = persisted {
+                let now = self.now();
+                let _ = self.replica.handle(now, Input::Persisted { seq });
+            }
+        }
+    }
+
+    fn send(&mut self, action: Action) {
+        let (to, message) = match action {
+            Action::Send { to, message } => (Some(to), message),
+            Action::Broadcast { message } => (None, message),
+            _ => return,
+        };
+        let frame = match wire::encode_frame(&message) {
+            Ok(frame) => Arc::new(frame),
+            Err(e) => {
+                tracing::error!(error = %e, "encoding a message");
+                return;
+            }
+        };
+        match to {
+            Some(to) => self.peers.send(to, &frame),
+            None => self.peers.broadcast(&frame),
+        }
+    }
+
+    fn serve(&mut self, to: ordinal_crypto::ReplicaId, from_seq: u64, to_seq: u64) -> Result<(), StoreError> {
+        let count = to_seq.saturating_sub(from_seq).saturating_add(1) as usize;
+        let batches = self.shared.store.batches(from_seq, count, TRANSFER_MAX_BYTES)?;
+        if !batches.is_empty() {
+            self.send(Action::Send {
+                to,
+                message: Message::Batches(batches),
+            });
+        }
+        Ok(())
+    }
+
+    fn send_receipts(&mut self, seq: u64, requests: Vec<(RequestKey, u32)>) -> Result<(), StoreError> {
+        let batch = match self.recent.get(&seq) {
+            Some(batch) => batch.clone(),
+            None => match self.shared.store.batch(seq)? {
+                Some(batch) => Arc::new(batch),
+                None => return Ok(()),
+            },
+        };
+        let indexes: Vec<u32> = requests.iter().map(|(_, index)| *index).collect();
+        let receipts = Receipt::for_requests(&batch, &indexes);
+        let metrics = &self.shared.metrics;
+        // Pair each receipt with its request by index, not by position in the list: an index
+        // the batch lacks yields no receipt, and must not shift the others onto wrong keys.
+        let keys: HashMap<u32, RequestKey> = requests.into_iter().map(|(key, index)| (index, key)).collect();
+        for receipt in receipts {
+            let Some(key) = keys.get(&receipt.index).copied() else {
+                continue;
+            };
+            if let Some(arrived) = self.arrivals.remove(&key) {
+                metrics.commit_latency.observe(arrived.elapsed().as_secs_f64());
+            }
+            let reply = ClientReply::Committed {
+                nonce: key.nonce,
+                receipt,
+            };
+            if self.shared.clients.send(&key.client, &reply) {
+                metrics.receipts.inc();
+            }
+        }
+        Ok(())
+    }
+
+    fn publish_status(&mut self) {
+        let status = self.replica.status();
+        let metrics = &self.shared.metrics;
+        metrics.committed_seq.set(status.committed_seq as i64);
+        metrics.stable_seq.set(status.stable_seq as i64);
+        metrics.view.set(status.view as i64);
+        if status.view_changes > self.view_changes_seen {
+            metrics
+                .view_changes
+                .inc_by(status.view_changes - self.view_changes_seen);
+            self.view_changes_seen = status.view_changes;
+        }
+        let published = ReplicaStatus::new(self.shared.id, &status, &self.shared.committee);
+        if let Ok(mut shared) = self.shared.status.lock() {
+            *shared = published;
+        }
+    }
+}

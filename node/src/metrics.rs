@@ -1,0 +1,158 @@
+//! Prometheus metrics (the names in CONTRACT.md) and the HTTP endpoint that serves them.
+
+use std::net::SocketAddr;
+
+use prometheus::{
+    Encoder as _, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+use prometheus::{GaugeVec, Result as PromResult};
+
+/// Every metric a replica exports.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    /// Highest committed (executed and durable) sequence number.
+    pub committed_seq: IntGauge,
+    /// Latest stable checkpoint.
+    pub stable_seq: IntGauge,
+    /// Current view.
+    pub view: IntGauge,
+    /// View changes started or joined.
+    pub view_changes: IntCounter,
+    /// From a client's request reaching this replica to its receipt leaving.
+    pub commit_latency: Histogram,
+    /// Transactions per committed batch.
+    pub batch_transactions: Histogram,
+    /// Voting weight per replica.
+    pub replica_weight: IntGaugeVec,
+    /// QUIC round-trip time per peer.
+    pub peer_rtt: GaugeVec,
+    /// Messages received, by kind.
+    pub messages_received: IntCounterVec,
+    /// Messages refused, by reason.
+    pub invalid_messages: IntCounterVec,
+    /// Duration of each synced store write.
+    pub storage_sync: Histogram,
+    /// Messages dropped because a peer's send queue was full.
+    pub send_queue_drops: IntCounterVec,
+    /// Client connections currently open.
+    pub client_connections: IntGauge,
+    /// Receipts sent to clients.
+    pub receipts: IntCounter,
+}
+
+fn histogram(name: &str, help: &str, buckets: Vec<f64>) -> PromResult<Histogram> {
+    Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets))
+}
+
+impl Metrics {
+    /// Creates and registers every metric.
+    pub fn new() -> PromResult<Metrics> {
+        let registry = Registry::new();
+        let latency_buckets = vec![
+            0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0,
+        ];
+        let sync_buckets = vec![
+            0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0,
+        ];
+        let metrics = Metrics {
+            committed_seq: IntGauge::new("ordinal_committed_seq", "Highest committed sequence number")?,
+            stable_seq: IntGauge::new("ordinal_stable_seq", "Latest stable checkpoint")?,
+            view: IntGauge::new("ordinal_view", "Current view")?,
+            view_changes: IntCounter::new(
+                "ordinal_view_changes_total",
+                "View changes this replica started or joined",
+            )?,
+            commit_latency: histogram(
+                "ordinal_commit_latency_seconds",
+                "From a client request's arrival to its receipt",
+                latency_buckets,
+            )?,
+            batch_transactions: histogram(
+                "ordinal_batch_transactions",
+                "Transactions per committed batch",
+                vec![
+                    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 2048.0,
+                ],
+            )?,
+            replica_weight: IntGaugeVec::new(
+                Opts::new(
+                    "ordinal_replica_weight",
+                    "Voting weight of each replica in the current epoch",
+                ),
+                &["replica"],
+            )?,
+            peer_rtt: GaugeVec::new(
+                Opts::new("ordinal_peer_rtt_seconds", "QUIC round-trip time to each peer"),
+                &["peer"],
+            )?,
+            messages_received: IntCounterVec::new(
+                Opts::new("ordinal_messages_received_total", "Messages received, by kind"),
+                &["kind"],
+            )?,
+            invalid_messages: IntCounterVec::new(
+                Opts::new("ordinal_invalid_messages_total", "Messages refused, by reason"),
+                &["reason"],
+            )?,
+            storage_sync: histogram(
+                "ordinal_storage_sync_seconds",
+                "Duration of each store write, synced under the durable policy",
+                sync_buckets,
+            )?,
+            send_queue_drops: IntCounterVec::new(
+                Opts::new(
+                    "ordinal_send_queue_drops_total",
+                    "Messages dropped because a peer's send queue was full",
+                ),
+                &["peer"],
+            )?,
+            client_connections: IntGauge::new("ordinal_client_connections", "Open client connections")?,
+            receipts: IntCounter::new("ordinal_receipts_total", "Receipts sent to clients")?,
+            registry,
+        };
+        let r = &metrics.registry;
+        r.register(Box::new(metrics.committed_seq.clone()))?;
+        r.register(Box::new(metrics.stable_seq.clone()))?;
+        r.register(Box::new(metrics.view.clone()))?;
+        r.register(Box::new(metrics.view_changes.clone()))?;
+        r.register(Box::new(metrics.commit_latency.clone()))?;
+        r.register(Box::new(metrics.batch_transactions.clone()))?;
+        r.register(Box::new(metrics.replica_weight.clone()))?;
+        r.register(Box::new(metrics.peer_rtt.clone()))?;
+        r.register(Box::new(metrics.messages_received.clone()))?;
+        r.register(Box::new(metrics.invalid_messages.clone()))?;
+        r.register(Box::new(metrics.storage_sync.clone()))?;
+        r.register(Box::new(metrics.send_queue_drops.clone()))?;
+        r.register(Box::new(metrics.client_connections.clone()))?;
+        r.register(Box::new(metrics.receipts.clone()))?;
+        Ok(metrics)
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
+            tracing::warn!(error = %e, "encoding metrics");
+        }
+        String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+/// Serves `GET /metrics` on `address` until the task is dropped.
+pub async fn serve(listener: tokio::net::TcpListener, metrics: Metrics) -> std::io::Result<()> {
+    use axum::http::header::CONTENT_TYPE;
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let metrics = metrics.clone();
+            async move { ([(CONTENT_TYPE, "text/plain; version=0.0.4")], metrics.render()) }
+        }),
+    );
+    axum::serve(listener, app).await
+}
+
+/// Binds the metrics listener (separately, so a taken port fails the start, not a task).
+pub async fn bind(address: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(address).await
+}

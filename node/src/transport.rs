@@ -1,0 +1,505 @@
+//! QUIC between replicas and from clients.
+//!
+//! - Outgoing: one task per peer keeps a connection (dialled with backoff, the peer pinned to
+//!   its configured key by TLS) and one long-lived unidirectional stream, and writes frames from
+//!   a bounded queue. A full queue drops the message and counts it: the protocol retransmits
+//!   what matters, and a slow peer must not grow our memory.
+//! - Incoming: every connection's certificate says who it is. A committee member's streams
+//!   carry consensus messages, verified here (off the protocol thread) before they reach the
+//!   core through a bounded channel whose backpressure slows the peer down. Any other key is a
+//!   client: it may submit its own requests, read committed batches and ask for status, and
+//!   nothing else.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ordinal_client::wire::{
+    self, ClientReply, ClientRequest, Frame, FrameReceiver, FrameSender, RejectKind, ReplicaStatus, WireError,
+};
+use ordinal_consensus::request::verify_requests;
+use ordinal_consensus::{Message, ProtocolConfig, Request, RequestAuth, VerifiedMessage};
+use ordinal_crypto::tls::PeerIdentity;
+use ordinal_crypto::{Committee, Digest, PublicKey, ReplicaId};
+use tokio::sync::{mpsc, Semaphore};
+
+use crate::metrics::Metrics;
+use crate::store::Store;
+
+/// Bytes queued for one peer; beyond this, messages to it are dropped (and counted).
+const PEER_QUEUE_BYTES: usize = 64 << 20;
+/// Bytes queued on one client stream; receipts beyond it are dropped (the client retries and
+/// is answered with the original position), reads wait for room.
+const CLIENT_QUEUE_BYTES: usize = 16 << 20;
+/// Most bytes gathered into one stream write.
+const WRITE_GATHER: usize = 512 * 1024;
+/// Most batches and payload bytes in one answer to a client read.
+const READ_MAX_BATCHES: usize = 256;
+const READ_MAX_BYTES: usize = 8 << 20;
+/// Client connections open at once; more are refused at accept.
+pub const MAX_CLIENT_CONNECTIONS: usize = 1024;
+
+/// What the transport hands the protocol thread.
+#[derive(Debug)]
+pub enum Event {
+    /// A verified message from an authenticated replica.
+    Peer {
+        /// The sender.
+        from: ReplicaId,
+        /// The message.
+        message: VerifiedMessage,
+    },
+    /// A client request that passed its checks.
+    Request {
+        /// The request.
+        request: Request,
+        /// When it arrived (for the commit latency metric).
+        arrived: Instant,
+    },
+}
+
+/// Client streams by client key: where receipts for that client go.
+#[derive(Default)]
+pub struct ClientRegistry {
+    streams: Mutex<HashMap<PublicKey, (u64, FrameSender)>>,
+    next: AtomicU64,
+}
+
+impl ClientRegistry {
+    fn register(&self, client: PublicKey, sender: FrameSender) -> u64 {
+        let token = self.next.fetch_add(1, Ordering::Relaxed);
+        lock(&self.streams).insert(client, (token, sender));
+        token
+    }
+
+    fn unregister(&self, client: &PublicKey, token: u64) {
+        let mut streams = lock(&self.streams);
+        if streams.get(client).is_some_and(|(t, _)| *t == token) {
+            streams.remove(client);
+        }
+    }
+
+    /// Queues a reply for `client` if it is connected here; `false` if it is not or its queue
+    /// is full (it will retry).
+    pub fn send(&self, client: &PublicKey, reply: &ClientReply) -> bool {
+        let Some(sender) = lock(&self.streams).get(client).map(|(_, s)| s.clone()) else {
+            return false;
+        };
+        match wire::encode_frame(reply) {
+            Ok(frame) => sender.try_send(Arc::new(frame)),
+            Err(_) => false,
+        }
+    }
+}
+
+/// What every connection task needs.
+pub struct Shared {
+    /// This replica.
+    pub id: ReplicaId,
+    /// The committee.
+    pub committee: Committee,
+    /// Protocol parameters.
+    pub config: ProtocolConfig,
+    /// Cluster id (client signatures cover it).
+    pub cluster_id: Digest,
+    /// Metrics.
+    pub metrics: Metrics,
+    /// The store, for reads.
+    pub store: Arc<Store>,
+    /// Replica messages into the protocol thread (served before client requests, so clients
+    /// cannot starve agreement).
+    pub peer_events: mpsc::Sender<Event>,
+    /// Client requests into the protocol thread.
+    pub client_events: mpsc::Sender<Event>,
+    /// The open connection of each peer replica (a newer one replaces it).
+    pub replica_connections: Mutex<HashMap<ReplicaId, quinn::Connection>>,
+    /// Room for client connections.
+    pub client_slots: Arc<Semaphore>,
+    /// Client reply streams.
+    pub clients: ClientRegistry,
+    /// The latest status, published by the protocol thread.
+    pub status: Mutex<ReplicaStatus>,
+}
+
+impl Shared {
+    /// The largest frame a replica may legitimately send: a NEW-VIEW carrying a quorum of
+    /// VIEW-CHANGEs, each with a prepared batch for every sequence number in the window.
+    pub fn peer_frame_limit(&self) -> usize {
+        let batch = self
+            .config
+            .max_batch_bytes
+            .saturating_add(self.config.max_batch_requests.saturating_mul(256))
+            .saturating_add(4096);
+        let window = usize::try_from(self.config.log_window).unwrap_or(usize::MAX);
+        let messages = self.committee.size() + 1;
+        messages
+            .saturating_mul(window)
+            .saturating_mul(batch)
+            .saturating_add(1 << 20)
+            .min(1 << 30)
+    }
+
+    fn client_frame_limit(&self) -> usize {
+        self.config
+            .max_request_bytes
+            .saturating_add(wire::REQUEST_OVERHEAD)
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The sending half towards every peer.
+pub struct Peers {
+    queues: Vec<Option<FrameSender>>,
+    metrics: Metrics,
+}
+
+impl Peers {
+    /// Starts one link task per peer; returns their handles with the queues.
+    pub fn start(
+        endpoint: &quinn::Endpoint,
+        me: ReplicaId,
+        addresses: &[String],
+        metrics: &Metrics,
+    ) -> (Peers, Vec<tokio::task::JoinHandle<()>>) {
+        let mut links = Vec::new();
+        let queues = addresses
+            .iter()
+            .enumerate()
+            .map(|(i, address)| {
+                let id = ReplicaId(i as u16);
+                if id == me {
+                    return None;
+                }
+                let (tx, rx) = wire::frame_queue(PEER_QUEUE_BYTES);
+                links.push(tokio::spawn(peer_link(
+                    endpoint.clone(),
+                    id,
+                    address.clone(),
+                    rx,
+                    metrics.clone(),
+                )));
+                Some(tx)
+            })
+            .collect();
+        let peers = Peers {
+            queues,
+            metrics: metrics.clone(),
+        };
+        (peers, links)
+    }
+
+    /// Queues a frame for `to`; drops it (and counts) if the queue is full.
+    pub fn send(&self, to: ReplicaId, frame: &Frame) {
+        let Some(Some(queue)) = self.queues.get(to.index()) else {
+            return;
+        };
+        if !queue.try_send(frame.clone()) {
+            self.metrics
+                .send_queue_drops
+                .with_label_values(&[&to.0.to_string()])
+                .inc();
+        }
+    }
+
+    /// Queues a frame for every peer.
+    pub fn broadcast(&self, frame: &Frame) {
+        for i in 0..self.queues.len() {
+            self.send(ReplicaId(i as u16), frame);
+        }
+    }
+}
+
+/// Keeps one peer connected and writes its queue on one long-lived stream.
+async fn peer_link(
+    endpoint: quinn::Endpoint,
+    id: ReplicaId,
+    address: String,
+    mut queue: FrameReceiver,
+    metrics: Metrics,
+) {
+    let peer_label = id.0.to_string();
+    let mut backoff = Duration::from_millis(20);
+    let mut buffer = Vec::with_capacity(WRITE_GATHER);
+    loop {
+        match wire::dial(&endpoint, id, &address).await {
+            Ok(connection) => {
+                backoff = Duration::from_millis(20);
+                tracing::debug!(peer = id.0, "connected");
+                match connection.open_uni().await {
+                    Ok(mut send) => loop {
+                        let frame = tokio::select! {
+                            frame = queue.recv() => frame,
+                            _ = connection.closed() => break,
+                        };
+                        let Some(frame) = frame else { return };
+                        if queue
+                            .write_gathered(frame, &mut send, &mut buffer, WRITE_GATHER)
+                            .await
+                            .is_err()
+                        {
+                            break;
+                        }
+                        metrics
+                            .peer_rtt
+                            .with_label_values(&[&peer_label])
+                            .set(connection.rtt().as_secs_f64());
+                    },
+                    Err(e) => tracing::debug!(peer = id.0, error = %e, "opening stream"),
+                }
+            }
+            Err(e) => tracing::debug!(peer = id.0, error = %e, "dial failed"),
+        }
+        if queue.is_closed() {
+            return;
+        }
+        // What queued up while the peer was away is stale; the protocol re-sends what matters.
+        queue.clear();
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(1));
+    }
+}
+
+/// Accepts connections until the endpoint closes.
+pub async fn accept(endpoint: quinn::Endpoint, shared: Arc<Shared>) {
+    while let Some(incoming) = endpoint.accept().await {
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let connection = match incoming.await {
+                Ok(connection) => connection,
+                Err(e) => {
+                    shared
+                        .metrics
+                        .invalid_messages
+                        .with_label_values(&["handshake"])
+                        .inc();
+                    tracing::debug!(error = %e, "handshake refused");
+                    return;
+                }
+            };
+            let Some(identity) = connection
+                .peer_identity()
+                .and_then(|any| {
+                    any.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
+                        .ok()
+                })
+                .and_then(|certs| ordinal_crypto::tls::peer_identity(certs.first()?, &shared.committee))
+            else {
+                connection.close(1u32.into(), b"no usable certificate");
+                return;
+            };
+            match identity {
+                PeerIdentity::Replica(id) if id == shared.id => {
+                    connection.close(1u32.into(), b"that is my key");
+                }
+                PeerIdentity::Replica(id) => serve_replica(connection, id, shared).await,
+                PeerIdentity::Client(key) => match shared.client_slots.clone().try_acquire_owned() {
+                    Ok(_slot) => serve_client(connection, key, shared).await,
+                    Err(_) => {
+                        shared
+                            .metrics
+                            .invalid_messages
+                            .with_label_values(&["too_many_clients"])
+                            .inc();
+                        connection.close(3u32.into(), b"too many client connections");
+                    }
+                },
+            }
+        });
+    }
+}
+
+/// One connection per peer replica: a newer one (the peer restarted or redialled) replaces the
+/// older, so a peer cannot multiply the buffers it makes us hold.
+async fn serve_replica(connection: quinn::Connection, from: ReplicaId, shared: Arc<Shared>) {
+    if let Some(older) = lock(&shared.replica_connections).insert(from, connection.clone()) {
+        older.close(4u32.into(), b"replaced by a newer connection");
+    }
+    while let Ok(recv) = connection.accept_uni().await {
+        tokio::spawn(read_replica_stream(
+            recv,
+            connection.clone(),
+            from,
+            shared.clone(),
+        ));
+    }
+}
+
+async fn read_replica_stream(
+    mut recv: quinn::RecvStream,
+    connection: quinn::Connection,
+    from: ReplicaId,
+    shared: Arc<Shared>,
+) {
+    let limit = shared.peer_frame_limit();
+    let metrics = &shared.metrics;
+    loop {
+        let bytes = match wire::read_frame(&mut recv, limit).await {
+            Ok(Some(bytes)) => bytes,
+            Ok(None) => return,
+            Err(e) => {
+                // The stream cannot be resynchronised after a bad length or a cut frame.
+                let reason = match e {
+                    WireError::Oversized { .. } => "oversized_frame",
+                    WireError::Truncated => "truncated_frame",
+                    _ => return,
+                };
+                metrics.invalid_messages.with_label_values(&[reason]).inc();
+                tracing::warn!(peer = from.0, error = %e, "closing the peer's connection");
+                connection.close(2u32.into(), reason.as_bytes());
+                return;
+            }
+        };
+        let message = match Message::decode(&bytes) {
+            Ok(message) => message,
+            Err(_) => {
+                metrics.invalid_messages.with_label_values(&["malformed"]).inc();
+                continue;
+            }
+        };
+        metrics
+            .messages_received
+            .with_label_values(&[message.kind()])
+            .inc();
+        let message = match message.verify(&shared.committee, &shared.config) {
+            Ok(message) => message,
+            Err(e) => {
+                metrics.invalid_messages.with_label_values(&[e.reason()]).inc();
+                tracing::debug!(peer = from.0, error = %e, "refused message");
+                continue;
+            }
+        };
+        if shared
+            .peer_events
+            .send(Event::Peer { from, message })
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
+}
+
+async fn serve_client(connection: quinn::Connection, key: PublicKey, shared: Arc<Shared>) {
+    shared.metrics.client_connections.inc();
+    while let Ok((send, recv)) = connection.accept_bi().await {
+        tokio::spawn(client_stream(send, recv, key, shared.clone()));
+    }
+    shared.metrics.client_connections.dec();
+}
+
+async fn client_stream(
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+    key: PublicKey,
+    shared: Arc<Shared>,
+) {
+    let (tx, mut rx) = wire::frame_queue(CLIENT_QUEUE_BYTES);
+    let writer = tokio::spawn(async move {
+        let mut buffer = Vec::with_capacity(WRITE_GATHER);
+        while let Some(frame) = rx.recv().await {
+            if rx
+                .write_gathered(frame, &mut send, &mut buffer, WRITE_GATHER)
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+    });
+    let token = shared.clients.register(key, tx.clone());
+    let limit = shared.client_frame_limit();
+    loop {
+        let request = match wire::read_message::<ClientRequest>(&mut recv, limit).await {
+            Ok(Some(request)) => request,
+            Ok(None) => break,
+            Err(e) => {
+                let reason = match e {
+                    WireError::Oversized { .. } => "oversized_frame",
+                    WireError::Malformed(_) => "malformed",
+                    _ => "stream",
+                };
+                shared.metrics.invalid_messages.with_label_values(&[reason]).inc();
+                tracing::debug!(error = %e, "client stream closed");
+                break;
+            }
+        };
+        let reply = match request {
+            ClientRequest::Submit(request) => match check_request(&request, &key, &shared) {
+                Ok(()) => {
+                    let event = Event::Request {
+                        request,
+                        arrived: Instant::now(),
+                    };
+                    if shared.client_events.send(event).await.is_err() {
+                        break;
+                    }
+                    None
+                }
+                Err(reason) => {
+                    shared.metrics.invalid_messages.with_label_values(&[reason]).inc();
+                    Some(ClientReply::Rejected {
+                        nonce: request.nonce,
+                        kind: RejectKind::Invalid,
+                        reason: reason.to_string(),
+                    })
+                }
+            },
+            ClientRequest::Read { id, from, max } => {
+                let store = shared.store.clone();
+                let max = (max as usize).clamp(1, READ_MAX_BATCHES);
+                let read =
+                    tokio::task::spawn_blocking(move || store.batches(from.max(1), max, READ_MAX_BYTES))
+                        .await;
+                match read {
+                    Ok(Ok(batches)) => Some(ClientReply::Batches {
+                        id,
+                        batches,
+                        committed_seq: lock(&shared.status).committed_seq,
+                    }),
+                    Ok(Err(e)) => {
+                        tracing::error!(error = %e, "reading the store for a client");
+                        None
+                    }
+                    Err(_) => None,
+                }
+            }
+            ClientRequest::Status { id } => Some(ClientReply::Status {
+                id,
+                status: lock(&shared.status).clone(),
+            }),
+        };
+        if let Some(reply) = reply {
+            match wire::encode_frame(&reply) {
+                Ok(frame) => {
+                    // Waits for room: a client that does not read its answers stops being read.
+                    if !tx.send(Arc::new(frame)).await {
+                        break;
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "encoding a reply"),
+            }
+        }
+    }
+    shared.clients.unregister(&key, token);
+    drop(tx);
+    let _ = writer.await;
+}
+
+/// A client may only submit its own requests, of the allowed size, signed if the cluster
+/// requires it.
+fn check_request(request: &Request, key: &PublicKey, shared: &Shared) -> Result<(), &'static str> {
+    if request.client != *key {
+        return Err("client_mismatch");
+    }
+    request.check_shape(&shared.config).map_err(|e| e.reason())?;
+    if shared.config.request_auth == RequestAuth::Signed
+        && !verify_requests(&[request], &shared.cluster_id, RequestAuth::Signed).is_empty()
+    {
+        return Err("bad_client_signature");
+    }
+    Ok(())
+}

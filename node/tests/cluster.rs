@@ -1,0 +1,244 @@
+//! Integration tests with real processes: `ordinal-node run` replicas on 127.0.0.1 with QUIC,
+//! mutual TLS and RocksDB in temporary directories, driven by the client SDK.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{positions, serial, Cluster};
+use futures::StreamExt as _;
+use ordinal_client::{Client, CommittedBatch, Receipt};
+use ordinal_consensus::RequestAuth;
+
+/// Submits until `stop`, `concurrency` at a time; returns every verified receipt and the
+/// number of failed submissions.
+async fn load(client: Client, tag: u64, concurrency: usize, stop: Arc<AtomicBool>) -> (Vec<Receipt>, u64) {
+    let counter = Arc::new(AtomicU64::new(0));
+    let failures = Arc::new(AtomicU64::new(0));
+    let stream = futures::stream::iter(std::iter::from_fn(|| {
+        if stop.load(Ordering::Relaxed) {
+            return None;
+        }
+        let n = counter.fetch_add(1, Ordering::Relaxed);
+        let client = client.clone();
+        let failures = failures.clone();
+        Some(async move {
+            let mut payload = format!("client {tag} tx {n} ").into_bytes();
+            payload.resize(128, b'.');
+            match client.submit(payload).await {
+                Ok(receipt) => Some(receipt),
+                Err(_) => {
+                    failures.fetch_add(1, Ordering::Relaxed);
+                    None
+                }
+            }
+        })
+    }));
+    let receipts: Vec<Receipt> = stream
+        .buffer_unordered(concurrency)
+        .filter_map(|r| async { r })
+        .collect()
+        .await;
+    (receipts, failures.load(Ordering::Relaxed))
+}
+
+fn spawn_load(
+    clients: &[Client],
+    stop: &Arc<AtomicBool>,
+) -> Vec<tokio::task::JoinHandle<(Vec<Receipt>, u64)>> {
+    clients
+        .iter()
+        .enumerate()
+        .map(|(i, c)| tokio::spawn(load(c.clone(), i as u64, 32, stop.clone())))
+        .collect()
+}
+
+async fn collect(handles: Vec<tokio::task::JoinHandle<(Vec<Receipt>, u64)>>) -> (Vec<Receipt>, u64) {
+    let mut all = Vec::new();
+    let mut failed = 0;
+    for handle in handles {
+        let (receipts, failures) = handle.await.unwrap();
+        all.extend(receipts);
+        failed += failures;
+    }
+    (all, failed)
+}
+
+/// Every receipt names a request that sits exactly there in `log`.
+fn assert_receipts_in_log(receipts: &[Receipt], log: &[CommittedBatch]) {
+    for receipt in receipts {
+        let batch = &log[receipt.seq as usize - 1];
+        assert_eq!(batch.seq(), receipt.seq);
+        let request = &batch.batch.requests[receipt.index as usize];
+        assert_eq!(
+            request.digest(),
+            receipt.request_digest,
+            "acknowledged request lost at {}",
+            receipt.seq
+        );
+    }
+}
+
+/// The same batches at the same sequence numbers (each replica keeps the commit certificate it
+/// assembled itself, so signer sets may differ; each was verified when read).
+fn assert_same_logs(logs: &[Vec<CommittedBatch>]) {
+    let shortest = logs.iter().map(Vec::len).min().unwrap();
+    let digests = |log: &[CommittedBatch]| -> Vec<_> {
+        log[..shortest]
+            .iter()
+            .map(|b| (b.seq(), b.batch.digest(), b.certificate.statement))
+            .collect()
+    };
+    let reference = digests(&logs[0]);
+    for (i, log) in logs.iter().enumerate() {
+        assert!(
+            digests(log) == reference,
+            "replica {i} disagrees with the first log"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_replicas_order_ten_thousand_transactions_from_four_clients() {
+    let _serial = serial().await;
+    let cluster = Cluster::start(4, 21_000, RequestAuth::Unsigned);
+    let mut clients = Vec::new();
+    for _ in 0..4 {
+        clients.push(cluster.client().await);
+    }
+    let tasks: Vec<_> = clients
+        .iter()
+        .enumerate()
+        .map(|(c, client)| {
+            let client = client.clone();
+            tokio::spawn(async move {
+                let payloads: Vec<Vec<u8>> = (0..2500).map(|i| format!("c{c}-{i}").into_bytes()).collect();
+                let mut receipts = Vec::new();
+                for chunk in payloads.chunks(250) {
+                    for result in client.submit_many(chunk.to_vec()).await {
+                        receipts.push(result.expect("submission failed"));
+                    }
+                }
+                receipts
+            })
+        })
+        .collect();
+    let mut receipts = Vec::new();
+    for task in tasks {
+        receipts.extend(task.await.unwrap());
+    }
+    assert_eq!(receipts.len(), 10_000);
+    let committee = clients[0].committee().clone();
+    for receipt in &receipts {
+        receipt
+            .certificate
+            .verify(&committee)
+            .expect("receipt certificate");
+    }
+    let high = receipts.iter().map(|r| r.seq).max().unwrap();
+    let mut logs = Vec::new();
+    for i in 0..4 {
+        logs.push(
+            cluster
+                .log_of(&clients[0], i, high, Duration::from_secs(30))
+                .await,
+        );
+    }
+    assert_same_logs(&logs);
+    assert_eq!(
+        positions(&logs[0]).len(),
+        10_000,
+        "every transaction exactly once"
+    );
+    assert_receipts_in_log(&receipts, &logs[0]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_backup_restarts_and_catches_up() {
+    let _serial = serial().await;
+    let mut cluster = Cluster::start(4, 21_200, RequestAuth::Signed);
+    let clients = vec![cluster.client().await, cluster.client().await];
+    let stop = Arc::new(AtomicBool::new(false));
+    let handles = spawn_load(&clients, &stop);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    cluster.kill(3);
+    let before = cluster
+        .log_of(&clients[0], 0, 1, Duration::from_secs(10))
+        .await
+        .len() as u64;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let during = cluster
+        .log_of(&clients[0], 0, 1, Duration::from_secs(10))
+        .await
+        .len() as u64;
+    assert!(
+        during > before,
+        "load stopped while a backup was down ({before} -> {during})"
+    );
+    cluster.start_replica(3);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stop.store(true, Ordering::Relaxed);
+    let (receipts, _) = collect(handles).await;
+    let high = receipts.iter().map(|r| r.seq).max().unwrap();
+    let primary_log = cluster
+        .log_of(&clients[0], 0, high, Duration::from_secs(30))
+        .await;
+    let restarted_log = cluster
+        .log_of(&clients[0], 3, primary_log.len() as u64, Duration::from_secs(60))
+        .await;
+    assert_same_logs(&[primary_log.clone(), restarted_log]);
+    assert_receipts_in_log(&receipts, &primary_log);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_primary_changes_the_view_and_loses_nothing() {
+    let _serial = serial().await;
+    let mut cluster = Cluster::start(4, 21_400, RequestAuth::Unsigned);
+    let clients = vec![cluster.client().await, cluster.client().await];
+    let stop = Arc::new(AtomicBool::new(false));
+    let handles = spawn_load(&clients, &stop);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    cluster.kill(0);
+    let at_kill = cluster
+        .log_of(&clients[0], 1, 1, Duration::from_secs(10))
+        .await
+        .len() as u64;
+    // Load continues in a later view.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let status = clients[0].replica_status(1).await;
+        if let Ok(status) = status {
+            if status.view >= 1 && !status.changing_view && status.committed_seq > at_kill + 2 {
+                break;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no progress after the primary died\n{}",
+            cluster.replica_log(1)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.store(true, Ordering::Relaxed);
+    let (receipts, _) = collect(handles).await;
+    let high = receipts.iter().map(|r| r.seq).max().unwrap();
+    let mut logs = Vec::new();
+    for i in 1..4 {
+        logs.push(
+            cluster
+                .log_of(&clients[0], i, high, Duration::from_secs(30))
+                .await,
+        );
+    }
+    assert_same_logs(&logs);
+    positions(&logs[0]);
+    assert_receipts_in_log(&receipts, &logs[0]);
+    assert!(
+        receipts.iter().any(|r| r.view() >= 1),
+        "no receipt from the new view"
+    );
+}
