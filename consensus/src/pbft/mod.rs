@@ -15,22 +15,21 @@ mod checkpoint;
 mod normal;
 pub mod view_change;
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::BTreeMap;
 
-use ordinal_crypto::{Committee, Digest, KeyPair, ReplicaId, Signable, Signed};
+use ordinal_crypto::{Committee, Digest, KeyPair, ReplicaId, Signed};
 
 use crate::batch::{Batch, CommittedBatch};
 use crate::config::ProtocolConfig;
 use crate::error::Invalid;
 use crate::io::{Action, Footprint, Input, Protocol, Status, Time};
 use crate::leader::leader_of;
+use crate::ledger::Ledger;
 use crate::messages::{
-    genesis_log_digest, CheckpointVote, CommitVote, Message, NewView, PrepareVote, PreparedProof, Proposal,
-    StableCheckpoint, VerifiedMessage, ViewChange,
+    CommitVote, Message, NewView, PrepareVote, PreparedProof, Proposal, VerifiedMessage, ViewChange,
 };
 use crate::quorum::VoteSet;
-use crate::request::{ClientTable, Position, Request, RequestKey};
-use crate::safety::{SafetyState, SafetyUpdate};
+use crate::safety::SafetyState;
 
 /// The proposal held in a slot.
 #[derive(Clone, Debug)]
@@ -53,13 +52,6 @@ struct Slot {
     committed: bool,
 }
 
-#[derive(Clone, Debug)]
-struct PendingRequest {
-    request: Request,
-    arrival: (Time, u64),
-    proposed: bool,
-}
-
 #[derive(Clone, Copy, Debug)]
 struct ViewChanging {
     /// When a quorum of VIEW-CHANGE messages for the target view was first held; the
@@ -71,53 +63,29 @@ struct ViewChanging {
 
 /// One PBFT replica.
 pub struct Replica {
-    id: ReplicaId,
-    key: KeyPair,
-    committee: Committee,
-    config: ProtocolConfig,
-    now: Time,
+    /// Identity, outbox, request pool, and the ordered log with its checkpoints.
+    ledger: Ledger,
 
     view: u64,
     changing: Option<ViewChanging>,
     failed_views: u32,
     view_changes_total: u64,
 
-    stable: StableCheckpoint,
-    checkpoint_votes: BTreeMap<u64, VoteSet<CheckpointVote>>,
-    own_checkpoints: BTreeMap<u64, Digest>,
-    sent_checkpoint_upto: u64,
-
     slots: BTreeMap<u64, Slot>,
     prepared: BTreeMap<u64, PreparedProof>,
     prepare_votes: BTreeMap<u64, (u64, Digest)>,
     next_seq: u64,
+    /// The stable checkpoint the records above were last pruned at.
+    pruned_at: u64,
 
-    last_executed: u64,
-    log_digest: Digest,
-    committed: BTreeMap<u64, CommittedBatch>,
-    persisted: u64,
-    awaiting_persist: BTreeMap<u64, Vec<(RequestKey, Position)>>,
-    clients: ClientTable,
-
-    pending: HashMap<RequestKey, PendingRequest>,
-    arrivals: BTreeMap<(Time, u64), RequestKey>,
-    arrival_counter: u64,
-    queue: VecDeque<RequestKey>,
     batch_deadline: Option<Time>,
-    last_progress: Time,
 
     view_changes: view_change::ViewChangeStore,
     own_view_changes: BTreeMap<u64, Signed<ViewChange>>,
     last_new_view: Option<Signed<NewView>>,
     views_seen: BTreeMap<ReplicaId, u64>,
 
-    known_high_seq: u64,
-    seq_seen: BTreeMap<ReplicaId, u64>,
-    catch_up_peer: usize,
-    served: BTreeMap<ReplicaId, (Time, u64)>,
     next_tick: Time,
-
-    actions: Vec<Action>,
 }
 
 impl Replica {
@@ -135,7 +103,8 @@ impl Replica {
     }
 
     /// A replica restarted from what its host persisted: the safety state and the committed
-    /// log (contiguous from sequence number 1, as stored). Replays the log to rebuild the
+    /// log (contiguous from sequence number 1, as stored; read lazily, so memory does not grow
+    /// with the log). Replays the log to rebuild the
     /// de-duplication table and the running log hash; anything above it comes by state
     /// transfer.
     pub fn restore(
@@ -145,57 +114,28 @@ impl Replica {
         config: ProtocolConfig,
         now: Time,
         safety: SafetyState,
-        log: Vec<CommittedBatch>,
+        log: impl IntoIterator<Item = CommittedBatch>,
     ) -> Self {
+        let mut ledger = Ledger::new(id, key, committee, config, now, safety.stable.clone());
+        ledger.replay(log);
         let mut replica = Replica {
-            id,
-            key,
-            clients: ClientTable::new(config.client_nonce_window),
-            next_tick: now + config.retransmit_interval,
-            committee,
-            config,
-            now,
+            next_tick: now + ledger.config.retransmit_interval,
+            pruned_at: ledger.stable.seq,
+            ledger,
             view: safety.view,
             changing: None,
             failed_views: 0,
             view_changes_total: 0,
-            stable: safety.stable.clone(),
-            checkpoint_votes: BTreeMap::new(),
-            own_checkpoints: BTreeMap::new(),
-            sent_checkpoint_upto: 0,
             slots: BTreeMap::new(),
             prepared: safety.prepared.clone(),
             prepare_votes: safety.prepares.clone(),
             next_seq: 1,
-            last_executed: 0,
-            log_digest: genesis_log_digest(),
-            committed: BTreeMap::new(),
-            persisted: 0,
-            awaiting_persist: BTreeMap::new(),
-            pending: HashMap::new(),
-            arrivals: BTreeMap::new(),
-            arrival_counter: 0,
-            queue: VecDeque::new(),
             batch_deadline: None,
-            last_progress: now,
             view_changes: Default::default(),
             own_view_changes: BTreeMap::new(),
             last_new_view: None,
             views_seen: BTreeMap::new(),
-            known_high_seq: 0,
-            seq_seen: BTreeMap::new(),
-            catch_up_peer: id.index(),
-            served: BTreeMap::new(),
-            actions: Vec::new(),
         };
-        for committed in log {
-            if committed.seq() != replica.last_executed + 1 {
-                break;
-            }
-            replica.apply(committed, false);
-        }
-        replica.persisted = replica.last_executed;
-        replica.known_high_seq = replica.stable.seq.max(replica.last_executed);
         // A primary must never reuse a sequence number it proposed before the restart.
         let proposed_high = replica
             .prepare_votes
@@ -204,7 +144,10 @@ impl Replica {
             .map(|(seq, _)| *seq)
             .max()
             .unwrap_or(0);
-        replica.next_seq = proposed_high.max(replica.last_executed).max(replica.stable.seq) + 1;
+        replica.next_seq = proposed_high
+            .max(replica.ledger.last_executed)
+            .max(replica.ledger.stable.seq)
+            + 1;
         if safety.changing {
             replica.view_changes_total += 1;
             replica.changing = Some(ViewChanging {
@@ -213,83 +156,46 @@ impl Replica {
             });
             replica.broadcast_view_change();
         }
-        replica.announce_checkpoints();
+        replica.ledger.announce_checkpoints();
         replica
     }
 
     /// This replica's id.
     pub fn id(&self) -> ReplicaId {
-        self.id
+        self.ledger.id
     }
 
     /// The committee it runs with.
     pub fn committee(&self) -> &Committee {
-        &self.committee
+        &self.ledger.committee
     }
 
     /// The protocol configuration.
     pub fn config(&self) -> &ProtocolConfig {
-        &self.config
+        &self.ledger.config
     }
 
     /// The running hash of the executed log.
     pub fn log_digest(&self) -> Digest {
-        self.log_digest
+        self.ledger.log_digest
     }
 
     fn primary(&self) -> ReplicaId {
-        leader_of(self.view, &self.committee)
+        leader_of(self.view, &self.ledger.committee)
     }
 
     fn is_primary(&self) -> bool {
-        self.primary() == self.id
+        self.primary() == self.ledger.id
     }
 
     /// The current timeout: the base doubled for each consecutive failed view, capped.
     fn timeout(&self) -> Time {
         let factor = 1u32 << self.failed_views.min(16);
-        self.config
+        self.ledger.config
             .view_timeout
             .checked_mul(factor)
-            .unwrap_or(self.config.view_timeout_max)
-            .min(self.config.view_timeout_max)
-    }
-
-    fn sign<T: Signable>(&self, body: T) -> Signed<T> {
-        Signed::sign(body, self.id, &self.key, &self.committee)
-    }
-
-    fn broadcast(&mut self, message: Message) {
-        self.actions.push(Action::Broadcast { message });
-    }
-
-    fn send(&mut self, to: ReplicaId, message: Message) {
-        if to != self.id {
-            self.actions.push(Action::Send { to, message });
-        }
-    }
-
-    fn persist(&mut self, update: SafetyUpdate) {
-        self.actions.push(Action::PersistSafety(update));
-    }
-
-    fn window_high(&self) -> u64 {
-        self.stable.seq + self.config.log_window
-    }
-
-    /// Accepts sequence numbers inside the watermarks.
-    fn check_window(&self, seq: u64) -> Result<(), Invalid> {
-        if seq <= self.stable.seq {
-            return Err(Invalid::Stale);
-        }
-        if seq > self.window_high() {
-            return Err(Invalid::OutsideWindow {
-                seq,
-                low: self.stable.seq,
-                high: self.window_high(),
-            });
-        }
-        Ok(())
+            .unwrap_or(self.ledger.config.view_timeout_max)
+            .min(self.ledger.config.view_timeout_max)
     }
 
     /// Accepts only messages of the current view in normal operation; remembers that the
@@ -312,48 +218,10 @@ impl Replica {
         Ok(())
     }
 
-    /// Remembers the highest sequence number a peer has shown it reached. One peer's claim
-    /// proves nothing; see [`Replica::evidenced_seq`].
-    fn note_seq(&mut self, from: ReplicaId, seq: u64) {
-        if self.committee.contains(from) && from != self.id {
-            let seen = self.seq_seen.entry(from).or_insert(0);
-            *seen = (*seen).max(seq);
-        }
-    }
-
-    /// The highest sequence number that peers holding more than F weight have all reached: at
-    /// least one correct replica vouches for it, so a Byzantine peer cannot fake being ahead.
-    fn evidenced_seq(&self) -> u64 {
-        let mut seen: Vec<(u64, ReplicaId)> = self.seq_seen.iter().map(|(id, seq)| (*seq, *id)).collect();
-        seen.sort_unstable_by(|a, b| b.cmp(a));
-        let mut weight = 0;
-        for (seq, id) in seen {
-            weight += self.committee.weight(id).unwrap_or(0);
-            if weight > self.committee.faulty_weight() {
-                return seq;
-            }
-        }
-        0
-    }
-
-    /// Drops waiting requests that some batch has ordered meanwhile or that fell out of their
-    /// client's nonce window: they must not make this replica suspect the primary.
-    fn purge_pending(&mut self) {
-        let clients = &self.clients;
-        let arrivals = &mut self.arrivals;
-        self.pending.retain(|key, pending| {
-            let keep = clients.check(key) == crate::request::Seen::New;
-            if !keep {
-                arrivals.remove(&pending.arrival);
-            }
-            keep
-        });
-    }
-
     fn on_timeout(&mut self) {
-        let now = self.now;
+        let now = self.ledger.now;
         if now >= self.next_tick {
-            self.next_tick = now + self.config.retransmit_interval;
+            self.next_tick = now + self.ledger.config.retransmit_interval;
             self.tick();
         }
         match self.changing {
@@ -365,7 +233,7 @@ impl Replica {
                 self.start_view_change(self.view.saturating_add(1));
             }
             None if self.request_deadline().is_some_and(|deadline| now >= deadline) => {
-                self.purge_pending();
+                self.ledger.pool.purge(&self.ledger.clients);
                 if self.request_deadline().is_some_and(|deadline| now >= deadline) {
                     // PBFT 4.4: a request waited too long; suspect the primary.
                     self.start_view_change(self.view.saturating_add(1));
@@ -377,8 +245,31 @@ impl Replica {
 
     /// When the oldest waiting request (or the last progress, if later) times out.
     fn request_deadline(&self) -> Option<Time> {
-        let (oldest, _) = *self.arrivals.keys().next()?;
-        Some(oldest.max(self.last_progress) + self.timeout())
+        let oldest = self.ledger.pool.oldest_arrival()?;
+        Some(oldest.max(self.ledger.last_progress) + self.timeout())
+    }
+
+    /// Catches up with what the shared ledger did during one input: execution frees pipeline
+    /// room and proves the primary alive; a new stable checkpoint prunes the protocol records
+    /// below it (PBFT 4.3).
+    fn follow_ledger(&mut self, executed_before: u64) {
+        let executed = self.ledger.last_executed;
+        if executed > executed_before {
+            self.next_seq = self.next_seq.max(executed + 1);
+            if self.changing.is_none() {
+                self.failed_views = 0;
+            }
+        }
+        let stable = self.ledger.stable.seq;
+        if stable > self.pruned_at {
+            self.pruned_at = stable;
+            let keep = stable + 1;
+            self.slots = self.slots.split_off(&keep);
+            self.prepared = self.prepared.split_off(&keep);
+            self.prepare_votes = self.prepare_votes.split_off(&keep);
+            self.next_seq = self.next_seq.max(keep);
+        }
+        self.ledger.flush_catch_up(self.view);
     }
 
     /// Periodic retransmission of whatever is unfinished, so that lost messages delay the
@@ -387,7 +278,7 @@ impl Replica {
         if self.changing.is_some() {
             if let Some(own) = self.own_view_changes.get(&self.view) {
                 let message = Message::ViewChange(own.clone());
-                self.broadcast(message);
+                self.ledger.broadcast(message);
             }
         } else {
             let mut resend = Vec::new();
@@ -398,32 +289,33 @@ impl Replica {
                     ..
                 }) = &slot.proposal
                 {
-                    if signed.signer == self.id {
+                    if signed.signer == self.ledger.id {
                         resend.push(Message::PrePrepare {
                             proposal: signed.clone(),
                             batch: batch.clone(),
                         });
                     }
                 }
-                if let Some(vote) = slot.prepares.vote_of(self.id) {
+                if let Some(vote) = slot.prepares.vote_of(self.ledger.id) {
                     resend.push(Message::Prepare(vote.signed().clone()));
                 }
-                if let Some(vote) = slot.commits.vote_of(self.id) {
+                if let Some(vote) = slot.commits.vote_of(self.ledger.id) {
                     resend.push(Message::Commit(vote.signed().clone()));
                 }
             }
             for message in resend {
-                self.broadcast(message);
+                self.ledger.broadcast(message);
             }
         }
-        self.resend_checkpoint();
+        self.ledger.resend_checkpoint();
         self.ping_peer();
     }
 }
 
 impl Protocol for Replica {
     fn handle(&mut self, now: Time, input: Input) -> Result<(), Invalid> {
-        self.now = self.now.max(now);
+        self.ledger.now = self.ledger.now.max(now);
+        let executed_before = self.ledger.last_executed;
         let result = match input {
             Input::Request(request) => self.on_request(request, false),
             Input::Timeout => {
@@ -431,7 +323,7 @@ impl Protocol for Replica {
                 Ok(())
             }
             Input::Persisted { seq } => {
-                self.on_persisted(seq);
+                self.ledger.on_persisted(seq);
                 Ok(())
             }
             Input::Message { from, message } => match message {
@@ -460,6 +352,7 @@ impl Protocol for Replica {
                 }
             },
         };
+        self.follow_ledger(executed_before);
         self.try_propose();
         result
     }
@@ -487,7 +380,7 @@ impl Protocol for Replica {
     }
 
     fn drain_actions(&mut self) -> Vec<Action> {
-        std::mem::take(&mut self.actions)
+        std::mem::take(&mut self.ledger.actions)
     }
 
     fn status(&self) -> Status {
@@ -495,8 +388,8 @@ impl Protocol for Replica {
             view: self.view,
             leader: self.primary(),
             changing_view: self.changing.is_some(),
-            committed_seq: self.last_executed,
-            stable_seq: self.stable.seq,
+            committed_seq: self.ledger.last_executed,
+            stable_seq: self.ledger.stable.seq,
             view_changes: self.view_changes_total,
         }
     }
@@ -505,13 +398,13 @@ impl Protocol for Replica {
         Footprint {
             slots: self.slots.len(),
             prepared: self.prepared.len(),
-            committed_unexecuted: self.committed.len(),
-            checkpoints: self.checkpoint_votes.len(),
-            pending_requests: self.pending.len(),
+            committed_unexecuted: self.ledger.committed.len(),
+            checkpoints: self.ledger.checkpoint_sets(),
+            pending_requests: self.ledger.pool.len(),
             view_changes: self.view_changes.len(),
-            queued: self.queue.len(),
-            unpersisted: self.awaiting_persist.len(),
-            client_entries: self.clients.entries(),
+            queued: self.ledger.pool.queued(),
+            unpersisted: self.ledger.unpersisted(),
+            client_entries: self.ledger.clients.entries(),
         }
     }
 }

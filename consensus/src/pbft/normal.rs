@@ -2,66 +2,33 @@
 
 use ordinal_crypto::Verified;
 
-use super::{PendingRequest, Replica, SlotProposal};
+use super::{Replica, SlotProposal};
 use crate::batch::{Batch, CommittedBatch};
 use crate::error::Invalid;
-use crate::io::Action;
-use crate::messages::{extend_log_digest, CommitVote, Message, PrepareVote, PreparedProof, Proposal};
+use crate::ledger::Admitted;
+use crate::messages::{CommitVote, Message, PrepareVote, PreparedProof, Proposal};
 use crate::quorum::Inserted;
-use crate::request::{Position, Request, Seen};
+use crate::request::Request;
 use crate::safety::SafetyUpdate;
 
 impl Replica {
     /// A client request, directly or `forwarded` by a backup (PBFT 4.1).
     pub(super) fn on_request(&mut self, request: Request, forwarded: bool) -> Result<(), Invalid> {
-        request.check_shape(&self.config)?;
-        if forwarded && self.config.request_auth == crate::config::RequestAuth::Unsigned {
-            // Without client signatures a forwarded request proves nothing about its client:
-            // any Byzantine replica could forge one.
-            return Err(Invalid::UnsignedRequest);
-        }
-        let key = request.key(self.config.request_auth);
-        match self.clients.check(&key) {
-            Seen::Ordered(position) => {
-                // A retry of an ordered request: answer with the original position, never
-                // order it again.
-                if position.seq <= self.persisted {
-                    self.actions.push(Action::Reply { key, position });
-                }
-                return Ok(());
-            }
-            Seen::Stale => return Err(Invalid::Duplicate),
-            Seen::New => {}
-        }
-        if self.pending.contains_key(&key) {
+        let Admitted::New(key) = self.ledger.admit(request, forwarded)? else {
             return Ok(());
-        }
-        if self.pending.len() >= self.config.max_pending_requests {
-            return Err(Invalid::Overloaded);
-        }
-        self.arrival_counter += 1;
-        let arrival = (self.now, self.arrival_counter);
-        self.arrivals.insert(arrival, key);
-        self.pending.insert(
-            key,
-            PendingRequest {
-                request,
-                arrival,
-                proposed: false,
-            },
-        );
+        };
         if self.is_primary() {
-            self.queue.push_back(key);
+            self.ledger.pool.enqueue(key);
             if self.batch_deadline.is_none() {
-                self.batch_deadline = Some(self.now + self.config.batch_delay);
+                self.batch_deadline = Some(self.ledger.now + self.ledger.config.batch_delay);
             }
-        } else if !forwarded && self.config.request_auth == crate::config::RequestAuth::Signed {
+        } else if !forwarded && self.ledger.config.request_auth == crate::config::RequestAuth::Signed {
             // PBFT 4.1: make sure the primary has it before suspecting the primary of
             // ignoring it, so a client cannot force view changes by skipping the primary.
             let primary = self.primary();
-            if let Some(pending) = self.pending.get(&key) {
-                let message = Message::Request(pending.request.clone());
-                self.send(primary, message);
+            if let Some(request) = self.ledger.pool.get(&key) {
+                let message = Message::Request(request.clone());
+                self.ledger.send(primary, message);
             }
         }
         Ok(())
@@ -73,24 +40,24 @@ impl Replica {
         if !self.is_primary() || self.changing.is_some() {
             return;
         }
-        let flush = self.batch_deadline.is_some_and(|d| d <= self.now);
+        let flush = self.batch_deadline.is_some_and(|d| d <= self.ledger.now);
         loop {
-            if self.queue.is_empty()
+            if self.ledger.pool.queue_is_empty()
                 || !self.has_room()
-                || !(flush || self.queue.len() >= self.config.max_batch_requests)
+                || !(flush || self.ledger.pool.queued() >= self.ledger.config.max_batch_requests)
             {
                 break;
             }
-            let batch = self.take_batch();
+            let batch = self.ledger.pool.take_batch(&self.ledger.config);
             if batch.requests.is_empty() {
                 continue;
             }
             self.propose(batch);
         }
-        if self.queue.is_empty() {
+        if self.ledger.pool.queue_is_empty() {
             self.batch_deadline = None;
         } else if self.batch_deadline.is_none() {
-            self.batch_deadline = Some(self.now + self.config.batch_delay);
+            self.batch_deadline = Some(self.ledger.now + self.ledger.config.batch_delay);
         }
         // When the pipeline is full an expired deadline stays: the input that frees room
         // (an execution) flushes at once. `poll_timeout` ignores it meanwhile.
@@ -98,40 +65,8 @@ impl Replica {
 
     /// Whether the pipeline and the window leave room for another proposal.
     pub(super) fn has_room(&self) -> bool {
-        self.next_seq.saturating_sub(self.last_executed + 1) < self.config.max_inflight_batches
-            && self.next_seq <= self.window_high()
-    }
-
-    fn take_batch(&mut self) -> Batch {
-        let mut batch = Batch::default();
-        let mut bytes = 0usize;
-        if self.queue.len() > 2 * self.pending.len() + self.config.max_batch_requests {
-            // Drop keys ordered meanwhile, so the queue stays proportional to what waits.
-            let pending = &self.pending;
-            self.queue
-                .retain(|key| pending.get(key).is_some_and(|p| !p.proposed));
-        }
-        while let Some(key) = self.queue.front().copied() {
-            let Some(pending) = self.pending.get_mut(&key) else {
-                self.queue.pop_front();
-                continue;
-            };
-            if pending.proposed {
-                self.queue.pop_front();
-                continue;
-            }
-            let size = pending.request.payload.len();
-            if batch.requests.len() >= self.config.max_batch_requests
-                || (bytes + size > self.config.max_batch_bytes && !batch.requests.is_empty())
-            {
-                break;
-            }
-            self.queue.pop_front();
-            pending.proposed = true;
-            bytes += size;
-            batch.requests.push(pending.request.clone());
-        }
-        batch
+        self.next_seq.saturating_sub(self.ledger.last_executed + 1) < self.ledger.config.max_inflight_batches
+            && self.next_seq <= self.ledger.window_high()
     }
 
     /// PBFT 4.2: the primary assigns the next sequence number and multicasts PRE-PREPARE.
@@ -139,18 +74,18 @@ impl Replica {
         let seq = self.next_seq;
         self.next_seq += 1;
         let digest = batch.digest();
-        let proposal = self.sign(Proposal {
+        let proposal = self.ledger.sign(Proposal {
             view: self.view,
             seq,
             digest,
         });
-        self.persist(SafetyUpdate::Prepare {
+        self.ledger.persist(SafetyUpdate::Prepare {
             view: self.view,
             seq,
             digest,
         });
         self.prepare_votes.insert(seq, (self.view, digest));
-        self.broadcast(Message::PrePrepare {
+        self.ledger.broadcast(Message::PrePrepare {
             proposal: proposal.clone(),
             batch: batch.clone(),
         });
@@ -168,14 +103,14 @@ impl Replica {
     /// first unless the caller already did.
     pub(super) fn send_prepare(&mut self, seq: u64, digest: ordinal_crypto::Digest, persist: bool) {
         if persist {
-            self.persist(SafetyUpdate::Prepare {
+            self.ledger.persist(SafetyUpdate::Prepare {
                 view: self.view,
                 seq,
                 digest,
             });
             self.prepare_votes.insert(seq, (self.view, digest));
         }
-        let vote = self.sign(PrepareVote {
+        let vote = self.ledger.sign(PrepareVote {
             view: self.view,
             seq,
             digest,
@@ -184,7 +119,7 @@ impl Replica {
             slot.prepares.insert(Verified::new_unchecked_own(vote.clone()));
             slot.sent_prepare = true;
         }
-        self.broadcast(Message::Prepare(vote));
+        self.ledger.broadcast(Message::Prepare(vote));
     }
 
     /// PBFT 4.2: a backup accepts a PRE-PREPARE in its view, inside the watermarks, if it has
@@ -195,7 +130,7 @@ impl Replica {
         batch: Batch,
     ) -> Result<(), Invalid> {
         let body = *proposal.body();
-        self.note_seq(proposal.signer(), body.seq);
+        self.ledger.note_seq(proposal.signer(), body.seq);
         self.check_view(proposal.signer(), body.view)?;
         if proposal.signer() != self.primary() {
             return Err(Invalid::WrongLeader {
@@ -204,7 +139,7 @@ impl Replica {
                 got: proposal.signer(),
             });
         }
-        self.check_window(body.seq)?;
+        self.ledger.check_window(body.seq)?;
         if let Some((view, digest)) = self.prepare_votes.get(&body.seq) {
             if *view == body.view && *digest != body.digest {
                 return Err(Invalid::Equivocation {
@@ -246,9 +181,9 @@ impl Replica {
 
     pub(super) fn on_prepare(&mut self, vote: Verified<PrepareVote>) -> Result<(), Invalid> {
         let body = *vote.body();
-        self.note_seq(vote.signer(), body.seq);
+        self.ledger.note_seq(vote.signer(), body.seq);
         self.check_view(vote.signer(), body.view)?;
-        self.check_window(body.seq)?;
+        self.ledger.check_window(body.seq)?;
         let from = vote.signer();
         let slot = self.slots.entry(body.seq).or_default();
         if slot.prepares.insert(vote) == Inserted::Conflict {
@@ -264,9 +199,9 @@ impl Replica {
 
     pub(super) fn on_commit(&mut self, vote: Verified<CommitVote>) -> Result<(), Invalid> {
         let body = *vote.body();
-        self.note_seq(vote.signer(), body.seq);
+        self.ledger.note_seq(vote.signer(), body.seq);
         self.check_view(vote.signer(), body.view)?;
-        self.check_window(body.seq)?;
+        self.ledger.check_window(body.seq)?;
         let from = vote.signer();
         let slot = self.slots.entry(body.seq).or_default();
         if slot.commits.insert(vote) == Inserted::Conflict {
@@ -298,7 +233,7 @@ impl Replica {
             seq,
             digest: proposal.digest,
         };
-        let Some(certificate) = slot.prepares.certificate(&statement, &self.committee) else {
+        let Some(certificate) = slot.prepares.certificate(&statement, &self.ledger.committee) else {
             return;
         };
         let proof = PreparedProof {
@@ -307,13 +242,13 @@ impl Replica {
         };
         let digest = proposal.digest;
         self.prepared.insert(seq, proof.clone());
-        self.persist(SafetyUpdate::Prepared(proof));
-        let vote = self.sign(CommitVote { view, seq, digest });
+        self.ledger.persist(SafetyUpdate::Prepared(proof));
+        let vote = self.ledger.sign(CommitVote { view, seq, digest });
         if let Some(slot) = self.slots.get_mut(&seq) {
             slot.sent_commit = true;
             slot.commits.insert(Verified::new_unchecked_own(vote.clone()));
         }
-        self.broadcast(Message::Commit(vote));
+        self.ledger.broadcast(Message::Commit(vote));
         self.check_committed(seq);
     }
 
@@ -335,82 +270,11 @@ impl Replica {
             seq,
             digest: proposal.digest,
         };
-        let Some(certificate) = slot.commits.certificate(&statement, &self.committee) else {
+        let Some(certificate) = slot.commits.certificate(&statement, &self.ledger.committee) else {
             return;
         };
         slot.committed = true;
         let batch = proposal.batch.clone();
-        // A replica far behind does not hoard new batches; state transfer brings them in order.
-        if seq > self.last_executed && seq <= self.last_executed + self.config.log_window {
-            self.committed
-                .entry(seq)
-                .or_insert(CommittedBatch { batch, certificate });
-            self.execute_ready();
-        }
-    }
-
-    /// Executes committed batches strictly in sequence order.
-    pub(super) fn execute_ready(&mut self) {
-        while let Some(next) = self.committed.remove(&(self.last_executed + 1)) {
-            self.apply(next, true);
-        }
-        let executed = self.last_executed;
-        self.committed.retain(|seq, _| *seq > executed);
-    }
-
-    /// Applies one committed batch to the ordered log: de-duplicates its requests, extends the
-    /// running log hash and, when `live`, asks the host to persist it.
-    pub(super) fn apply(&mut self, committed: CommittedBatch, live: bool) {
-        let seq = committed.seq();
-        let auth = self.config.request_auth;
-        let mut replies = Vec::with_capacity(committed.batch.requests.len());
-        for (index, request) in committed.batch.requests.iter().enumerate() {
-            let key = request.key(auth);
-            let position = Position {
-                seq,
-                index: index as u32,
-            };
-            match self.clients.check(&key) {
-                Seen::New => {
-                    self.clients.record(&key, position);
-                    replies.push((key, position));
-                }
-                Seen::Ordered(original) => replies.push((key, original)),
-                Seen::Stale => {}
-            }
-            if let Some(pending) = self.pending.remove(&key) {
-                self.arrivals.remove(&pending.arrival);
-            }
-        }
-        self.log_digest = extend_log_digest(&self.log_digest, seq, &committed.certificate.statement.digest);
-        self.last_executed = seq;
-        self.known_high_seq = self.known_high_seq.max(seq);
-        self.next_seq = self.next_seq.max(seq + 1);
-        if seq % self.config.checkpoint_interval == 0 && seq > self.stable.seq {
-            self.own_checkpoints.insert(seq, self.log_digest);
-        }
-        if live {
-            self.last_progress = self.now;
-            if self.changing.is_none() {
-                self.failed_views = 0;
-            }
-            self.awaiting_persist.insert(seq, replies);
-            self.actions.push(Action::PersistBatch(committed));
-        }
-    }
-
-    /// The host reports batches durable through `seq`: receipts and checkpoint votes may go.
-    pub(super) fn on_persisted(&mut self, seq: u64) {
-        let seq = seq.min(self.last_executed);
-        if seq <= self.persisted {
-            return;
-        }
-        self.persisted = seq;
-        let rest = self.awaiting_persist.split_off(&(seq + 1));
-        let done = std::mem::replace(&mut self.awaiting_persist, rest);
-        for (key, position) in done.into_values().flatten() {
-            self.actions.push(Action::Reply { key, position });
-        }
-        self.announce_checkpoints();
+        self.ledger.commit(CommittedBatch { batch, certificate });
     }
 }

@@ -122,11 +122,11 @@ impl Replica {
             new_view_sent: false,
         });
         self.slots.clear();
-        self.queue.clear();
+        self.ledger.pool.clear_queue();
         self.batch_deadline = None;
         self.views_seen.retain(|_, view| *view > new_view);
         self.view_changes.prune_below(new_view);
-        self.persist(SafetyUpdate::EnterView {
+        self.ledger.persist(SafetyUpdate::EnterView {
             view: new_view,
             changing: true,
         });
@@ -136,46 +136,40 @@ impl Replica {
     }
 
     pub(super) fn broadcast_view_change(&mut self) {
-        let stable_seq = self.stable.seq;
+        let stable_seq = self.ledger.stable.seq;
         let body = ViewChange {
             new_view: self.view,
-            stable: self.stable.clone(),
+            stable: self.ledger.stable.clone(),
             prepared: self
                 .prepared
                 .range(stable_seq + 1..)
                 .map(|(_, p)| p.clone())
                 .collect(),
         };
-        let signed = self.sign(body);
+        let signed = self.ledger.sign(body);
         self.own_view_changes.insert(self.view, signed.clone());
         while self.own_view_changes.len() > 3 {
             self.own_view_changes.pop_first();
         }
         self.view_changes
             .insert(Verified::new_unchecked_own(signed.clone()));
-        self.broadcast(Message::ViewChange(signed));
+        self.ledger.broadcast(Message::ViewChange(signed));
     }
 
     /// In a new view the primary queues every request not yet executed, in arrival order;
     /// backups keep no queue.
     fn requeue_pending(&mut self) {
-        self.queue.clear();
+        self.ledger.pool.clear_queue();
         self.batch_deadline = None;
-        if !self.is_primary() {
-            return;
-        }
-        for key in self.arrivals.values() {
-            if let Some(pending) = self.pending.get_mut(key) {
-                pending.proposed = false;
-                self.queue.push_back(*key);
-            }
+        if self.is_primary() {
+            self.ledger.pool.requeue_all();
         }
     }
 
     pub(super) fn on_view_change(&mut self, vc: Verified<ViewChange>) -> Result<(), Invalid> {
         let target = vc.body().new_view;
         let from = vc.signer();
-        if from == self.id {
+        if from == self.ledger.id {
             return Ok(());
         }
         if target < self.view || (target == self.view && self.changing.is_none()) {
@@ -184,18 +178,18 @@ impl Replica {
             // have moved on before it ever reached the sender). At most once per peer per
             // interval, so replayed old messages cannot make replicas answer each other in a
             // growing loop.
-            if !self.may_help(from, 0) {
+            if !self.ledger.may_help(from, 0) {
                 return Err(Invalid::Stale);
             }
             if let Some(new_view) = &self.last_new_view {
                 if new_view.body.view >= target {
                     let message = Message::NewView(new_view.clone());
-                    self.send(from, message);
+                    self.ledger.send(from, message);
                 }
             }
             if let Some(own) = self.own_view_changes.get(&target) {
                 let message = Message::ViewChange(own.clone());
-                self.send(from, message);
+                self.ledger.send(from, message);
             }
             return Err(Invalid::Stale);
         }
@@ -206,7 +200,7 @@ impl Replica {
         // PBFT 4.5.2: once replicas holding more than F weight want views above ours, at least
         // one correct replica does; join the smallest such view.
         let ahead = self.view_changes.ahead_of(self.view);
-        if self.committee.includes_correct(ahead.iter().map(|(id, _)| *id)) {
+        if self.ledger.committee.includes_correct(ahead.iter().map(|(id, _)| *id)) {
             if let Some(smallest) = ahead.iter().map(|(_, view)| *view).min() {
                 self.start_view_change(smallest);
             }
@@ -223,12 +217,12 @@ impl Replica {
         };
         let view = self.view;
         let signers = self.view_changes.for_view(view).map(|vc| vc.signer());
-        if !self.committee.is_quorum(signers) {
+        if !self.ledger.committee.is_quorum(signers) {
             return;
         }
         if changing.quorum_since.is_none() {
             self.changing = Some(ViewChanging {
-                quorum_since: Some(self.now),
+                quorum_since: Some(self.ledger.now),
                 ..changing
             });
         }
@@ -238,7 +232,7 @@ impl Replica {
                 .for_view(view)
                 .map(|vc| vc.signed().clone())
                 .collect();
-            let new_view = self.sign(NewView { view, view_changes });
+            let new_view = self.ledger.sign(NewView { view, view_changes });
             self.enter_new_view(new_view, true);
         }
     }
@@ -267,30 +261,30 @@ impl Replica {
         }
         self.view = view;
         self.changing = None;
-        self.last_progress = self.now;
+        self.ledger.last_progress = self.ledger.now;
         self.slots.clear();
         self.view_changes.prune_below(view + 1);
         self.views_seen.retain(|_, seen| *seen > view);
         self.requeue_pending();
-        self.persist(SafetyUpdate::EnterView {
+        self.ledger.persist(SafetyUpdate::EnterView {
             view,
             changing: false,
         });
         if announce {
-            self.broadcast(Message::NewView(new_view.clone()));
+            self.ledger.broadcast(Message::NewView(new_view.clone()));
         }
         self.last_new_view = Some(new_view);
-        if self.stable.seq > plan.stable.seq {
+        if self.ledger.stable.seq > plan.stable.seq {
             // Our checkpoint is newer than the view's: the re-proposals we skip below it are
             // committed, and the proof lets lagging peers skip them too.
-            let message = Message::Stable(self.stable.clone());
-            self.broadcast(message);
+            let message = Message::Stable(self.ledger.stable.clone());
+            self.ledger.broadcast(message);
         }
-        self.make_stable(plan.stable);
-        let mut highest = self.stable.seq;
+        self.ledger.make_stable(plan.stable);
+        let mut highest = self.ledger.stable.seq;
         for (seq, batch) in plan.proposals {
             highest = highest.max(seq);
-            if seq <= self.stable.seq {
+            if seq <= self.ledger.stable.seq {
                 continue;
             }
             let digest = batch.digest();
@@ -302,9 +296,9 @@ impl Replica {
             self.send_prepare(seq, digest, true);
             self.check_prepared(seq);
         }
-        self.next_seq = highest.max(self.last_executed) + 1;
-        if self.is_primary() && !self.queue.is_empty() {
-            self.batch_deadline = Some(self.now);
+        self.next_seq = highest.max(self.ledger.last_executed) + 1;
+        if self.is_primary() && !self.ledger.pool.queue_is_empty() {
+            self.batch_deadline = Some(self.ledger.now);
         }
     }
 }
