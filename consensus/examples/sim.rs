@@ -13,11 +13,31 @@ use std::time::Instant;
 
 use clap::{Parser, ValueEnum};
 use ordinal_consensus::sim::{run, Report, SimConfig};
+use ordinal_consensus::ProtocolKind;
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum ProtocolArg {
     Pbft,
     Linear,
+}
+
+impl ProtocolArg {
+    fn kind(self) -> ProtocolKind {
+        match self {
+            ProtocolArg::Pbft => ProtocolKind::Pbft,
+            ProtocolArg::Linear => ProtocolKind::Linear,
+        }
+    }
+}
+
+fn configure(seed: u64, replicas: usize, kind: ProtocolKind, calm: bool) -> SimConfig {
+    let mut config = if calm {
+        SimConfig::calm(seed, replicas)
+    } else {
+        SimConfig::random(seed, replicas)
+    };
+    config.kind = kind;
+    config
 }
 
 /// Seeded simulations of an Ordinal cluster with network faults, a crash-restart and up to f
@@ -49,6 +69,9 @@ struct Args {
     /// 16 in steady state (no faults) and across a view change (the first primary silent).
     #[arg(long)]
     complexity: bool,
+    /// Run the seeds without faults (no Byzantine replicas, crashes or link faults).
+    #[arg(long)]
+    calm: bool,
 }
 
 /// Messages and bytes per committed batch, in Markdown.
@@ -95,20 +118,17 @@ fn main() -> ExitCode {
         complexity();
         return ExitCode::SUCCESS;
     }
-    if let ProtocolArg::Linear = args.protocol {
-        eprintln!("sim: the linear protocol is not implemented yet");
-        return ExitCode::from(2);
-    }
     if args.replicas < 1 {
         eprintln!("sim: --replicas must be at least 1");
         return ExitCode::from(2);
     }
+    let kind = args.protocol.kind();
     let seeds: Vec<u64> = match args.seed {
         Some(seed) => vec![seed],
         None => (args.first..args.first + args.seeds).collect(),
     };
     if let Some(seed) = args.seed {
-        let config = SimConfig::random(seed, args.replicas);
+        let config = configure(seed, args.replicas, kind, args.calm);
         println!(
             "config: byzantine {:?} crashes {:?} isolations {:?} faults {:?} auth {:?}",
             config.byzantine,
@@ -127,7 +147,7 @@ fn main() -> ExitCode {
             scope.spawn(|| loop {
                 let i = next.fetch_add(1, Ordering::Relaxed) as usize;
                 let Some(&seed) = seeds.get(i) else { break };
-                let report = run(SimConfig::random(seed, args.replicas));
+                let report = run(configure(seed, args.replicas, kind, args.calm));
                 if args.verbose || single {
                     eprintln!(
                         "seed {seed}: decided {} answered {}/{} view {} events {} virtual {:.1}s median {:?} violations {}",
@@ -176,7 +196,7 @@ fn main() -> ExitCode {
         .map(|r| r.seed)
         .collect();
     println!(
-        "summary: protocol pbft replicas {} seeds {} violations {} failing seeds {} wall {:.1}s",
+        "summary: protocol {kind} replicas {} seeds {} violations {} failing seeds {} wall {:.1}s",
         args.replicas,
         reports.len(),
         violations,

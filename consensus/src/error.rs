@@ -94,6 +94,13 @@ pub enum Invalid {
     /// A view-change or new-view message that does not hold together.
     #[error("bad view change: {0}")]
     BadViewChange(&'static str),
+    /// A message of the other protocol than the one this cluster runs.
+    #[error("message of another protocol")]
+    WrongProtocol,
+    /// A linear-mode block, quorum certificate or timeout certificate that does not hold
+    /// together.
+    #[error("bad block or certificate: {0}")]
+    BadBlock(&'static str),
     /// A state-transfer batch that does not match its certificate or the requested range.
     #[error("bad state transfer batch at seq {seq}: {reason}")]
     BadTransfer {
@@ -130,6 +137,8 @@ impl Invalid {
             Invalid::Equivocation { .. } => "equivocation",
             Invalid::DuplicateVote { .. } => "duplicate_vote",
             Invalid::BadViewChange(_) => "bad_view_change",
+            Invalid::BadBlock(_) => "bad_block",
+            Invalid::WrongProtocol => "wrong_protocol",
             Invalid::BadTransfer { .. } => "bad_transfer",
             Invalid::Overloaded => "overloaded",
             Invalid::Duplicate => "duplicate",

@@ -437,7 +437,13 @@ impl Ledger {
     /// checkpoint proof and ask the host to serve stored batches. `view_proof` says the
     /// protocol has a proof of its view the peer lacks. Returns whether to help at all (the
     /// protocol then sends its view proof), which also rate-limits the peer.
-    pub(crate) fn on_catch_up(&mut self, from: ReplicaId, next_seq: u64, stable_seq: u64, view_proof: bool) -> bool {
+    pub(crate) fn on_catch_up(
+        &mut self,
+        from: ReplicaId,
+        next_seq: u64,
+        stable_seq: u64,
+        view_proof: bool,
+    ) -> bool {
         if from == self.id || !self.committee.contains(from) {
             return false;
         }

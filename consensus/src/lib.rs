@@ -1,5 +1,5 @@
-//! Ordinal's protocol core: PBFT as a deterministic, sans-IO state machine, and the simulator
-//! that tests it.
+//! Ordinal's protocol core: PBFT and a HotStuff-style linear mode (Jolteon) as deterministic,
+//! sans-IO state machines behind one [`Protocol`] trait, and the simulator that tests them.
 //!
 //! **Promise:** nothing in this crate performs I/O, reads a clock, spawns a thread or draws OS
 //! randomness. Time comes in as an argument, timers go out through
@@ -43,11 +43,13 @@ pub mod error;
 pub mod io;
 pub mod leader;
 mod ledger;
+pub mod linear;
 pub mod messages;
 pub mod pbft;
 mod pool;
 pub mod quorum;
 pub mod receipt;
+pub mod replica;
 pub mod request;
 pub mod safety;
 pub mod sim;
@@ -59,5 +61,6 @@ pub use error::Invalid;
 pub use io::{Action, Footprint, Input, Protocol, Status, Time};
 pub use messages::{Message, VerifiedMessage};
 pub use receipt::Receipt;
+pub use replica::start_replica;
 pub use request::{ClientId, Position, Request, RequestKey};
 pub use safety::{SafetyState, SafetyUpdate};

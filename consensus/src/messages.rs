@@ -179,6 +179,226 @@ impl Signable for NewView {
     const DOMAIN: &'static str = "ordinal/pbft/new-view/v1";
 }
 
+/// The linear mode's vote for a block: its round, id and sequence number. A quorum of them is
+/// the block's quorum certificate ([`QuorumCert`]); the sequence number lets a child's proposer
+/// and voters check the child's number without holding the parent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct BlockVote {
+    /// The block's round.
+    pub round: u64,
+    /// The block's id ([`Block::id`]).
+    pub block: Digest,
+    /// The highest sequence number in the block's chain.
+    pub seq: u64,
+}
+
+impl Signable for BlockVote {
+    const DOMAIN: &'static str = "ordinal/linear/vote/v1";
+}
+
+impl BlockVote {
+    /// The statement the genesis certificate certifies: round 0, the genesis block, seq 0.
+    pub fn genesis() -> Self {
+        BlockVote {
+            round: 0,
+            block: Digest::of(b"ordinal/linear/genesis"),
+            seq: 0,
+        }
+    }
+}
+
+/// A quorum certificate for a block (HotStuff's QC).
+pub type QuorumCert = Certificate<BlockVote>;
+
+/// The certificate every chain starts from; it carries no votes.
+pub fn genesis_qc() -> QuorumCert {
+    Certificate {
+        statement: BlockVote::genesis(),
+        epoch: 0,
+        votes: Vec::new(),
+    }
+}
+
+/// Checks a quorum certificate; the genesis certificate is valid without votes.
+pub fn verify_qc(qc: &QuorumCert, committee: &Committee) -> Result<(), Invalid> {
+    if qc.statement == BlockVote::genesis() && qc.votes.is_empty() {
+        return Ok(());
+    }
+    if qc.statement.round == 0 {
+        return Err(Invalid::BadBlock("round-0 certificate other than genesis"));
+    }
+    qc.verify(committee)?;
+    Ok(())
+}
+
+/// A replica's statement that it gives up on `round`, with the round of the highest quorum
+/// certificate it holds (Jolteon's timeout message).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct TimeoutVote {
+    /// The round given up.
+    pub round: u64,
+    /// The round of the sender's highest quorum certificate.
+    pub high_qc_round: u64,
+}
+
+impl Signable for TimeoutVote {
+    const DOMAIN: &'static str = "ordinal/linear/timeout/v1";
+}
+
+/// A quorum of timeout votes for one round: it lets the next leader propose without a
+/// certificate for the round before, and binds it to extend a certificate at least as high as
+/// every signer's (Jolteon's TC).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TimeoutCert {
+    /// The round timed out.
+    pub round: u64,
+    /// One signed timeout per signer, all for `round`.
+    pub timeouts: Vec<Signed<TimeoutVote>>,
+}
+
+impl TimeoutCert {
+    /// The highest certificate round any signer reported: a proposal justified by this TC
+    /// must extend a certificate at least this high.
+    pub fn max_high_qc_round(&self) -> u64 {
+        self.timeouts
+            .iter()
+            .map(|t| t.body.high_qc_round)
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Checks rounds, distinct signers, signatures and the quorum.
+    pub fn verify(&self, committee: &Committee) -> Result<(), Invalid> {
+        if self.timeouts.len() > committee.size() {
+            return Err(Invalid::BadBlock("more timeouts than replicas"));
+        }
+        let mut signers: Vec<ReplicaId> = Vec::with_capacity(self.timeouts.len());
+        for timeout in &self.timeouts {
+            if timeout.body.round != self.round || timeout.body.high_qc_round >= self.round {
+                return Err(Invalid::BadBlock("timeout for another round"));
+            }
+            if signers.contains(&timeout.signer) {
+                return Err(Invalid::BadBlock("two timeouts from one replica"));
+            }
+            signers.push(timeout.signer);
+        }
+        if !committee.is_quorum(signers.iter().copied()) {
+            return Err(Invalid::BadBlock("timeouts do not reach a quorum"));
+        }
+        for result in Signed::verify_all(self.timeouts.clone(), committee) {
+            result?;
+        }
+        Ok(())
+    }
+}
+
+/// What a block's id covers: enough to follow a chain of ids back through ancestors without
+/// holding their batches or certificates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlockHeader {
+    /// Round.
+    pub round: u64,
+    /// Sequence number.
+    pub seq: u64,
+    /// Batch digest.
+    pub batch_digest: Digest,
+    /// The parent's id.
+    pub parent: Digest,
+    /// The parent's round.
+    pub parent_round: u64,
+}
+
+impl BlockHeader {
+    /// The id of the block with this header. The timeout certificate is left out: it only
+    /// justifies the round.
+    pub fn id(&self) -> Digest {
+        Digest::of_parts(&[
+            b"ordinal/linear/block/v1",
+            &self.round.to_le_bytes(),
+            &self.seq.to_le_bytes(),
+            self.batch_digest.as_bytes(),
+            self.parent.as_bytes(),
+            &self.parent_round.to_le_bytes(),
+        ])
+    }
+
+    /// Whether the block carries requests (an empty batch has the empty Merkle root).
+    pub fn carries_batch(&self) -> bool {
+        self.batch_digest != Batch::default().digest()
+    }
+}
+
+/// A linear-mode block: a batch (by digest) at a round, extending the block its certificate
+/// certifies. HotStuff's node, with Jolteon's optional timeout certificate.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Block {
+    /// The round it is proposed in.
+    pub round: u64,
+    /// Its sequence number: the parent's, plus one if the batch is not empty. Empty blocks
+    /// only drive commits and take no place in the log.
+    pub seq: u64,
+    /// The batch digest.
+    pub batch_digest: Digest,
+    /// The certificate of the parent.
+    pub justify: QuorumCert,
+    /// Present when `justify` is not for the round just before: the certificate that the
+    /// round before timed out.
+    pub timeout: Option<TimeoutCert>,
+}
+
+impl Signable for Block {
+    const DOMAIN: &'static str = "ordinal/linear/proposal/v1";
+}
+
+impl Block {
+    /// The block's header: what its id covers.
+    pub fn header(&self) -> BlockHeader {
+        BlockHeader {
+            round: self.round,
+            seq: self.seq,
+            batch_digest: self.batch_digest,
+            parent: self.justify.statement.block,
+            parent_round: self.justify.statement.round,
+        }
+    }
+
+    /// The block's id: what votes name.
+    pub fn id(&self) -> Digest {
+        self.header().id()
+    }
+
+    /// The parent's id.
+    pub fn parent(&self) -> Digest {
+        self.justify.statement.block
+    }
+
+    /// Checks everything that needs no replica state: the certificates, that the round follows
+    /// one of them, and that the sequence number follows the parent's.
+    fn check(&self, batch_is_empty: bool, committee: &Committee) -> Result<(), Invalid> {
+        verify_qc(&self.justify, committee)?;
+        if self.justify.statement.round >= self.round {
+            return Err(Invalid::BadBlock("certificate not below the block's round"));
+        }
+        match &self.timeout {
+            None if self.justify.statement.round + 1 != self.round => {
+                return Err(Invalid::BadBlock("round skipped without a timeout certificate"));
+            }
+            None => {}
+            Some(tc) => {
+                if tc.round + 1 != self.round {
+                    return Err(Invalid::BadBlock("timeout certificate for another round"));
+                }
+                tc.verify(committee)?;
+            }
+        }
+        let expected = self.justify.statement.seq + u64::from(!batch_is_empty);
+        if self.seq != expected {
+            return Err(Invalid::BadBlock("sequence number does not follow the parent's"));
+        }
+        Ok(())
+    }
+}
+
 /// Everything a replica may receive from a peer.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Message {
@@ -214,6 +434,47 @@ pub enum Message {
     Batches(Vec<CommittedBatch>),
     /// A stable checkpoint proof (state transfer).
     Stable(StableCheckpoint),
+    /// Linear mode: the round's leader proposes a block with its batch, and hands out the
+    /// commit certificates it aggregated since its last proposal.
+    Propose {
+        /// The signed block.
+        block: Signed<Block>,
+        /// The batch the block names.
+        batch: Batch,
+        /// Commit certificates for batches decided earlier.
+        certified: Vec<Certificate<CommitVote>>,
+        /// When the block's certificate is for the round just before (so certifying this
+        /// block commits its parent): the headers from the parent back through ancestors whose
+        /// batches no certificate covers yet, newest first. Voters follow the ids and sign a
+        /// commit vote for each batch.
+        ancestry: Vec<BlockHeader>,
+    },
+    /// Linear mode: a vote for a block, sent only to the next round's leader, with the sender's
+    /// commit votes for batches it decided that no certificate covers yet.
+    Vote {
+        /// The vote.
+        vote: Signed<BlockVote>,
+        /// Commit votes, by sequence number.
+        commits: Vec<Signed<CommitVote>>,
+    },
+    /// Linear mode: a timeout, with the sender's highest quorum certificate.
+    Timeout {
+        /// The signed timeout.
+        timeout: Signed<TimeoutVote>,
+        /// The certificate `timeout.high_qc_round` names.
+        high_qc: QuorumCert,
+        /// The timeout certificate that brought the sender to its round, if one did: it lets
+        /// replicas behind follow.
+        last_tc: Option<TimeoutCert>,
+    },
+    /// Linear mode: the certificates that justify the sender's round, for a replica behind
+    /// (DiemBFT's sync info).
+    Sync {
+        /// The sender's highest quorum certificate.
+        high_qc: QuorumCert,
+        /// The timeout certificate of the round before the sender's, if it has one.
+        last_tc: Option<TimeoutCert>,
+    },
 }
 
 impl Message {
@@ -230,6 +491,10 @@ impl Message {
             Message::CatchUp { .. } => "catch_up",
             Message::Batches(_) => "batches",
             Message::Stable(_) => "stable",
+            Message::Propose { .. } => "propose",
+            Message::Vote { .. } => "vote",
+            Message::Timeout { .. } => "timeout",
+            Message::Sync { .. } => "sync",
         }
     }
 
@@ -304,8 +569,105 @@ impl Message {
                 stable.verify(committee)?;
                 VerifiedMessage::Stable(stable)
             }
+            Message::Propose {
+                block,
+                batch,
+                certified,
+                ancestry,
+            } => verify_proposal(block, batch, certified, ancestry, committee, config)?,
+            Message::Vote { vote, commits } => {
+                if commits.len() as u64 > config.log_window {
+                    return Err(Invalid::BadBlock("more commit votes than the window"));
+                }
+                let vote = vote.verify(committee)?;
+                if commits.iter().any(|c| c.signer != vote.signer()) {
+                    return Err(Invalid::BadBlock("commit vote from another signer"));
+                }
+                let commits = Signed::verify_all(commits, committee)
+                    .into_iter()
+                    .collect::<Result<Vec<_>, _>>()?;
+                VerifiedMessage::Vote { vote, commits }
+            }
+            Message::Timeout {
+                timeout,
+                high_qc,
+                last_tc,
+            } => {
+                let timeout = timeout.verify(committee)?;
+                if high_qc.statement.round != timeout.body().high_qc_round
+                    || timeout.body().high_qc_round >= timeout.body().round
+                {
+                    return Err(Invalid::BadBlock("timeout does not match its certificate"));
+                }
+                verify_qc(&high_qc, committee)?;
+                if let Some(tc) = &last_tc {
+                    if tc.round >= timeout.body().round {
+                        return Err(Invalid::BadBlock("timeout certificate not below the timeout"));
+                    }
+                    tc.verify(committee)?;
+                }
+                VerifiedMessage::Timeout {
+                    timeout,
+                    high_qc,
+                    last_tc,
+                }
+            }
+            Message::Sync { high_qc, last_tc } => {
+                verify_qc(&high_qc, committee)?;
+                if let Some(tc) = &last_tc {
+                    tc.verify(committee)?;
+                }
+                VerifiedMessage::Sync { high_qc, last_tc }
+            }
         })
     }
+}
+
+fn verify_proposal(
+    block: Signed<Block>,
+    batch: Batch,
+    certified: Vec<Certificate<CommitVote>>,
+    ancestry: Vec<BlockHeader>,
+    committee: &Committee,
+    config: &ProtocolConfig,
+) -> Result<VerifiedMessage, Invalid> {
+    let block = block.verify(committee)?;
+    let body = block.body();
+    let expected = leader_of(body.round, committee);
+    if block.signer() != expected {
+        return Err(Invalid::WrongLeader {
+            view: body.round,
+            expected,
+            got: block.signer(),
+        });
+    }
+    body.check(batch.requests.is_empty(), committee)?;
+    verify_batch(&batch, &body.batch_digest, body.seq, committee, config, true)?;
+    if certified.len() as u64 > config.log_window {
+        return Err(Invalid::BadBlock("more commit certificates than the window"));
+    }
+    for certificate in &certified {
+        certificate.verify(committee)?;
+    }
+    // The ancestry must be a chain of ids from the certified parent down.
+    if !ancestry.is_empty() {
+        if body.justify.statement.round + 1 != body.round || ancestry.len() as u64 > config.log_window {
+            return Err(Invalid::BadBlock("ancestry where no parent commits, or too long"));
+        }
+        let mut expected = body.justify.statement.block;
+        for header in &ancestry {
+            if header.id() != expected {
+                return Err(Invalid::BadBlock("ancestry does not follow the parent links"));
+            }
+            expected = header.parent;
+        }
+    }
+    Ok(VerifiedMessage::Propose {
+        block,
+        batch,
+        certified,
+        ancestry,
+    })
 }
 
 /// Checks a batch against its claimed digest and limits; with `check_clients`, also every
@@ -456,4 +818,38 @@ pub enum VerifiedMessage {
     Batches(Vec<CommittedBatch>),
     /// A proven stable checkpoint.
     Stable(StableCheckpoint),
+    /// A block from its round's leader, certificates and batch checked.
+    Propose {
+        /// The block.
+        block: Verified<Block>,
+        /// Its batch.
+        batch: Batch,
+        /// Verified commit certificates.
+        certified: Vec<Certificate<CommitVote>>,
+        /// Headers from the parent back, ids checked to chain.
+        ancestry: Vec<BlockHeader>,
+    },
+    /// A block vote with the same signer's commit votes.
+    Vote {
+        /// The vote.
+        vote: Verified<BlockVote>,
+        /// Commit votes.
+        commits: Vec<Verified<CommitVote>>,
+    },
+    /// A timeout with the certificate it reports.
+    Timeout {
+        /// The timeout.
+        timeout: Verified<TimeoutVote>,
+        /// Its high certificate, verified.
+        high_qc: QuorumCert,
+        /// The sender's last timeout certificate, verified.
+        last_tc: Option<TimeoutCert>,
+    },
+    /// Verified sync information.
+    Sync {
+        /// A quorum certificate.
+        high_qc: QuorumCert,
+        /// A timeout certificate.
+        last_tc: Option<TimeoutCert>,
+    },
 }

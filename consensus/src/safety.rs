@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use ordinal_crypto::Digest;
 use serde::{Deserialize, Serialize};
 
-use crate::messages::{PreparedProof, StableCheckpoint};
+use crate::messages::{PreparedProof, QuorumCert, StableCheckpoint};
 
 /// One change to the durable safety state.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -36,6 +36,15 @@ pub enum SafetyUpdate {
     Prepared(PreparedProof),
     /// A new stable checkpoint: records at or below it can be dropped.
     Stable(StableCheckpoint),
+    /// Linear mode: the replica is about to vote for a block of `round`, or to time it out;
+    /// it may never vote in `round` or below again (Jolteon's last voted round).
+    Voted {
+        /// The round.
+        round: u64,
+    },
+    /// Linear mode: a higher quorum certificate. Its round is what the replica's timeouts
+    /// report, so forgetting it after a crash could let a conflicting block be certified.
+    HighQc(QuorumCert),
 }
 
 /// Everything the safety updates add up to. Bounded: entries below the stable checkpoint are
@@ -52,6 +61,12 @@ pub struct SafetyState {
     pub prepared: BTreeMap<u64, PreparedProof>,
     /// The latest stable checkpoint.
     pub stable: StableCheckpoint,
+    /// Linear mode: the highest round voted or timed out in.
+    #[serde(default)]
+    pub voted_round: u64,
+    /// Linear mode: the highest quorum certificate held (`None`: genesis).
+    #[serde(default)]
+    pub high_qc: Option<QuorumCert>,
 }
 
 impl Default for SafetyState {
@@ -62,6 +77,8 @@ impl Default for SafetyState {
             prepares: BTreeMap::new(),
             prepared: BTreeMap::new(),
             stable: StableCheckpoint::genesis(),
+            voted_round: 0,
+            high_qc: None,
         }
     }
 }
@@ -93,6 +110,16 @@ impl SafetyState {
                     self.stable = stable.clone();
                     self.prepares = self.prepares.split_off(&(stable.seq + 1));
                     self.prepared = self.prepared.split_off(&(stable.seq + 1));
+                }
+            }
+            SafetyUpdate::Voted { round } => self.voted_round = self.voted_round.max(*round),
+            SafetyUpdate::HighQc(qc) => {
+                if self
+                    .high_qc
+                    .as_ref()
+                    .is_none_or(|held| held.statement.round < qc.statement.round)
+                {
+                    self.high_qc = Some(qc.clone());
                 }
             }
         }

@@ -191,7 +191,8 @@ impl Replica {
     /// The current timeout: the base doubled for each consecutive failed view, capped.
     fn timeout(&self) -> Time {
         let factor = 1u32 << self.failed_views.min(16);
-        self.ledger.config
+        self.ledger
+            .config
             .view_timeout
             .checked_mul(factor)
             .unwrap_or(self.ledger.config.view_timeout_max)
@@ -350,6 +351,10 @@ impl Protocol for Replica {
                     self.on_stable_proof(stable);
                     Ok(())
                 }
+                VerifiedMessage::Propose { .. }
+                | VerifiedMessage::Vote { .. }
+                | VerifiedMessage::Timeout { .. }
+                | VerifiedMessage::Sync { .. } => Err(Invalid::WrongProtocol),
             },
         };
         self.follow_ledger(executed_before);

@@ -200,7 +200,11 @@ impl Replica {
         // PBFT 4.5.2: once replicas holding more than F weight want views above ours, at least
         // one correct replica does; join the smallest such view.
         let ahead = self.view_changes.ahead_of(self.view);
-        if self.ledger.committee.includes_correct(ahead.iter().map(|(id, _)| *id)) {
+        if self
+            .ledger
+            .committee
+            .includes_correct(ahead.iter().map(|(id, _)| *id))
+        {
             if let Some(smallest) = ahead.iter().map(|(_, view)| *view).min() {
                 self.start_view_change(smallest);
             }

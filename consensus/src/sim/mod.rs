@@ -20,11 +20,12 @@ pub use byzantine::Behaviour;
 pub use network::{Endpoint, LinkFaults, Traffic};
 
 use crate::batch::CommittedBatch;
+use crate::cluster::ProtocolKind;
 use crate::config::{ProtocolConfig, RequestAuth};
 use crate::io::{Action, Input, Protocol, Time};
 use crate::messages::Message;
-use crate::pbft::Replica;
 use crate::receipt::Receipt;
+use crate::replica::start_replica;
 use crate::request::{Position, Request, RequestKey};
 use crate::safety::SafetyState;
 use byzantine::{ByzantineState, Signer};
@@ -70,6 +71,8 @@ pub struct SimConfig {
     pub seed: u64,
     /// Number of replicas.
     pub replicas: usize,
+    /// Which protocol the replicas run.
+    pub kind: ProtocolKind,
     /// Protocol parameters.
     pub protocol: ProtocolConfig,
     /// Number of clients.
@@ -124,6 +127,7 @@ impl SimConfig {
         SimConfig {
             seed,
             replicas,
+            kind: ProtocolKind::Pbft,
             protocol: Self::small_protocol(),
             clients: 3,
             requests_per_client: 10,
@@ -242,7 +246,7 @@ struct Store {
 
 struct Instance {
     replica: usize,
-    node: Option<Replica>,
+    node: Option<Box<dyn Protocol + Send>>,
     generation: u64,
     store: Store,
     behaviour: Option<Behaviour>,
@@ -358,12 +362,15 @@ impl Simulation {
             for _ in 0..copies {
                 instances.push(Instance {
                     replica,
-                    node: Some(Replica::new(
+                    node: Some(start_replica(
+                        config.kind,
                         ReplicaId(replica as u16),
                         replica_key(replica),
                         committee.clone(),
                         config.protocol.clone(),
                         Duration::ZERO,
+                        SafetyState::default(),
+                        Vec::new(),
                     )),
                     generation: 0,
                     store: Store {
@@ -647,7 +654,8 @@ impl Simulation {
             }
             let log: Vec<CommittedBatch> = instance.store.batches.values().cloned().collect();
             instance.generation += 1;
-            instance.node = Some(Replica::restore(
+            instance.node = Some(start_replica(
+                self.config.kind,
                 ReplicaId(replica as u16),
                 replica_key(replica),
                 committee.clone(),

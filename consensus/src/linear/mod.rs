@@ -1,0 +1,826 @@
+//! The linear mode: two-chain HotStuff as in **Jolteon** (Gelashvili, Kokoris-Kogias,
+//! Sonnino, Spiegelman and Xiang, "Jolteon and Ditto: Network-Adaptive Efficient Consensus
+//! with Asynchronous Fallback", FC 2022), as a pure state machine beside PBFT.
+//!
+//! Why Jolteon: it keeps HotStuff's linear, chained steady state (one proposal broadcast, votes
+//! to one collector, the certificate carried in the next proposal) but commits on a two-chain
+//! (a certified block whose certified child is in the next round), one round trip sooner than
+//! chained HotStuff's three-chain. The price is a timeout certificate in view changes, which
+//! the issue asks for anyway. The voting and commit rules are in [`voting`], the pacemaker's
+//! bookkeeping in [`pacemaker`].
+//!
+//! Steady state, per round `r`: the leader of `r` proposes a block extending the highest
+//! certificate; replicas that may vote (see [`voting::safe_to_vote`]) make their vote durable
+//! and send it to the leader of `r + 1` only; that leader aggregates a quorum certificate and
+//! proposes in `r + 1`. A certificate for a block whose parent has the round just before it
+//! commits the parent and every ancestor.
+//!
+//! Differences from the paper, each for a reason:
+//! - Timeouts go to the next leader only, which aggregates the timeout certificate (as the
+//!   issue's O(n) view synchronisation asks); a replica whose timer fires again broadcasts, and
+//!   the (F+1)-weight join rule of Bracha then synchronises rounds. See [`pacemaker`].
+//! - Receipts need the same commit certificate as PBFT: a quorum signing
+//!   [`CommitVote`]`{view: round, seq, digest}`. A vote for a block whose parent is in the
+//!   round just before is also a vote to commit that parent (the two-chain rule: once the
+//!   block is certified, the parent and its ancestors are committed), so the voter signs a
+//!   commit vote for the parent's batch and for every ancestor batch the proposal lists. The
+//!   proposal lists them as headers that chain by id from the certified parent, so a voter
+//!   that never saw those blocks can still check them. The collector aggregates the commit
+//!   votes with the block votes and hands the certificates out in its proposal; a replica
+//!   executes a batch when it holds both the batch and its certificate, like a PBFT batch.
+//! - Empty blocks (which only drive commits) take no sequence number, so the ordered log,
+//!   checkpoints and state transfer are the shared [`crate::ledger::Ledger`]'s, as in PBFT.
+//! - A leader proposes only when it has work (requests, uncommitted batches, certificates to
+//!   hand out), so an idle cluster is quiet and never changes leaders.
+
+mod chain;
+pub mod pacemaker;
+pub mod voting;
+
+use std::collections::BTreeMap;
+
+use ordinal_crypto::{Certificate, Committee, Digest, KeyPair, ReplicaId, Signed, Verified};
+
+use crate::batch::{Batch, CommittedBatch};
+use crate::config::ProtocolConfig;
+use crate::error::Invalid;
+use crate::io::{Action, Footprint, Input, Protocol, Status, Time};
+use crate::leader::leader_of;
+use crate::ledger::Ledger;
+use crate::messages::{
+    genesis_qc, Block, BlockHeader, BlockVote, CommitVote, Message, QuorumCert, TimeoutCert, TimeoutVote,
+    VerifiedMessage,
+};
+use crate::quorum::{Inserted, VoteSet};
+use crate::request::Request;
+use crate::safety::{SafetyState, SafetyUpdate};
+use chain::Chain;
+use pacemaker::TimeoutCollector;
+
+/// One linear-mode replica.
+pub struct Replica {
+    /// Identity, outbox, request pool, and the ordered log with its checkpoints.
+    ledger: Ledger,
+
+    // Pacemaker.
+    round: u64,
+    /// When the round timer last (re)started: on entering a round, or on timing it out.
+    timer_start: Time,
+    /// When the replica started waiting for progress (requests or batches in flight).
+    waiting_since: Option<Time>,
+    failed_rounds: u32,
+    timeouts_total: u64,
+    timeouts: TimeoutCollector,
+    /// The timeout certificate for the round before the current one, if that is how it began.
+    last_tc: Option<TimeoutCert>,
+
+    // Safety (durable).
+    voted_round: u64,
+    high_qc: QuorumCert,
+
+    chain: Chain,
+    /// Commit certificates for batches this replica does not hold (yet): the block may still
+    /// arrive, or state transfer brings the batch.
+    early_certificates: BTreeMap<u64, Certificate<CommitVote>>,
+
+    // Collector (the next round's leader).
+    votes: BTreeMap<u64, VoteSet<BlockVote>>,
+    commit_votes: BTreeMap<u64, VoteSet<CommitVote>>,
+    fresh_certificates: BTreeMap<u64, Certificate<CommitVote>>,
+    proposed_round: u64,
+
+    // Retransmission and catch-up.
+    last_vote: Option<(ReplicaId, u64, Message)>,
+    last_timeout: Option<(u64, Message)>,
+    last_proposal: Option<(u64, Message)>,
+    next_tick: Time,
+    pruned_at: u64,
+}
+
+impl Replica {
+    /// A fresh replica with an empty log, in round 1.
+    pub fn new(id: ReplicaId, key: KeyPair, committee: Committee, config: ProtocolConfig, now: Time) -> Self {
+        Self::restore(
+            id,
+            key,
+            committee,
+            config,
+            now,
+            SafetyState::default(),
+            Vec::new(),
+        )
+    }
+
+    /// A replica restarted from its durable safety state (last voted round, highest
+    /// certificate, stable checkpoint) and its committed log, contiguous from 1.
+    pub fn restore(
+        id: ReplicaId,
+        key: KeyPair,
+        committee: Committee,
+        config: ProtocolConfig,
+        now: Time,
+        safety: SafetyState,
+        log: impl IntoIterator<Item = CommittedBatch>,
+    ) -> Self {
+        let mut ledger = Ledger::new(id, key, committee, config, now, safety.stable.clone());
+        ledger.replay(log);
+        let high_qc = safety.high_qc.clone().unwrap_or_else(genesis_qc);
+        let capacity = ledger.config.log_window as usize;
+        let chain = Chain::new(capacity);
+        let round = safety.voted_round.max(high_qc.statement.round + 1).max(1);
+        let mut replica = Replica {
+            next_tick: now + ledger.config.retransmit_interval,
+            pruned_at: ledger.stable.seq,
+            ledger,
+            round,
+            timer_start: now,
+            waiting_since: None,
+            failed_rounds: 0,
+            timeouts_total: 0,
+            timeouts: TimeoutCollector::default(),
+            last_tc: None,
+            voted_round: safety.voted_round,
+            high_qc,
+            chain,
+            early_certificates: BTreeMap::new(),
+            votes: BTreeMap::new(),
+            commit_votes: BTreeMap::new(),
+            fresh_certificates: BTreeMap::new(),
+            proposed_round: safety.voted_round,
+            last_vote: None,
+            last_timeout: None,
+            last_proposal: None,
+        };
+        replica.ledger.announce_checkpoints();
+        replica
+    }
+
+    /// This replica's id.
+    pub fn id(&self) -> ReplicaId {
+        self.ledger.id
+    }
+
+    /// The running hash of the executed log.
+    pub fn log_digest(&self) -> Digest {
+        self.ledger.log_digest
+    }
+
+    fn leader(&self, round: u64) -> ReplicaId {
+        leader_of(round, &self.ledger.committee)
+    }
+
+    /// The round timeout: the base doubled for each consecutive failed round, capped.
+    fn timeout(&self) -> Time {
+        let config = &self.ledger.config;
+        let factor = 1u32 << self.failed_rounds.min(16);
+        config
+            .view_timeout
+            .checked_mul(factor)
+            .unwrap_or(config.view_timeout_max)
+            .min(config.view_timeout_max)
+    }
+
+    /// Whether this replica waits for the cluster to make progress: requests waiting, or
+    /// batches proposed or decided but not yet certified. An idle cluster runs no timers.
+    fn expects_progress(&self) -> bool {
+        if self.ledger.pool.len() > 0 {
+            return true;
+        }
+        let (_, carries) = self
+            .chain
+            .uncommitted_requests(&self.high_qc.statement.block, self.ledger.config.request_auth);
+        carries
+    }
+
+    fn round_deadline(&self) -> Option<Time> {
+        let since = self.waiting_since?;
+        Some(since.max(self.timer_start) + self.timeout())
+    }
+
+    /// Enters `round`; `certified` when a quorum certificate for the round before led here
+    /// (progress), not a timeout.
+    fn enter_round(&mut self, round: u64, certified: bool) {
+        if round <= self.round {
+            return;
+        }
+        self.round = round;
+        self.timer_start = self.ledger.now;
+        if certified {
+            self.failed_rounds = 0;
+        }
+        if self.last_tc.as_ref().is_some_and(|tc| tc.round + 1 != round) {
+            self.last_tc = None;
+        }
+        let keep = round.saturating_sub(1);
+        self.votes = self.votes.split_off(&keep);
+        self.timeouts.prune_below(keep);
+    }
+
+    /// Learns a quorum certificate from any source: a higher one becomes the high certificate
+    /// (durable before anything that reports it), moves the round, and may commit.
+    fn on_qc(&mut self, qc: QuorumCert) {
+        let round = qc.statement.round;
+        if round > self.high_qc.statement.round {
+            self.high_qc = qc.clone();
+            self.ledger.persist(SafetyUpdate::HighQc(qc.clone()));
+        }
+        self.enter_round(round + 1, true);
+        self.try_commit(&qc);
+    }
+
+    fn on_tc(&mut self, tc: TimeoutCert) {
+        self.enter_round(tc.round + 1, false);
+        if tc.round + 1 == self.round {
+            self.last_tc = Some(tc);
+        }
+    }
+
+    /// Jolteon's two-chain rule: the certificate's block and its parent in consecutive rounds
+    /// commit the parent and every ancestor. Their batches reach the ledger with their commit
+    /// certificates; here the chain only drops what is settled.
+    fn try_commit(&mut self, qc: &QuorumCert) {
+        let Some(child) = self.chain.get(&qc.statement.block) else {
+            return;
+        };
+        let parent_id = child.block.parent();
+        let child_round = child.block.round;
+        let Some(parent) = self.chain.get(&parent_id) else {
+            return;
+        };
+        let parent_round = parent.block.round;
+        if voting::commits_parent(parent_round, child_round) {
+            self.chain.mark_committed(parent_id, parent_round);
+        }
+    }
+
+    /// A commit certificate: the batch it covers goes to the ledger, from the chain if the
+    /// block is here, or later (the block arrives, or state transfer brings the batch).
+    fn on_commit_certificate(&mut self, certificate: Certificate<CommitVote>) {
+        let seq = certificate.statement.seq;
+        if seq <= self.ledger.last_executed || seq > self.ledger.last_executed + self.ledger.config.log_window
+        {
+            return;
+        }
+        match self.chain.batch_with(seq, &certificate.statement.digest).cloned() {
+            Some(batch) => {
+                self.early_certificates.remove(&seq);
+                self.ledger.commit(CommittedBatch { batch, certificate });
+            }
+            None => {
+                self.early_certificates.insert(seq, certificate);
+            }
+        }
+    }
+
+    /// A block arrived: a certificate may have been waiting for its batch.
+    fn use_early_certificate(&mut self, seq: u64) {
+        if let Some(certificate) = self.early_certificates.get(&seq).cloned() {
+            self.on_commit_certificate(certificate);
+        }
+    }
+
+    /// As a collector: commit votes aggregate into certificates, handed out with the next
+    /// proposal.
+    fn on_commit_vote(&mut self, vote: Verified<CommitVote>) {
+        let statement = *vote.body();
+        let seq = statement.seq;
+        if seq <= self.ledger.last_executed || seq > self.ledger.last_executed + self.ledger.config.log_window
+        {
+            return;
+        }
+        if self.fresh_certificates.contains_key(&seq) {
+            return;
+        }
+        let votes = self.commit_votes.entry(seq).or_default();
+        votes.insert(vote);
+        if let Some(certificate) = votes.certificate(&statement, &self.ledger.committee) {
+            self.commit_votes.remove(&seq);
+            self.fresh_certificates.insert(seq, certificate.clone());
+            self.on_commit_certificate(certificate);
+        }
+    }
+
+    /// Jolteon, on receiving a proposal: learn its certificates, then vote if the rules allow,
+    /// the vote durable first and sent to the next round's leader only.
+    fn on_propose(
+        &mut self,
+        block: Verified<Block>,
+        batch: Batch,
+        certified: Vec<Certificate<CommitVote>>,
+        ancestry: Vec<BlockHeader>,
+    ) -> Result<(), Invalid> {
+        let body = block.body().clone();
+        let message = Message::Propose {
+            block: block.into_signed(),
+            batch: batch.clone(),
+            certified: certified.clone(),
+            ancestry: ancestry.clone(),
+        };
+        self.ledger
+            .note_seq(self.leader(body.round), body.justify.statement.seq);
+        let stored = self.chain.insert(body.clone(), batch);
+        self.use_early_certificate(body.seq);
+        for certificate in certified {
+            self.on_commit_certificate(certificate);
+        }
+        self.on_qc(body.justify.clone());
+        if let Some(tc) = &body.timeout {
+            self.on_tc(tc.clone());
+        }
+        stored?;
+        if body.round < self.round {
+            return Err(Invalid::Stale);
+        }
+        if self
+            .last_proposal
+            .as_ref()
+            .is_none_or(|(round, _)| *round < body.round)
+        {
+            self.last_proposal = Some((body.round, message));
+        }
+        if !voting::safe_to_vote(&body, self.voted_round) {
+            return Ok(());
+        }
+        if body.seq > self.ledger.window_high() {
+            return Err(Invalid::OutsideWindow {
+                seq: body.seq,
+                low: self.ledger.stable.seq,
+                high: self.ledger.window_high(),
+            });
+        }
+        self.vote(&body, &ancestry);
+        Ok(())
+    }
+
+    /// Votes for `block`. When its certificate is for the round just before, certifying it
+    /// commits the parent and its ancestors: the vote carries a commit vote for each batch in
+    /// `ancestry` (already checked to chain by id from the parent).
+    fn vote(&mut self, block: &Block, ancestry: &[BlockHeader]) {
+        self.voted_round = block.round;
+        self.ledger.persist(SafetyUpdate::Voted { round: block.round });
+        let vote = self.ledger.sign(BlockVote {
+            round: block.round,
+            block: block.id(),
+            seq: block.seq,
+        });
+        let mut commits: Vec<Signed<CommitVote>> = Vec::new();
+        if voting::commits_parent(block.justify.statement.round, block.round) {
+            for header in ancestry {
+                if header.carries_batch() && header.seq > self.ledger.last_executed {
+                    commits.push(self.ledger.sign(CommitVote {
+                        view: header.round,
+                        seq: header.seq,
+                        digest: header.batch_digest,
+                    }));
+                }
+            }
+        }
+        let collector = self.leader(block.round + 1);
+        if collector == self.ledger.id {
+            for commit in commits {
+                self.on_commit_vote(Verified::new_unchecked_own(commit));
+            }
+            let _ = self.on_vote(Verified::new_unchecked_own(vote));
+        } else {
+            let message = Message::Vote { vote, commits };
+            self.ledger.send(collector, message.clone());
+            self.last_vote = Some((collector, block.round, message));
+        }
+    }
+
+    /// As the next round's leader: votes aggregate into the round's certificate.
+    fn on_vote(&mut self, vote: Verified<BlockVote>) -> Result<(), Invalid> {
+        let statement = *vote.body();
+        let round = statement.round;
+        let expected = self.leader(round + 1);
+        if expected != self.ledger.id {
+            return Err(Invalid::WrongLeader {
+                view: round + 1,
+                expected,
+                got: self.ledger.id,
+            });
+        }
+        if round + 1 < self.round || round <= self.high_qc.statement.round {
+            return Err(Invalid::Stale);
+        }
+        if round > self.round + self.ledger.config.log_window {
+            return Err(Invalid::WrongView {
+                current: self.round,
+                got: round,
+            });
+        }
+        let from = vote.signer();
+        let votes = self.votes.entry(round).or_default();
+        if votes.insert(vote) == Inserted::Conflict {
+            return Err(Invalid::DuplicateVote {
+                from,
+                view: round,
+                seq: statement.seq,
+            });
+        }
+        if let Some(qc) = votes.certificate(&statement, &self.ledger.committee) {
+            self.on_qc(qc);
+        }
+        Ok(())
+    }
+
+    fn on_sync(&mut self, high_qc: QuorumCert, last_tc: Option<TimeoutCert>) {
+        self.on_qc(high_qc);
+        if let Some(tc) = last_tc {
+            self.on_tc(tc);
+        }
+    }
+
+    /// What justifies this replica's round, for a peer behind.
+    fn sync_message(&self) -> Message {
+        Message::Sync {
+            high_qc: self.high_qc.clone(),
+            last_tc: self.last_tc.clone(),
+        }
+    }
+
+    fn on_timeout_message(
+        &mut self,
+        from: ReplicaId,
+        timeout: Verified<TimeoutVote>,
+        high_qc: QuorumCert,
+        last_tc: Option<TimeoutCert>,
+    ) -> Result<(), Invalid> {
+        self.on_sync(high_qc, last_tc);
+        let round = timeout.body().round;
+        if round < self.round {
+            // The sender is behind. Show it what moved us on; and if we never timed its round
+            // out, do it now for its sake: we will never vote there again anyway, so a
+            // timeout certificate for its round costs us nothing and unblocks it.
+            if self.ledger.may_help(from, round) {
+                let sync = self.sync_message();
+                self.ledger.send(from, sync);
+                if self.high_qc.statement.round < round {
+                    let helping = self.ledger.sign(TimeoutVote {
+                        round,
+                        high_qc_round: self.high_qc.statement.round,
+                    });
+                    let message = Message::Timeout {
+                        timeout: helping,
+                        high_qc: self.high_qc.clone(),
+                        last_tc: None,
+                    };
+                    self.ledger.send(from, message);
+                }
+            }
+            if round + 1 < self.round {
+                return Err(Invalid::Stale);
+            }
+        }
+        if round > self.round + self.ledger.config.log_window {
+            return Err(Invalid::WrongView {
+                current: self.round,
+                got: round,
+            });
+        }
+        self.timeouts.insert(timeout);
+        // Bracha's amplification: more than F weight gave up on a round at or beyond ours, so
+        // a correct replica did; give up there too.
+        if let Some(join) = self.timeouts.join_round(&self.ledger.committee) {
+            if join >= self.round && join > self.voted_round {
+                if join > self.round {
+                    self.round = join;
+                    self.timer_start = self.ledger.now;
+                }
+                self.time_out();
+            }
+        }
+        self.check_timeout_certificate(round);
+        Ok(())
+    }
+
+    fn check_timeout_certificate(&mut self, round: u64) {
+        if let Some(tc) = self.timeouts.certificate(round, &self.ledger.committee) {
+            self.on_tc(tc);
+        }
+    }
+
+    /// The round timer fired (or F+1 gave up on this round): never vote in it again, durable
+    /// first, and tell the next leader, or everyone once a second timer fired in a row.
+    fn time_out(&mut self) {
+        let round = self.round;
+        self.failed_rounds = self.failed_rounds.saturating_add(1);
+        self.timeouts_total += 1;
+        self.timer_start = self.ledger.now;
+        if self.voted_round < round {
+            self.voted_round = round;
+            self.ledger.persist(SafetyUpdate::Voted { round });
+        }
+        let timeout = self.ledger.sign(TimeoutVote {
+            round,
+            high_qc_round: self.high_qc.statement.round,
+        });
+        self.timeouts.insert(Verified::new_unchecked_own(timeout.clone()));
+        let message = Message::Timeout {
+            timeout,
+            high_qc: self.high_qc.clone(),
+            last_tc: self.last_tc.clone(),
+        };
+        self.send_timeout(message.clone());
+        self.last_timeout = Some((round, message));
+        self.check_timeout_certificate(round);
+    }
+
+    fn send_timeout(&mut self, message: Message) {
+        if self.failed_rounds >= 2 {
+            self.ledger.broadcast(message);
+        } else {
+            let next = self.leader(self.round + 1);
+            self.ledger.send(next, message);
+        }
+    }
+
+    /// As the leader of the current round, holding its justification: propose when there is
+    /// work, extending the highest certificate.
+    fn try_propose(&mut self) {
+        let round = self.round;
+        if self.leader(round) != self.ledger.id || self.proposed_round >= round || self.voted_round >= round {
+            return;
+        }
+        let timeout = if self.high_qc.statement.round + 1 == round {
+            None
+        } else {
+            match &self.last_tc {
+                Some(tc) if tc.round + 1 == round => Some(tc.clone()),
+                _ => return,
+            }
+        };
+        let auth = self.ledger.config.request_auth;
+        let (carried, chain_busy) = self
+            .chain
+            .uncommitted_requests(&self.high_qc.statement.block, auth);
+        let has_requests = self.ledger.pool.has_unproposed(&carried);
+        let ripe = has_requests
+            && (self.ledger.pool.len() >= carried.len() + self.ledger.config.max_batch_requests
+                || self
+                    .ledger
+                    .pool
+                    .oldest_arrival()
+                    .is_some_and(|t| t + self.ledger.config.batch_delay <= self.ledger.now));
+        let work = ripe || chain_busy || !self.fresh_certificates.is_empty();
+        if !work {
+            return;
+        }
+        let parent_seq = self.high_qc.statement.seq;
+        let mut batch = if ripe {
+            self.ledger.pool.oldest_batch(&self.ledger.config, &carried)
+        } else {
+            Batch::default()
+        };
+        if parent_seq + 1 > self.ledger.window_high() {
+            // The window is full: an empty block still drives commits and checkpoints.
+            batch = Batch::default();
+        }
+        let block = Block {
+            round,
+            seq: parent_seq + u64::from(!batch.requests.is_empty()),
+            batch_digest: batch.digest(),
+            justify: self.high_qc.clone(),
+            timeout,
+        };
+        let signed = self.ledger.sign(block.clone());
+        let certified: Vec<Certificate<CommitVote>> = std::mem::take(&mut self.fresh_certificates)
+            .into_values()
+            .collect();
+        let ancestry = if voting::commits_parent(self.high_qc.statement.round, round) {
+            self.uncertified_ancestry(&self.high_qc.statement.block)
+        } else {
+            Vec::new()
+        };
+        self.proposed_round = round;
+        let _ = self.chain.insert(block.clone(), batch.clone());
+        let message = Message::Propose {
+            block: signed,
+            batch,
+            certified,
+            ancestry: ancestry.clone(),
+        };
+        self.ledger.broadcast(message.clone());
+        self.last_proposal = Some((round, message));
+        if voting::safe_to_vote(&block, self.voted_round) {
+            self.vote(&block, &ancestry);
+        }
+    }
+
+    /// Headers from `id` back through blocks whose batches this replica has not executed:
+    /// the batches a certificate for `id`'s child commits. Stops at a block it lacks.
+    fn uncertified_ancestry(&self, id: &Digest) -> Vec<BlockHeader> {
+        let mut headers = Vec::new();
+        let mut cursor = *id;
+        while let Some(stored) = self.chain.get(&cursor) {
+            if stored.block.seq <= self.ledger.last_executed
+                || headers.len() as u64 >= self.ledger.config.log_window
+            {
+                break;
+            }
+            headers.push(stored.block.header());
+            cursor = stored.block.parent();
+        }
+        headers
+    }
+
+    fn on_timer(&mut self) {
+        let now = self.ledger.now;
+        if now >= self.next_tick {
+            self.next_tick = now + self.ledger.config.retransmit_interval;
+            self.tick();
+        }
+        if self.round_deadline().is_some_and(|deadline| now >= deadline) {
+            self.ledger.pool.purge(&self.ledger.clients);
+            if self.expects_progress() {
+                if self
+                    .last_timeout
+                    .as_ref()
+                    .is_some_and(|(round, _)| *round == self.round)
+                {
+                    // Timed out here already: the next leader failed too. Say it to everyone.
+                    self.failed_rounds = self.failed_rounds.saturating_add(1).max(2);
+                    self.timer_start = now;
+                    if let Some((_, message)) = self.last_timeout.clone() {
+                        self.ledger.broadcast(message);
+                    }
+                } else {
+                    self.time_out();
+                }
+            } else {
+                self.waiting_since = None;
+            }
+        }
+    }
+
+    /// Periodic retransmission, so that lost messages delay the protocol instead of stalling it.
+    fn tick(&mut self) {
+        if let Some((collector, round, message)) = self.last_vote.clone() {
+            if round == self.round {
+                self.ledger.send(collector, message);
+            }
+        }
+        if let Some((round, message)) = self.last_proposal.clone() {
+            if round == self.round && self.leader(round) == self.ledger.id {
+                self.ledger.broadcast(message);
+            }
+        }
+        if let Some((round, message)) = self.last_timeout.clone() {
+            if round == self.round {
+                self.send_timeout(message);
+            }
+        }
+        self.ledger.resend_checkpoint();
+        self.ledger.ping_peer(self.round);
+    }
+
+    fn on_catch_up(&mut self, from: ReplicaId, next_seq: u64, round: u64, stable_seq: u64) {
+        let view_proof = round < self.round;
+        if self.ledger.on_catch_up(from, next_seq, stable_seq, view_proof) && view_proof {
+            let sync = self.sync_message();
+            self.ledger.send(from, sync);
+        }
+    }
+
+    fn on_batches(&mut self, from: ReplicaId, batches: Vec<CommittedBatch>) {
+        if self.ledger.on_batches(batches) && self.ledger.log_behind() {
+            self.ledger.catch_up_peer = from.index();
+            self.ledger.request_catch_up(self.round);
+        }
+    }
+
+    fn on_request(&mut self, request: Request, forwarded: bool) -> Result<(), Invalid> {
+        self.ledger.admit(request, forwarded).map(|_| ())
+    }
+
+    /// Drops what the ledger has moved past: batches executed (maybe by state transfer) need
+    /// no votes or certificates any more.
+    fn follow_ledger(&mut self) {
+        let executed = self.ledger.last_executed;
+        let keep = executed + 1;
+        self.early_certificates = self.early_certificates.split_off(&keep);
+        self.commit_votes = self.commit_votes.split_off(&keep);
+        self.fresh_certificates = self.fresh_certificates.split_off(&keep);
+        self.chain.prune(executed);
+        let stable = self.ledger.stable.seq;
+        if stable > self.pruned_at {
+            self.pruned_at = stable;
+        }
+        self.ledger.flush_catch_up(self.round);
+        if self.expects_progress() {
+            self.waiting_since.get_or_insert(self.ledger.now);
+        } else {
+            self.waiting_since = None;
+        }
+    }
+}
+
+impl Protocol for Replica {
+    fn handle(&mut self, now: Time, input: Input) -> Result<(), Invalid> {
+        self.ledger.now = self.ledger.now.max(now);
+        let result = match input {
+            Input::Request(request) => self.on_request(request, false),
+            Input::Timeout => {
+                self.on_timer();
+                Ok(())
+            }
+            Input::Persisted { seq } => {
+                self.ledger.on_persisted(seq);
+                Ok(())
+            }
+            Input::Message { from, message } => match message {
+                VerifiedMessage::Request(request) => self.on_request(request, true),
+                VerifiedMessage::Propose {
+                    block,
+                    batch,
+                    certified,
+                    ancestry,
+                } => self.on_propose(block, batch, certified, ancestry),
+                VerifiedMessage::Vote { vote, commits } => {
+                    for commit in commits {
+                        self.on_commit_vote(commit);
+                    }
+                    self.on_vote(vote)
+                }
+                VerifiedMessage::Timeout {
+                    timeout,
+                    high_qc,
+                    last_tc,
+                } => self.on_timeout_message(from, timeout, high_qc, last_tc),
+                VerifiedMessage::Sync { high_qc, last_tc } => {
+                    self.on_sync(high_qc, last_tc);
+                    Ok(())
+                }
+                VerifiedMessage::Checkpoint(vote) => self.ledger.on_checkpoint(vote, self.round),
+                VerifiedMessage::CatchUp {
+                    next_seq,
+                    view,
+                    stable_seq,
+                } => {
+                    self.on_catch_up(from, next_seq, view, stable_seq);
+                    Ok(())
+                }
+                VerifiedMessage::Batches(batches) => {
+                    self.on_batches(from, batches);
+                    Ok(())
+                }
+                VerifiedMessage::Stable(stable) => {
+                    self.ledger.make_stable(stable);
+                    Ok(())
+                }
+                VerifiedMessage::PrePrepare { .. }
+                | VerifiedMessage::Prepare(_)
+                | VerifiedMessage::Commit(_)
+                | VerifiedMessage::ViewChange(_)
+                | VerifiedMessage::NewView(_) => Err(Invalid::WrongProtocol),
+            },
+        };
+        self.follow_ledger();
+        self.try_propose();
+        result
+    }
+
+    fn poll_timeout(&self) -> Option<Time> {
+        let mut next = self.next_tick;
+        if let Some(deadline) = self.round_deadline() {
+            next = next.min(deadline);
+        }
+        if self.leader(self.round) == self.ledger.id && self.proposed_round < self.round {
+            if let Some(arrival) = self.ledger.pool.oldest_arrival() {
+                next = next.min(arrival + self.ledger.config.batch_delay);
+            }
+        }
+        Some(next.max(self.ledger.now))
+    }
+
+    fn drain_actions(&mut self) -> Vec<Action> {
+        std::mem::take(&mut self.ledger.actions)
+    }
+
+    fn status(&self) -> Status {
+        Status {
+            view: self.round,
+            leader: self.leader(self.round),
+            changing_view: self.voted_round >= self.round
+                && self.proposed_round < self.round
+                && self.last_timeout.as_ref().is_some_and(|(r, _)| *r == self.round),
+            committed_seq: self.ledger.last_executed,
+            stable_seq: self.ledger.stable.seq,
+            view_changes: self.timeouts_total,
+        }
+    }
+
+    fn footprint(&self) -> Footprint {
+        Footprint {
+            slots: self.chain.len(),
+            prepared: self.early_certificates.len(),
+            committed_unexecuted: self.ledger.committed.len(),
+            checkpoints: self.ledger.checkpoint_sets(),
+            pending_requests: self.ledger.pool.len(),
+            queued: 0,
+            view_changes: self.timeouts.len(),
+            unpersisted: self.ledger.unpersisted(),
+            client_entries: self.ledger.clients.entries(),
+        }
+    }
+}
