@@ -100,8 +100,10 @@ pub struct Status {
 /// How many entries the replica holds in each bounded structure.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Footprint {
-    /// Protocol slots (per sequence number).
+    /// Protocol slots (per sequence number; PBFT).
     pub slots: usize,
+    /// Blocks held (linear mode): the window's batches plus empty or abandoned blocks.
+    pub blocks: usize,
     /// Prepared certificates kept for view changes.
     pub prepared: usize,
     /// Committed batches waiting for earlier ones.
@@ -125,6 +127,7 @@ impl Footprint {
     pub fn within(&self, config: &crate::ProtocolConfig, replicas: usize, clients: usize) -> bool {
         let window = config.log_window as usize;
         self.slots <= window
+            && self.blocks <= crate::linear::chain_capacity(config)
             && self.prepared <= window
             && self.committed_unexecuted <= 2 * window
             && self.checkpoints <= window / config.checkpoint_interval.max(1) as usize + 1

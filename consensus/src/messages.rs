@@ -467,6 +467,12 @@ pub enum Message {
         /// replicas behind follow.
         last_tc: Option<TimeoutCert>,
     },
+    /// Linear mode: "send me block `id` and its ancestors" (a replica that restarted or missed
+    /// proposals needs them to commit and to prove ancestry). Answered with stored proposals.
+    FetchBlocks {
+        /// The newest block wanted.
+        id: Digest,
+    },
     /// Linear mode: the certificates that justify the sender's round, for a replica behind
     /// (DiemBFT's sync info).
     Sync {
@@ -495,6 +501,7 @@ impl Message {
             Message::Vote { .. } => "vote",
             Message::Timeout { .. } => "timeout",
             Message::Sync { .. } => "sync",
+            Message::FetchBlocks { .. } => "fetch_blocks",
         }
     }
 
@@ -612,6 +619,7 @@ impl Message {
                     last_tc,
                 }
             }
+            Message::FetchBlocks { id } => VerifiedMessage::FetchBlocks { id },
             Message::Sync { high_qc, last_tc } => {
                 verify_qc(&high_qc, committee)?;
                 if let Some(tc) = &last_tc {
@@ -651,7 +659,9 @@ fn verify_proposal(
     }
     // The ancestry must be a chain of ids from the certified parent down.
     if !ancestry.is_empty() {
-        if body.justify.statement.round + 1 != body.round || ancestry.len() as u64 > config.log_window {
+        if body.justify.statement.round + 1 != body.round
+            || ancestry.len() > crate::linear::chain_capacity(config)
+        {
             return Err(Invalid::BadBlock("ancestry where no parent commits, or too long"));
         }
         let mut expected = body.justify.statement.block;
@@ -844,6 +854,11 @@ pub enum VerifiedMessage {
         high_qc: QuorumCert,
         /// The sender's last timeout certificate, verified.
         last_tc: Option<TimeoutCert>,
+    },
+    /// A request for blocks.
+    FetchBlocks {
+        /// The newest block wanted.
+        id: Digest,
     },
     /// Verified sync information.
     Sync {

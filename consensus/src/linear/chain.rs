@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use ordinal_crypto::Digest;
+use ordinal_crypto::{Digest, Signature};
 
 use crate::batch::Batch;
 use crate::config::RequestAuth;
@@ -11,11 +11,12 @@ use crate::error::Invalid;
 use crate::messages::{Block, BlockVote};
 use crate::request::RequestKey;
 
-/// A block with its batch.
+/// A block with its batch and its leader's signature (to serve it to replicas that lack it).
 #[derive(Clone, Debug)]
 pub(super) struct StoredBlock {
     pub(super) block: Block,
     pub(super) batch: Batch,
+    pub(super) signature: Signature,
 }
 
 /// Uncommitted blocks by id, at most one per round (the first seen: a second one from the
@@ -25,6 +26,8 @@ pub(super) struct Chain {
     blocks: HashMap<Digest, StoredBlock>,
     by_round: BTreeMap<u64, Digest>,
     capacity: usize,
+    /// The log's last executed sequence number, as of the last prune.
+    executed: u64,
     /// The last committed block's round and id (genesis: round 0).
     pub(super) committed_round: u64,
     pub(super) committed_id: Digest,
@@ -36,6 +39,7 @@ impl Chain {
             blocks: HashMap::new(),
             by_round: BTreeMap::new(),
             capacity: capacity.max(4),
+            executed: 0,
             committed_round: 0,
             committed_id: BlockVote::genesis().block,
         }
@@ -59,7 +63,13 @@ impl Chain {
 
     /// Adds a block above the committed one. A second, different block for a round is refused
     /// as equivocation; the oldest block goes when the chain is full (a run of timeouts).
-    pub(super) fn insert(&mut self, block: Block, batch: Batch) -> Result<(), Invalid> {
+    pub(super) fn insert(
+        &mut self,
+        block: Block,
+        batch: Batch,
+        signature: Signature,
+        keep_from: &Digest,
+    ) -> Result<(), Invalid> {
         if block.round <= self.committed_round && batch.requests.is_empty() {
             return Ok(());
         }
@@ -76,13 +86,49 @@ impl Chain {
             });
         }
         self.by_round.insert(block.round, id);
-        self.blocks.insert(id, StoredBlock { block, batch });
+        self.blocks.insert(
+            id,
+            StoredBlock {
+                block,
+                batch,
+                signature,
+            },
+        );
         while self.by_round.len() > self.capacity {
-            if let Some((_, oldest)) = self.by_round.pop_first() {
-                self.blocks.remove(&oldest);
-            }
+            self.evict_one(keep_from);
         }
         Ok(())
+    }
+
+    /// Makes room: the oldest block off the chain that ends at `keep_from` (an abandoned
+    /// fork) goes first, then the oldest block whose batch the log no longer needs, and only
+    /// then the oldest block at all. The chain's own blocks stay as long as possible: their
+    /// headers prove ancestry, and state transfer can only serve batches someone executed.
+    fn evict_one(&mut self, keep_from: &Digest) {
+        let executed = self.executed;
+        let on_chain: HashSet<Digest> = self
+            .path_to_committed(keep_from)
+            .iter()
+            .map(|stored| stored.block.id())
+            .collect();
+        let victim = self
+            .by_round
+            .iter()
+            .find(|(_, id)| !on_chain.contains(*id))
+            .or_else(|| {
+                self.by_round.iter().find(|(_, id)| {
+                    self.blocks
+                        .get(*id)
+                        .is_none_or(|b| b.batch.requests.is_empty() || b.block.seq <= executed)
+                })
+            })
+            .or_else(|| self.by_round.iter().next())
+            .map(|(round, _)| *round);
+        if let Some(round) = victim {
+            if let Some(id) = self.by_round.remove(&round) {
+                self.blocks.remove(&id);
+            }
+        }
     }
 
     /// The blocks from `id` back to (not including) the committed one, oldest first, as far as
@@ -102,6 +148,25 @@ impl Chain {
         }
         path.reverse();
         path
+    }
+
+    /// The first ancestor of `id` (or `id` itself) this replica lacks, with the sequence
+    /// number its child's certificate names, if the walk reaches one before the committed
+    /// block.
+    pub(super) fn first_missing(&self, id: &Digest, seq: u64) -> Option<(Digest, u64)> {
+        let mut cursor = *id;
+        let mut cursor_seq = seq;
+        while cursor != self.committed_id {
+            match self.blocks.get(&cursor) {
+                None => return Some((cursor, cursor_seq)),
+                Some(stored) if stored.block.round <= self.committed_round => return None,
+                Some(stored) => {
+                    cursor = stored.block.parent();
+                    cursor_seq = stored.block.justify.statement.seq;
+                }
+            }
+        }
+        None
     }
 
     /// The request keys carried by uncommitted blocks from `id` back, and whether any of them
@@ -126,6 +191,7 @@ impl Chain {
 
     /// Drops committed blocks whose batches the log has executed.
     pub(super) fn prune(&mut self, executed: u64) {
+        self.executed = executed;
         let blocks = &mut self.blocks;
         let committed_round = self.committed_round;
         self.by_round.retain(|round, id| {

@@ -57,6 +57,15 @@ use crate::safety::{SafetyState, SafetyUpdate};
 use chain::Chain;
 use pacemaker::TimeoutCollector;
 
+/// How many blocks a replica holds at most: room for the window's batches and for the empty
+/// or abandoned blocks of a run of timeouts between them.
+pub fn chain_capacity(config: &ProtocolConfig) -> usize {
+    4 * config.log_window as usize + 16
+}
+
+/// Blocks sent in answer to one fetch.
+const BLOCKS_PER_FETCH: usize = 16;
+
 /// One linear-mode replica.
 pub struct Replica {
     /// Identity, outbox, request pool, and the ordered log with its checkpoints.
@@ -93,6 +102,7 @@ pub struct Replica {
     last_vote: Option<(ReplicaId, u64, Message)>,
     last_timeout: Option<(u64, Message)>,
     last_proposal: Option<(u64, Message)>,
+    last_fetch: Option<(Digest, Time)>,
     next_tick: Time,
     pruned_at: u64,
 }
@@ -125,7 +135,7 @@ impl Replica {
         let mut ledger = Ledger::new(id, key, committee, config, now, safety.stable.clone());
         ledger.replay(log);
         let high_qc = safety.high_qc.clone().unwrap_or_else(genesis_qc);
-        let capacity = ledger.config.log_window as usize;
+        let capacity = chain_capacity(&ledger.config);
         let chain = Chain::new(capacity);
         let round = safety.voted_round.max(high_qc.statement.round + 1).max(1);
         let mut replica = Replica {
@@ -150,6 +160,7 @@ impl Replica {
             last_vote: None,
             last_timeout: None,
             last_proposal: None,
+            last_fetch: None,
         };
         replica.ledger.announce_checkpoints();
         replica
@@ -310,6 +321,8 @@ impl Replica {
         ancestry: Vec<BlockHeader>,
     ) -> Result<(), Invalid> {
         let body = block.body().clone();
+        let leader = block.signer();
+        let signature = block.signature();
         let message = Message::Propose {
             block: block.into_signed(),
             batch: batch.clone(),
@@ -318,7 +331,9 @@ impl Replica {
         };
         self.ledger
             .note_seq(self.leader(body.round), body.justify.statement.seq);
-        let stored = self.chain.insert(body.clone(), batch);
+        let stored = self
+            .chain
+            .insert(body.clone(), batch, signature, &self.high_qc.statement.block);
         self.use_early_certificate(body.seq);
         for certificate in certified {
             self.on_commit_certificate(certificate);
@@ -328,6 +343,7 @@ impl Replica {
             self.on_tc(tc.clone());
         }
         stored?;
+        self.fetch_missing(leader);
         if body.round < self.round {
             return Err(Invalid::Stale);
         }
@@ -554,7 +570,8 @@ impl Replica {
         let (carried, chain_busy) = self
             .chain
             .uncommitted_requests(&self.high_qc.statement.block, auth);
-        let has_requests = self.ledger.pool.has_unproposed(&carried);
+        let window_full = self.high_qc.statement.seq + 1 > self.ledger.window_high();
+        let has_requests = !window_full && self.ledger.pool.has_unproposed(&carried);
         let ripe = has_requests
             && (self.ledger.pool.len() >= carried.len() + self.ledger.config.max_batch_requests
                 || self
@@ -562,7 +579,12 @@ impl Replica {
                     .pool
                     .oldest_arrival()
                     .is_some_and(|t| t + self.ledger.config.batch_delay <= self.ledger.now));
-        let work = ripe || chain_busy || !self.fresh_certificates.is_empty();
+        // Batches committed but not yet certified need a certified child in a consecutive
+        // round: keep proposing (empty blocks if nothing else) until they have one.
+        let uncertified = !self
+            .uncertified_ancestry(&self.high_qc.statement.block)
+            .is_empty();
+        let work = ripe || chain_busy || uncertified || !self.fresh_certificates.is_empty();
         if !work {
             return;
         }
@@ -572,7 +594,7 @@ impl Replica {
         } else {
             Batch::default()
         };
-        if parent_seq + 1 > self.ledger.window_high() {
+        if window_full {
             // The window is full: an empty block still drives commits and checkpoints.
             batch = Batch::default();
         }
@@ -584,6 +606,7 @@ impl Replica {
             timeout,
         };
         let signed = self.ledger.sign(block.clone());
+        let signature = signed.signature;
         let certified: Vec<Certificate<CommitVote>> = std::mem::take(&mut self.fresh_certificates)
             .into_values()
             .collect();
@@ -593,7 +616,9 @@ impl Replica {
             Vec::new()
         };
         self.proposed_round = round;
-        let _ = self.chain.insert(block.clone(), batch.clone());
+        let _ = self
+            .chain
+            .insert(block.clone(), batch.clone(), signature, &block.parent());
         let message = Message::Propose {
             block: signed,
             batch,
@@ -607,21 +632,77 @@ impl Replica {
         }
     }
 
-    /// Headers from `id` back through blocks whose batches this replica has not executed:
-    /// the batches a certificate for `id`'s child commits. Stops at a block it lacks.
+    /// Headers from `id` back to the oldest block whose batch this replica holds no
+    /// certificate for: the batches a certificate for `id`'s child commits and still needs
+    /// certificates. Empty when every batch on the way is certified; stops at a block it lacks.
     fn uncertified_ancestry(&self, id: &Digest) -> Vec<BlockHeader> {
         let mut headers = Vec::new();
+        let mut needed = 0;
         let mut cursor = *id;
         while let Some(stored) = self.chain.get(&cursor) {
             if stored.block.seq <= self.ledger.last_executed
-                || headers.len() as u64 >= self.ledger.config.log_window
+                || headers.len() >= chain_capacity(&self.ledger.config)
             {
                 break;
             }
-            headers.push(stored.block.header());
+            let header = stored.block.header();
+            headers.push(header);
+            if header.carries_batch() && !self.ledger.committed.contains_key(&header.seq) {
+                needed = headers.len();
+            }
             cursor = stored.block.parent();
         }
+        headers.truncate(needed);
         headers
+    }
+
+    /// Asks `peer` for the first block this replica lacks between its highest certificate and
+    /// the last executed batch: without it, it can neither execute nor prove ancestry. At most
+    /// one request per retransmission interval.
+    fn fetch_missing(&mut self, peer: ReplicaId) {
+        let Some((id, seq)) = self
+            .chain
+            .first_missing(&self.high_qc.statement.block, self.high_qc.statement.seq)
+        else {
+            return;
+        };
+        if seq <= self.ledger.last_executed || id == genesis_qc().statement.block {
+            return;
+        }
+        let now = self.ledger.now;
+        if self
+            .last_fetch
+            .is_some_and(|(last, at)| last == id && now < at + self.ledger.config.retransmit_interval)
+        {
+            return;
+        }
+        self.last_fetch = Some((id, now));
+        self.ledger.send(peer, Message::FetchBlocks { id });
+    }
+
+    /// Serves a peer the block `id` and its ancestors (a bounded chunk, rate-limited per peer).
+    fn on_fetch_blocks(&mut self, from: ReplicaId, id: Digest) {
+        if self.chain.get(&id).is_none() || !self.ledger.may_help(from, 0) {
+            return;
+        }
+        let mut cursor = id;
+        for _ in 0..BLOCKS_PER_FETCH {
+            let Some(stored) = self.chain.get(&cursor) else {
+                break;
+            };
+            let message = Message::Propose {
+                block: Signed {
+                    body: stored.block.clone(),
+                    signer: self.leader(stored.block.round),
+                    signature: stored.signature,
+                },
+                batch: stored.batch.clone(),
+                certified: Vec::new(),
+                ancestry: Vec::new(),
+            };
+            cursor = stored.block.parent();
+            self.ledger.send(from, message);
+        }
     }
 
     fn on_timer(&mut self) {
@@ -747,6 +828,10 @@ impl Protocol for Replica {
                     high_qc,
                     last_tc,
                 } => self.on_timeout_message(from, timeout, high_qc, last_tc),
+                VerifiedMessage::FetchBlocks { id } => {
+                    self.on_fetch_blocks(from, id);
+                    Ok(())
+                }
                 VerifiedMessage::Sync { high_qc, last_tc } => {
                     self.on_sync(high_qc, last_tc);
                     Ok(())
@@ -781,16 +866,25 @@ impl Protocol for Replica {
     }
 
     fn poll_timeout(&self) -> Option<Time> {
+        // Only deadlines still ahead: one that passed without effect (a leader that may not
+        // propose yet) waits for the input that changes that, never spins.
+        let now = self.ledger.now;
         let mut next = self.next_tick;
-        if let Some(deadline) = self.round_deadline() {
+        if let Some(deadline) = self.round_deadline().filter(|d| *d > now) {
             next = next.min(deadline);
         }
         if self.leader(self.round) == self.ledger.id && self.proposed_round < self.round {
-            if let Some(arrival) = self.ledger.pool.oldest_arrival() {
-                next = next.min(arrival + self.ledger.config.batch_delay);
+            if let Some(flush) = self
+                .ledger
+                .pool
+                .oldest_arrival()
+                .map(|arrival| arrival + self.ledger.config.batch_delay)
+                .filter(|d| *d > now)
+            {
+                next = next.min(flush);
             }
         }
-        Some(next.max(self.ledger.now))
+        Some(next)
     }
 
     fn drain_actions(&mut self) -> Vec<Action> {
@@ -812,7 +906,8 @@ impl Protocol for Replica {
 
     fn footprint(&self) -> Footprint {
         Footprint {
-            slots: self.chain.len(),
+            slots: 0,
+            blocks: self.chain.len(),
             prepared: self.early_certificates.len(),
             committed_unexecuted: self.ledger.committed.len(),
             checkpoints: self.ledger.checkpoint_sets(),

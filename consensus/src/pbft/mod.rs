@@ -354,7 +354,8 @@ impl Protocol for Replica {
                 VerifiedMessage::Propose { .. }
                 | VerifiedMessage::Vote { .. }
                 | VerifiedMessage::Timeout { .. }
-                | VerifiedMessage::Sync { .. } => Err(Invalid::WrongProtocol),
+                | VerifiedMessage::Sync { .. }
+                | VerifiedMessage::FetchBlocks { .. } => Err(Invalid::WrongProtocol),
             },
         };
         self.follow_ledger(executed_before);
@@ -402,6 +403,7 @@ impl Protocol for Replica {
     fn footprint(&self) -> Footprint {
         Footprint {
             slots: self.slots.len(),
+            blocks: 0,
             prepared: self.prepared.len(),
             committed_unexecuted: self.ledger.committed.len(),
             checkpoints: self.ledger.checkpoint_sets(),
