@@ -14,7 +14,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ordinal_client::wire::{self, ClientReply, RejectKind, ReplicaStatus};
-use ordinal_consensus::pbft::Replica;
 use ordinal_consensus::{
     Action, CommittedBatch, Input, Invalid, Message, Protocol, Receipt, RequestKey, SafetyState,
 };
@@ -32,7 +31,7 @@ const TRANSFER_MAX_BYTES: usize = 16 << 20;
 
 /// The protocol thread's state.
 pub struct Driver {
-    replica: Replica,
+    replica: Box<dyn Protocol + Send>,
     safety: SafetyState,
     shared: Arc<Shared>,
     peers: Peers,
@@ -45,7 +44,7 @@ pub struct Driver {
 impl Driver {
     /// A driver around a replica restored from `safety` (what the store holds).
     pub fn new(
-        replica: Replica,
+        replica: Box<dyn Protocol + Send>,
         safety: SafetyState,
         shared: Arc<Shared>,
         peers: Peers,

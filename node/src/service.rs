@@ -6,7 +6,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use ordinal_client::wire::{self, ReplicaStatus};
-use ordinal_consensus::pbft::Replica;
 use ordinal_consensus::ProtocolKind;
 use ordinal_crypto::ReplicaId;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -37,12 +36,6 @@ pub struct RunningReplica {
 pub async fn start(loaded: &LoadedConfig) -> anyhow::Result<RunningReplica> {
     let config = &loaded.config;
     let id = ReplicaId(config.id);
-    if config.cluster.protocol != ProtocolKind::Pbft {
-        anyhow::bail!(
-            "cluster.protocol: {} is not available in this build yet (use pbft)",
-            config.cluster.protocol
-        );
-    }
     let key = loaded.key()?;
     let committee = loaded.committee.clone();
     let cluster_id = config.cluster.cluster_id()?;
@@ -63,7 +56,8 @@ pub async fn start(loaded: &LoadedConfig) -> anyhow::Result<RunningReplica> {
                 None
             }
         });
-        let replica = Replica::restore(
+        let replica = ordinal_consensus::start_replica(
+            config.cluster.protocol,
             id,
             ordinal_crypto::KeyPair::from_seed(key.secret_bytes()),
             committee.clone(),
@@ -77,7 +71,7 @@ pub async fn start(loaded: &LoadedConfig) -> anyhow::Result<RunningReplica> {
         }
         replica
     };
-    let recovered = ordinal_consensus::Protocol::status(&replica);
+    let recovered = replica.status();
 
     let metrics = Metrics::new().context("creating metrics")?;
     for member in committee.members() {
@@ -234,10 +228,7 @@ async fn bind_endpoint(
     let deadline = tokio::time::Instant::now() + BIND_RETRY;
     loop {
         match quinn::Endpoint::server(server.clone(), address) {
-            Err(e)
-                if e.kind() == std::io::ErrorKind::AddrInUse
-                    && tokio::time::Instant::now() < deadline =>
-            {
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && tokio::time::Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
             result => return result,

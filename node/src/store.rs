@@ -5,16 +5,17 @@
 //! Every value carries a CRC32 of its bytes, and RocksDB's own block checksums and paranoid
 //! checks are on, so a corrupted or truncated store is reported at open, never used. The
 //! client de-duplication table is not stored separately: it is a function of the committed
-//! log, and [`ordinal_consensus::pbft::Replica::restore`] rebuilds it by replaying the log.
+//! log, and [`ordinal_consensus::start_replica`] rebuilds it by replaying the log.
 //!
 //! Keys: `format` (layout version and cluster id), `b` + seq (big-endian, so iteration is in
 //! sequence order), `s/view`, `s/stable`, `s/p` + seq (prepare votes), `s/q` + seq (prepared
-//! certificates).
+//! certificates); for the linear mode `s/voted` (last voted round) and `s/hqc` (highest quorum
+//! certificate).
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use ordinal_consensus::messages::{PreparedProof, StableCheckpoint};
+use ordinal_consensus::messages::{PreparedProof, QuorumCert, StableCheckpoint};
 use ordinal_consensus::{CommittedBatch, SafetyState, SafetyUpdate};
 use ordinal_crypto::Digest;
 use rocksdb::{Direction, IteratorMode, Options, WriteBatch, WriteOptions, DB};
@@ -28,6 +29,8 @@ const VIEW_KEY: &[u8] = b"s/view";
 const STABLE_KEY: &[u8] = b"s/stable";
 const PREPARE_PREFIX: &[u8] = b"s/p";
 const PREPARED_PREFIX: &[u8] = b"s/q";
+const VOTED_KEY: &[u8] = b"s/voted";
+const HIGH_QC_KEY: &[u8] = b"s/hqc";
 
 /// Why the store cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -167,6 +170,14 @@ impl Writes {
                         .put(seq_key(PREPARED_PREFIX, proof.seq()), encode(kept));
                 }
             }
+            SafetyUpdate::Voted { .. } => {
+                self.batch.put(VOTED_KEY, encode(&state.voted_round));
+            }
+            SafetyUpdate::HighQc(_) => {
+                if let Some(qc) = &state.high_qc {
+                    self.batch.put(HIGH_QC_KEY, encode(qc));
+                }
+            }
             SafetyUpdate::Stable(_) => {
                 self.batch.put(STABLE_KEY, encode(&state.stable));
                 // Votes at or below the stable checkpoint are never needed again.
@@ -254,6 +265,12 @@ impl Store {
         }
         if let Some(value) = self.db.get(STABLE_KEY)? {
             state.stable = decode::<StableCheckpoint>(STABLE_KEY, &value)?;
+        }
+        if let Some(value) = self.db.get(VOTED_KEY)? {
+            state.voted_round = decode(VOTED_KEY, &value)?;
+        }
+        if let Some(value) = self.db.get(HIGH_QC_KEY)? {
+            state.high_qc = Some(decode::<QuorumCert>(HIGH_QC_KEY, &value)?);
         }
         for item in self.db.prefix_iterator(PREPARE_PREFIX) {
             let (key, value) = item?;
@@ -444,6 +461,8 @@ mod tests {
                     seq: 6,
                     digest: Digest::of(b"x"),
                 },
+                SafetyUpdate::Voted { round: 9 },
+                SafetyUpdate::HighQc(ordinal_consensus::messages::genesis_qc()),
             ] {
                 state.apply(&update);
                 writes.put_safety(&update, &state);
@@ -458,6 +477,11 @@ mod tests {
         let state = store.safety().unwrap();
         assert_eq!((state.view, state.changing), (3, true));
         assert_eq!(state.prepares.get(&6).map(|p| p.0), Some(3));
+        assert_eq!(
+            state.voted_round, 9,
+            "the linear mode's last voted round survives"
+        );
+        assert_eq!(state.high_qc, Some(ordinal_consensus::messages::genesis_qc()));
         // Another cluster's replica refuses the directory.
         drop(store);
         let other = Store::open(dir.path(), SyncPolicy::Always, &Digest::of(b"other"));

@@ -11,6 +11,7 @@ use std::time::Duration;
 use common::{positions, serial, Cluster};
 use futures::StreamExt as _;
 use ordinal_client::{Client, CommittedBatch, Receipt};
+use ordinal_consensus::ProtocolKind;
 use ordinal_consensus::RequestAuth;
 
 /// Submits until `stop`, `concurrency` at a time; returns every verified receipt and the
@@ -241,4 +242,53 @@ async fn killing_the_primary_changes_the_view_and_loses_nothing() {
         receipts.iter().any(|r| r.view() >= 1),
         "no receipt from the new view"
     );
+}
+
+/// The linear mode over the same transport and store: a killed replica is a silent leader for
+/// every fourth round (each costs one timeout), its restart catches up, and all four logs end
+/// identical, with every receipt in them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_linear_cluster_survives_a_killed_leader_and_its_restart() {
+    let _serial = serial().await;
+    let mut cluster = Cluster::start_running(4, 22_400, RequestAuth::Unsigned, ProtocolKind::Linear);
+    let clients = vec![cluster.client().await, cluster.client().await];
+    let stop = Arc::new(AtomicBool::new(false));
+    let handles = spawn_load(&clients, &stop);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    cluster.kill(1);
+    let at_kill = cluster
+        .log_of(&clients[0], 0, 1, Duration::from_secs(10))
+        .await
+        .len() as u64;
+    // Rounds led by the dead replica time out; the others still commit.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(status) = clients[0].replica_status(0).await {
+            // Twenty batches take at least twenty rounds, five of them the dead replica's.
+            if status.committed_seq > at_kill + 20 {
+                break;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no progress after a leader died\n{}",
+            cluster.replica_log(0)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    cluster.start_replica(1);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stop.store(true, Ordering::Relaxed);
+    let (receipts, _) = collect(handles).await;
+    let high = receipts.iter().map(|r| r.seq).max().unwrap();
+    let mut logs = Vec::new();
+    for i in 0..4 {
+        logs.push(
+            cluster
+                .log_of(&clients[0], i, high, Duration::from_secs(60))
+                .await,
+        );
+    }
+    assert_same_logs(&logs);
+    assert_receipts_in_log(&receipts, &logs[0]);
 }

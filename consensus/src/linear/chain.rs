@@ -150,16 +150,16 @@ impl Chain {
         path
     }
 
-    /// The first ancestor of `id` (or `id` itself) this replica lacks, with the sequence
-    /// number its child's certificate names, if the walk reaches one before the committed
-    /// block.
-    pub(super) fn first_missing(&self, id: &Digest, seq: u64) -> Option<(Digest, u64)> {
+    /// The first block this replica lacks on the way back from `id` (whose certificate names
+    /// `seq`) to the batches the log has executed (`executed`), with the sequence number its
+    /// child's certificate names.
+    pub(super) fn first_missing(&self, id: &Digest, seq: u64, executed: u64) -> Option<(Digest, u64)> {
+        let genesis = BlockVote::genesis().block;
         let mut cursor = *id;
         let mut cursor_seq = seq;
-        while cursor != self.committed_id {
+        while cursor != genesis && cursor_seq > executed {
             match self.blocks.get(&cursor) {
                 None => return Some((cursor, cursor_seq)),
-                Some(stored) if stored.block.round <= self.committed_round => return None,
                 Some(stored) => {
                     cursor = stored.block.parent();
                     cursor_seq = stored.block.justify.statement.seq;

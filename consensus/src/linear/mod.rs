@@ -660,15 +660,13 @@ impl Replica {
     /// the last executed batch: without it, it can neither execute nor prove ancestry. At most
     /// one request per retransmission interval.
     fn fetch_missing(&mut self, peer: ReplicaId) {
-        let Some((id, seq)) = self
-            .chain
-            .first_missing(&self.high_qc.statement.block, self.high_qc.statement.seq)
-        else {
+        let Some((id, _)) = self.chain.first_missing(
+            &self.high_qc.statement.block,
+            self.high_qc.statement.seq,
+            self.ledger.last_executed,
+        ) else {
             return;
         };
-        if seq <= self.ledger.last_executed || id == genesis_qc().statement.block {
-            return;
-        }
         let now = self.ledger.now;
         if self
             .last_fetch

@@ -9,7 +9,10 @@ use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
 use crate::batch::Batch;
-use crate::messages::{CommitVote, Message, NewView, PrepareVote, Proposal, StableCheckpoint, ViewChange};
+use crate::messages::{
+    Block, BlockVote, CommitVote, Message, NewView, PrepareVote, Proposal, StableCheckpoint, TimeoutCert,
+    TimeoutVote, ViewChange,
+};
 
 /// How a Byzantine replica misbehaves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -141,6 +144,14 @@ pub fn rewrite(
                         Message::Checkpoint(v) => corrupt_signature(&mut v.signature, rng),
                         Message::ViewChange(v) => corrupt_signature(&mut v.signature, rng),
                         Message::NewView(v) => corrupt_signature(&mut v.signature, rng),
+                        Message::Propose { block, .. } => corrupt_signature(&mut block.signature, rng),
+                        Message::Vote { vote, commits } => {
+                            corrupt_signature(&mut vote.signature, rng);
+                            if let Some(c) = commits.first_mut() {
+                                corrupt_signature(&mut c.signature, rng);
+                            }
+                        }
+                        Message::Timeout { timeout, .. } => corrupt_signature(&mut timeout.signature, rng),
                         Message::Batches(bs) => {
                             if let Some(b) = bs.first_mut() {
                                 if let Some((_, s)) = b.certificate.votes.first_mut() {
@@ -172,8 +183,24 @@ pub fn rewrite(
         }
         Behaviour::WrongDigest => {
             let m = match message {
-                vote @ (Message::Prepare(_) | Message::Commit(_)) => {
+                vote @ (Message::Prepare(_) | Message::Commit(_) | Message::Vote { .. }) => {
                     vote_for_random_digest(&vote, rng, signer)
+                }
+                Message::Propose {
+                    block,
+                    batch,
+                    certified,
+                    ancestry,
+                } => {
+                    // A block whose digest does not match its batch.
+                    let mut body = block.body;
+                    body.batch_digest = random_digest(rng);
+                    Message::Propose {
+                        block: signer.sign(body),
+                        batch,
+                        certified,
+                        ancestry,
+                    }
                 }
                 Message::Checkpoint(v) => {
                     let mut body = v.body;
@@ -226,6 +253,21 @@ fn vote_for_random_digest(message: &Message, rng: &mut ChaCha8Rng, signer: &Sign
             digest: random_digest(rng),
             ..v.body
         })),
+        Message::Vote { vote, commits } => Message::Vote {
+            vote: signer.sign(BlockVote {
+                block: random_digest(rng),
+                ..vote.body
+            }),
+            commits: commits
+                .iter()
+                .map(|c| {
+                    signer.sign(CommitVote {
+                        digest: random_digest(rng),
+                        ..c.body
+                    })
+                })
+                .collect(),
+        },
         other => other.clone(),
     }
 }
@@ -249,7 +291,34 @@ fn equivocal(message: &Message, rng: &mut ChaCha8Rng, signer: &Signer<'_>) -> Me
                 batch: other,
             }
         }
-        Message::Prepare(_) | Message::Commit(_) => vote_for_random_digest(message, rng, signer),
+        Message::Prepare(_) | Message::Commit(_) | Message::Vote { .. } => {
+            vote_for_random_digest(message, rng, signer)
+        }
+        Message::Propose {
+            block,
+            batch,
+            certified,
+            ancestry,
+        } => {
+            // The same round, another batch (reversed, or none), validly signed.
+            let mut other = Batch {
+                requests: batch.requests.iter().rev().cloned().collect(),
+            };
+            if other.requests.len() < 2 {
+                other.requests.clear();
+            }
+            let body = Block {
+                seq: block.body.justify.statement.seq + u64::from(!other.requests.is_empty()),
+                batch_digest: other.digest(),
+                ..block.body.clone()
+            };
+            Message::Propose {
+                block: signer.sign(body),
+                batch: other,
+                certified: certified.clone(),
+                ancestry: ancestry.clone(),
+            }
+        }
         Message::NewView(nv) => {
             // A different (smaller) set of view changes to half the replicas.
             let mut changes = nv.body.view_changes.clone();
@@ -301,6 +370,37 @@ fn forge_view_change(
             }
         }
         Message::NewView(_) => send(&equivocal(&message, rng, signer)),
+        Message::Timeout {
+            timeout,
+            high_qc,
+            last_tc,
+        } => {
+            send(&message);
+            // Claim a far higher certificate than it holds (the certificate still names the
+            // real one, so the claim must be refused), and forge a timeout certificate from
+            // its own timeout alone with corrupted copies standing in for a quorum.
+            send(&Message::Timeout {
+                timeout: signer.sign(TimeoutVote {
+                    round: timeout.body.round + 5,
+                    high_qc_round: timeout.body.round + 4,
+                }),
+                high_qc: high_qc.clone(),
+                last_tc: last_tc.clone(),
+            });
+            let mut forged = Vec::new();
+            for _ in 0..3 {
+                let mut copy = timeout.clone();
+                corrupt_signature(&mut copy.signature, rng);
+                forged.push(copy);
+            }
+            send(&Message::Sync {
+                high_qc: high_qc.clone(),
+                last_tc: Some(TimeoutCert {
+                    round: timeout.body.round,
+                    timeouts: forged,
+                }),
+            });
+        }
         other => {
             send(other);
             if rng.gen_bool(0.1) {

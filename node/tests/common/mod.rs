@@ -32,10 +32,20 @@ pub struct Cluster {
 impl Cluster {
     /// Generates an n-replica cluster; starts nothing.
     pub fn generate(replicas: usize, base_port: u16, request_auth: RequestAuth) -> Cluster {
+        Self::generate_running(replicas, base_port, request_auth, ProtocolKind::Pbft)
+    }
+
+    /// Generates an n-replica cluster running `protocol`; starts nothing.
+    pub fn generate_running(
+        replicas: usize,
+        base_port: u16,
+        request_auth: RequestAuth,
+        protocol: ProtocolKind,
+    ) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
         let spec = TestnetSpec {
             replicas,
-            protocol: ProtocolKind::Pbft,
+            protocol,
             host: [127, 0, 0, 1].into(),
             base_port,
             docker: false,
@@ -54,7 +64,17 @@ impl Cluster {
 
     /// Generates and starts every replica.
     pub fn start(replicas: usize, base_port: u16, request_auth: RequestAuth) -> Cluster {
-        let mut cluster = Self::generate(replicas, base_port, request_auth);
+        Self::start_running(replicas, base_port, request_auth, ProtocolKind::Pbft)
+    }
+
+    /// Generates and starts every replica of a cluster running `protocol`.
+    pub fn start_running(
+        replicas: usize,
+        base_port: u16,
+        request_auth: RequestAuth,
+        protocol: ProtocolKind,
+    ) -> Cluster {
+        let mut cluster = Self::generate_running(replicas, base_port, request_auth, protocol);
         for i in 0..replicas {
             cluster.start_replica(i);
         }
