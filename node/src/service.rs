@@ -6,7 +6,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use ordinal_client::wire::{self, ReplicaStatus};
-use ordinal_consensus::ProtocolKind;
 use ordinal_crypto::ReplicaId;
 use tokio::sync::{mpsc, oneshot, watch};
 

@@ -77,7 +77,10 @@ pub struct Replica {
     timer_start: Time,
     /// When the replica started waiting for progress (requests or batches in flight).
     waiting_since: Option<Time>,
+    /// Consecutive rounds entered by a timeout certificate (the backoff exponent).
     failed_rounds: u32,
+    /// Whether this round's timeout went to everyone (its next leader did not answer in time).
+    timeout_broadcast: bool,
     timeouts_total: u64,
     timeouts: TimeoutCollector,
     /// The timeout certificate for the round before the current one, if that is how it began.
@@ -146,6 +149,7 @@ impl Replica {
             timer_start: now,
             waiting_since: None,
             failed_rounds: 0,
+            timeout_broadcast: false,
             timeouts_total: 0,
             timeouts: TimeoutCollector::default(),
             last_tc: None,
@@ -183,7 +187,9 @@ impl Replica {
     /// The round timeout: the base doubled for each consecutive failed round, capped.
     fn timeout(&self) -> Time {
         let config = &self.ledger.config;
-        let factor = 1u32 << self.failed_rounds.min(16);
+        // A dead replica fails two rounds in a row under round-robin (its own, and the one
+        // before, whose votes it would collect): doubling starts after the first failure.
+        let factor = 1u32 << self.failed_rounds.saturating_sub(1).min(16);
         config
             .view_timeout
             .checked_mul(factor)
@@ -203,9 +209,22 @@ impl Replica {
         carries
     }
 
+    /// When the round timer fires: the full timeout while waiting in the round; after timing
+    /// it out, half of it for the next leader's timeout certificate before telling everyone.
     fn round_deadline(&self) -> Option<Time> {
         let since = self.waiting_since?;
-        Some(since.max(self.timer_start) + self.timeout())
+        let wait = if self.timed_out_here() && !self.timeout_broadcast {
+            self.timeout() / 2
+        } else {
+            self.timeout()
+        };
+        Some(since.max(self.timer_start) + wait)
+    }
+
+    fn timed_out_here(&self) -> bool {
+        self.last_timeout
+            .as_ref()
+            .is_some_and(|(round, _)| *round == self.round)
     }
 
     /// Enters `round`; `certified` when a quorum certificate for the round before led here
@@ -216,9 +235,12 @@ impl Replica {
         }
         self.round = round;
         self.timer_start = self.ledger.now;
-        if certified {
-            self.failed_rounds = 0;
-        }
+        self.timeout_broadcast = false;
+        self.failed_rounds = if certified {
+            0
+        } else {
+            self.failed_rounds.saturating_add(1)
+        };
         if self.last_tc.as_ref().is_some_and(|tc| tc.round + 1 != round) {
             self.last_tc = None;
         }
@@ -517,10 +539,9 @@ impl Replica {
     }
 
     /// The round timer fired (or F+1 gave up on this round): never vote in it again, durable
-    /// first, and tell the next leader, or everyone once a second timer fired in a row.
+    /// first, and tell the next leader; everyone, if its certificate does not come in time.
     fn time_out(&mut self) {
         let round = self.round;
-        self.failed_rounds = self.failed_rounds.saturating_add(1);
         self.timeouts_total += 1;
         self.timer_start = self.ledger.now;
         if self.voted_round < round {
@@ -543,7 +564,7 @@ impl Replica {
     }
 
     fn send_timeout(&mut self, message: Message) {
-        if self.failed_rounds >= 2 {
+        if self.timeout_broadcast {
             self.ledger.broadcast(message);
         } else {
             let next = self.leader(self.round + 1);
@@ -718,7 +739,7 @@ impl Replica {
                     .is_some_and(|(round, _)| *round == self.round)
                 {
                     // Timed out here already: the next leader failed too. Say it to everyone.
-                    self.failed_rounds = self.failed_rounds.saturating_add(1).max(2);
+                    self.timeout_broadcast = true;
                     self.timer_start = now;
                     if let Some((_, message)) = self.last_timeout.clone() {
                         self.ledger.broadcast(message);

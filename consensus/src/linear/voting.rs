@@ -77,10 +77,13 @@ mod tests {
         }
     }
 
-    /// (block round, qc round, TC (round, reported high-QC rounds), last voted round, votes?)
+    /// A timeout certificate: its round and the high-certificate rounds its signers reported.
+    type Tc = Option<(u64, &'static [u64])>;
+
+    /// (block round, qc round, TC, last voted round, votes?)
     #[test]
     fn voting_rule_table() {
-        let table: &[(u64, u64, Option<(u64, &[u64])>, u64, bool)] = &[
+        let table: &[(u64, u64, Tc, u64, bool)] = &[
             (5, 4, None, 4, true),                   // the happy path
             (5, 4, None, 5, false),                  // already voted in round 5
             (5, 4, None, 7, false),                  // timed out beyond it
