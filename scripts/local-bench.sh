@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The main job: a local 4-replica cluster on loopback (no Docker) under open-loop load.
 #   bash scripts/local-bench.sh [RATE] [DURATION] [TX_SIZE]     (defaults: 5000 20 512)
+#   PROTOCOL=linear bash scripts/local-bench.sh                 (the linear mode; default pbft)
 # Installs missing system packages, builds the release binaries, starts `ordinal-node local`,
 # runs `ordinal bench` against it, stops the cluster, and leaves the JSON report in
 # target/bench-local.json.
@@ -9,13 +10,14 @@ cd "$(dirname "$0")/.."
 rate=${1:-5000}
 duration=${2:-20}
 tx_size=${3:-512}
+protocol=${PROTOCOL:-pbft}
 
 bash scripts/setup.sh
 cargo build --release -p ordinal-node -p ordinal-client
 
 dir=$(mktemp -d -t ordinal-local-XXXXXX)
 out="$dir/local.out"
-target/release/ordinal-node local --replicas 4 --dir "$dir/cluster" >"$out" 2>"$dir/local.log" &
+target/release/ordinal-node local --replicas 4 --protocol "$protocol" --dir "$dir/cluster" >"$out" 2>"$dir/local.log" &
 local_pid=$!
 cleanup() {
   kill -INT "$local_pid" 2>/dev/null || true

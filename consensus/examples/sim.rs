@@ -74,41 +74,67 @@ struct Args {
     calm: bool,
 }
 
-/// Messages and bytes per committed batch, in Markdown.
+/// Message kinds that agree on a batch, and those that change views, per protocol.
+fn kinds(kind: ProtocolKind) -> (&'static [&'static str], &'static [&'static str]) {
+    match kind {
+        ProtocolKind::Pbft => (&["pre_prepare", "prepare", "commit"], &["view_change", "new_view"]),
+        ProtocolKind::Linear => (&["propose", "vote"], &["timeout", "sync", "fetch_blocks"]),
+    }
+}
+
+/// Messages and bytes per committed batch for both protocols, in Markdown, then the ratio of
+/// agreement messages (linear / PBFT) per n.
 fn complexity() {
-    println!("| n | scenario | batches | messages/batch | bytes/batch | agreement messages/batch (pre-prepare, prepare, commit) | view-change messages (VIEW-CHANGE + NEW-VIEW, total) |");
-    println!("|---|---|---|---|---|---|---|");
+    println!("| n | protocol | scenario | batches | messages/batch | bytes/batch | agreement messages/batch | view-change messages (total) |");
+    println!("|---|---|---|---|---|---|---|---|");
+    let mut ratios = Vec::new();
     for n in [4, 7, 10, 13, 16] {
-        for (scenario, silent_primary) in [("steady state", false), ("view change", true)] {
-            let mut config = SimConfig::calm(1, n);
-            config.requests_per_client = 40;
-            config.submit_window = std::time::Duration::from_secs(2);
-            if silent_primary {
-                config.byzantine = vec![(0, ordinal_consensus::sim::Behaviour::Silent)];
-            }
-            let report = run(config);
-            let batches = report.decided_seq.max(1);
-            let agreement: u64 = ["pre_prepare", "prepare", "commit"]
-                .iter()
-                .filter_map(|k| report.traffic.by_kind.get(k).map(|(m, _)| *m))
-                .sum();
-            let view_change: u64 = ["view_change", "new_view"]
-                .iter()
-                .filter_map(|k| report.traffic.by_kind.get(k).map(|(m, _)| *m))
-                .sum();
-            println!(
-                "| {n} | {scenario} | {} | {:.1} | {:.0} | {:.1} | {view_change} |{}",
-                report.decided_seq,
-                report.traffic.messages() as f64 / batches as f64,
-                report.traffic.bytes() as f64 / batches as f64,
-                agreement as f64 / batches as f64,
-                if report.violations.is_empty() {
-                    ""
-                } else {
-                    " violations!"
+        let mut agreement_per_batch = std::collections::BTreeMap::new();
+        for kind in [ProtocolKind::Pbft, ProtocolKind::Linear] {
+            for (scenario, silent_leader) in [("steady state", false), ("view change", true)] {
+                let mut config = SimConfig::calm(1, n);
+                config.kind = kind;
+                config.requests_per_client = 40;
+                config.submit_window = std::time::Duration::from_secs(2);
+                if silent_leader {
+                    config.byzantine = vec![(0, ordinal_consensus::sim::Behaviour::Silent)];
                 }
-            );
+                let report = run(config);
+                let batches = report.decided_seq.max(1);
+                let (agreement_kinds, view_change_kinds) = kinds(kind);
+                let count = |names: &[&str]| -> u64 {
+                    names
+                        .iter()
+                        .filter_map(|k| report.traffic.by_kind.get(k).map(|(m, _)| *m))
+                        .sum()
+                };
+                let agreement = count(agreement_kinds) as f64 / batches as f64;
+                if !silent_leader {
+                    agreement_per_batch.insert(kind.to_string(), agreement);
+                }
+                println!(
+                    "| {n} | {kind} | {scenario} | {} | {:.1} | {:.0} | {agreement:.1} | {} |{}",
+                    report.decided_seq,
+                    report.traffic.messages() as f64 / batches as f64,
+                    report.traffic.bytes() as f64 / batches as f64,
+                    count(view_change_kinds),
+                    if report.violations.is_empty() {
+                        ""
+                    } else {
+                        " violations!"
+                    }
+                );
+            }
         }
+        if let (Some(linear), Some(pbft)) = (agreement_per_batch.get("linear"), agreement_per_batch.get("pbft")) {
+            ratios.push((n, linear / pbft));
+        }
+    }
+    println!();
+    println!("| n | linear / PBFT agreement messages per batch (steady state) |");
+    println!("|---|---|");
+    for (n, ratio) in ratios {
+        println!("| {n} | {ratio:.2} |");
     }
 }
 
