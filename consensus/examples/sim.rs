@@ -77,7 +77,10 @@ struct Args {
 /// Message kinds that agree on a batch, and those that change views, per protocol.
 fn kinds(kind: ProtocolKind) -> (&'static [&'static str], &'static [&'static str]) {
     match kind {
-        ProtocolKind::Pbft => (&["pre_prepare", "prepare", "commit"], &["view_change", "new_view"]),
+        ProtocolKind::Pbft => (
+            &["pre_prepare", "prepare", "commit"],
+            &["view_change", "new_view"],
+        ),
         ProtocolKind::Linear => (&["propose", "vote"], &["timeout", "sync", "fetch_blocks"]),
     }
 }
@@ -126,7 +129,9 @@ fn complexity() {
                 );
             }
         }
-        if let (Some(linear), Some(pbft)) = (agreement_per_batch.get("linear"), agreement_per_batch.get("pbft")) {
+        if let (Some(linear), Some(pbft)) =
+            (agreement_per_batch.get("linear"), agreement_per_batch.get("pbft"))
+        {
             ratios.push((n, linear / pbft));
         }
     }
