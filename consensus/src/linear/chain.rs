@@ -169,6 +169,24 @@ impl Chain {
         None
     }
 
+    /// Whether an uncommitted block from `id` back carries a batch (the chain still needs
+    /// rounds to commit it).
+    pub(super) fn carries_uncommitted_batch(&self, id: &Digest) -> bool {
+        let mut cursor = *id;
+        while cursor != self.committed_id {
+            match self.blocks.get(&cursor) {
+                Some(stored) if stored.block.round > self.committed_round => {
+                    if !stored.batch.requests.is_empty() {
+                        return true;
+                    }
+                    cursor = stored.block.parent();
+                }
+                _ => return false,
+            }
+        }
+        false
+    }
+
     /// The request keys carried by uncommitted blocks from `id` back, and whether any of them
     /// holds a batch (so a leader knows its chain still needs rounds to commit).
     pub(super) fn uncommitted_requests(&self, id: &Digest, auth: RequestAuth) -> (HashSet<RequestKey>, bool) {

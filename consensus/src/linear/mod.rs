@@ -203,10 +203,8 @@ impl Replica {
         if self.ledger.pool.len() > 0 {
             return true;
         }
-        let (_, carries) = self
-            .chain
-            .uncommitted_requests(&self.high_qc.statement.block, self.ledger.config.request_auth);
-        carries
+        self.chain
+            .carries_uncommitted_batch(&self.high_qc.statement.block)
     }
 
     /// When the round timer fires: the full timeout while waiting in the round; after timing
@@ -396,6 +394,11 @@ impl Replica {
     fn vote(&mut self, block: &Block, ancestry: &[BlockHeader]) {
         self.voted_round = block.round;
         self.ledger.persist(SafetyUpdate::Voted { round: block.round });
+        self.send_vote(block, ancestry);
+    }
+
+    /// Signs and sends the vote for `block`; the caller made the round durable as voted.
+    fn send_vote(&mut self, block: &Block, ancestry: &[BlockHeader]) {
         let vote = self.ledger.sign(BlockVote {
             round: block.round,
             block: block.id(),
@@ -640,6 +643,11 @@ impl Replica {
         let _ = self
             .chain
             .insert(block.clone(), batch.clone(), signature, &block.parent());
+        // The round is durable as voted before the proposal leaves: a leader restarted after
+        // sending it never proposes a second block in the same round.
+        let votes_for_it = voting::safe_to_vote(&block, self.voted_round);
+        self.voted_round = round;
+        self.ledger.persist(SafetyUpdate::Voted { round });
         let message = Message::Propose {
             block: signed,
             batch,
@@ -648,8 +656,8 @@ impl Replica {
         };
         self.ledger.broadcast(message.clone());
         self.last_proposal = Some((round, message));
-        if voting::safe_to_vote(&block, self.voted_round) {
-            self.vote(&block, &ancestry);
+        if votes_for_it {
+            self.send_vote(&block, &ancestry);
         }
     }
 
@@ -775,7 +783,8 @@ impl Replica {
     }
 
     fn on_catch_up(&mut self, from: ReplicaId, next_seq: u64, round: u64, stable_seq: u64) {
-        let view_proof = round < self.round;
+        // A peer one round behind is normal in a pipeline; two or more, it missed certificates.
+        let view_proof = round + 1 < self.round;
         if self.ledger.on_catch_up(from, next_seq, stable_seq, view_proof) && view_proof {
             let sync = self.sync_message();
             self.ledger.send(from, sync);

@@ -1,0 +1,188 @@
+//! The linear mode (Jolteon) on its own: a replica's vote is durable before it leaves and is
+//! never cast twice in a round, even across a restart; and the real state machines in the
+//! simulator under calm runs, Byzantine replicas and a crash-restart.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::time::Duration;
+
+use ordinal_consensus::messages::{genesis_qc, Block, Message};
+use ordinal_consensus::sim::{committee, replica_key, run, Behaviour, Crash, LinkFaults, Report, SimConfig};
+use ordinal_consensus::{
+    linear, Action, Batch, Input, Protocol, ProtocolConfig, ProtocolKind, Request, SafetyState, SafetyUpdate,
+};
+use ordinal_crypto::{Committee, KeyPair, ReplicaId, Signed};
+
+fn linear_config(seed: u64, replicas: usize) -> SimConfig {
+    let mut config = SimConfig::calm(seed, replicas);
+    config.kind = ProtocolKind::Linear;
+    config
+}
+
+fn assert_clean(report: &Report, what: &str) {
+    assert!(
+        report.violations.is_empty(),
+        "{what} (seed {}): {:?}",
+        report.seed,
+        report.violations
+    );
+    assert_eq!(
+        report.answered, report.submitted,
+        "{what}: every request answered"
+    );
+    assert!(report.submitted > 0);
+}
+
+#[test]
+fn calm_linear_cluster_orders_everything_without_timeouts() {
+    for replicas in [1, 4, 7] {
+        let report = run(linear_config(1, replicas));
+        assert_clean(&report, "calm");
+        assert!(report.decided_seq > 0);
+        for (replica, status) in &report.final_status {
+            assert_eq!(
+                status.view_changes, 0,
+                "replica {replica} timed out a round (n={replicas})"
+            );
+        }
+    }
+}
+
+#[test]
+fn every_byzantine_behaviour_under_the_linear_mode() {
+    for behaviour in Behaviour::ALL {
+        for (replicas, faulty) in [
+            (4, vec![(2, behaviour)]),
+            (7, vec![(0, behaviour), (4, Behaviour::Silent)]),
+        ] {
+            let mut config = linear_config(3, replicas);
+            config.byzantine = faulty;
+            config.link_faults = LinkFaults {
+                drop: 0.02,
+                duplicate: 0.02,
+                reorder: 0.05,
+            };
+            config.heal_at = Duration::from_secs(2);
+            let report = run(config);
+            assert_clean(&report, behaviour.name());
+        }
+    }
+}
+
+#[test]
+fn linear_crash_restart_keeps_safety_and_catches_up() {
+    for seed in 0..4 {
+        let mut config = linear_config(seed, 4);
+        config.crashes = vec![Crash {
+            replica: 1 + seed as usize % 3,
+            at: Duration::from_millis(300),
+            restart_at: Duration::from_millis(1200),
+        }];
+        config.heal_at = Duration::from_millis(1200);
+        let report = run(config);
+        assert_clean(&report, "crash-restart");
+    }
+}
+
+fn replica(committee: &Committee, id: u16, safety: SafetyState) -> linear::Replica {
+    let config = ProtocolConfig {
+        request_auth: ordinal_consensus::RequestAuth::Unsigned,
+        ..ProtocolConfig::default()
+    };
+    linear::Replica::restore(
+        ReplicaId(id),
+        replica_key(id as usize),
+        committee.clone(),
+        config,
+        Duration::ZERO,
+        safety,
+        Vec::new(),
+    )
+}
+
+/// Round 1's proposal from its leader (replica 1), extending genesis, carrying `tag`.
+fn proposal(committee: &Committee, tag: u8) -> Input {
+    let client = KeyPair::from_seed([9; 32]).public();
+    let batch = Batch {
+        requests: vec![Request::unsigned(client, tag as u64, vec![tag])],
+    };
+    let block = Block {
+        round: 1,
+        seq: 1,
+        batch_digest: batch.digest(),
+        justify: genesis_qc(),
+        timeout: None,
+    };
+    let message = Message::Propose {
+        block: Signed::sign(block, ReplicaId(1), &replica_key(1), committee),
+        batch,
+        certified: Vec::new(),
+        ancestry: Vec::new(),
+    };
+    let config = ProtocolConfig {
+        request_auth: ordinal_consensus::RequestAuth::Unsigned,
+        ..ProtocolConfig::default()
+    };
+    Input::Message {
+        from: ReplicaId(1),
+        message: message.verify(committee, &config).unwrap(),
+    }
+}
+
+/// Jolteon's safety state (last voted round) is durable before the vote leaves, the vote goes
+/// to the next round's leader only, and a restarted replica does not vote again in that round
+/// for another block.
+#[test]
+fn the_vote_is_durable_first_goes_to_the_next_leader_and_is_never_repeated() {
+    let committee = committee(4).unwrap();
+    let mut voter = replica(&committee, 3, SafetyState::default());
+    voter
+        .handle(Duration::from_millis(1), proposal(&committee, 1))
+        .unwrap();
+    let actions = voter.drain_actions();
+    let persisted = actions
+        .iter()
+        .position(|a| matches!(a, Action::PersistSafety(SafetyUpdate::Voted { round: 1 })))
+        .expect("the vote's round is persisted");
+    let sent = actions
+        .iter()
+        .position(|a| {
+            matches!(
+                a,
+                Action::Send {
+                    to: ReplicaId(2),
+                    message: Message::Vote { .. }
+                }
+            )
+        })
+        .expect("the vote goes to round 2's leader");
+    assert!(persisted < sent);
+    assert!(
+        !actions.iter().any(|a| matches!(
+            a,
+            Action::Broadcast {
+                message: Message::Vote { .. }
+            }
+        )),
+        "votes are never broadcast"
+    );
+
+    // Restarted from what it persisted: a different block for round 1 gets no vote.
+    let mut safety = SafetyState::default();
+    for action in &actions {
+        if let Action::PersistSafety(update) = action {
+            safety.apply(update);
+        }
+    }
+    let mut restarted = replica(&committee, 3, safety);
+    let _ = restarted.handle(Duration::from_millis(2), proposal(&committee, 2));
+    assert!(
+        !restarted.drain_actions().iter().any(|a| matches!(
+            a,
+            Action::Send {
+                message: Message::Vote { .. },
+                ..
+            }
+        )),
+        "a restarted replica voted twice in round 1"
+    );
+}
