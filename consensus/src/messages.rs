@@ -179,6 +179,11 @@ impl Signable for NewView {
     const DOMAIN: &'static str = "ordinal/pbft/new-view/v1";
 }
 
+/// The highest round a linear-mode message may name. No cluster gets near it (a round a
+/// millisecond for 10^12 years); peer-supplied rounds above it are refused at verification, so
+/// round arithmetic never overflows.
+pub const MAX_ROUND: u64 = u64::MAX >> 8;
+
 /// The linear mode's vote for a block: its round, id and sequence number. A quorum of them is
 /// the block's quorum certificate ([`QuorumCert`]); the sequence number lets a child's proposer
 /// and voters check the child's number without holding the parent.
@@ -385,7 +390,7 @@ impl Block {
             }
             None => {}
             Some(tc) => {
-                if tc.round + 1 != self.round {
+                if tc.round.checked_add(1) != Some(self.round) {
                     return Err(Invalid::BadBlock("timeout certificate for another round"));
                 }
                 tc.verify(committee)?;
@@ -587,8 +592,19 @@ impl Message {
                     return Err(Invalid::BadBlock("more commit votes than the window"));
                 }
                 let vote = vote.verify(committee)?;
+                if vote.body().round > MAX_ROUND {
+                    return Err(Invalid::BadBlock("round out of range"));
+                }
                 if commits.iter().any(|c| c.signer != vote.signer()) {
                     return Err(Invalid::BadBlock("commit vote from another signer"));
+                }
+                // Commit votes ride on the vote for a child of the block they commit: they name
+                // the parent's round, the round just before the vote's.
+                if commits
+                    .iter()
+                    .any(|c| c.body.view.checked_add(1) != Some(vote.body().round))
+                {
+                    return Err(Invalid::BadBlock("commit vote for another round"));
                 }
                 let commits = Signed::verify_all(commits, committee)
                     .into_iter()
@@ -601,6 +617,9 @@ impl Message {
                 last_tc,
             } => {
                 let timeout = timeout.verify(committee)?;
+                if timeout.body().round > MAX_ROUND {
+                    return Err(Invalid::BadBlock("round out of range"));
+                }
                 if high_qc.statement.round != timeout.body().high_qc_round
                     || timeout.body().high_qc_round >= timeout.body().round
                 {
@@ -641,6 +660,9 @@ fn verify_proposal(
 ) -> Result<VerifiedMessage, Invalid> {
     let block = block.verify(committee)?;
     let body = block.body();
+    if body.round > MAX_ROUND {
+        return Err(Invalid::BadBlock("round out of range"));
+    }
     let expected = leader_of(body.round, committee);
     if block.signer() != expected {
         return Err(Invalid::WrongLeader {

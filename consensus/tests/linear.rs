@@ -186,3 +186,47 @@ fn the_vote_is_durable_first_goes_to_the_next_leader_and_is_never_repeated() {
         "a restarted replica voted twice in round 1"
     );
 }
+
+/// Commit votes only count with the vote that carries them: they must name the round just
+/// before the vote's (the parent's), so votes from different rounds never add up to a commit
+/// certificate; and rounds no cluster reaches are refused before any arithmetic on them.
+#[test]
+fn commit_votes_are_bound_to_their_voting_round() {
+    use ordinal_consensus::messages::{BlockVote, CommitVote};
+    use ordinal_crypto::Digest;
+    let committee = committee(4).unwrap();
+    let config = ProtocolConfig::default();
+    let key = replica_key(2);
+    let vote_in = |round: u64, view: u64| Message::Vote {
+        vote: Signed::sign(
+            BlockVote {
+                round,
+                block: Digest::of(b"child"),
+                seq: 3,
+            },
+            ReplicaId(2),
+            &key,
+            &committee,
+        ),
+        commits: vec![Signed::sign(
+            CommitVote {
+                view,
+                seq: 3,
+                digest: Digest::of(b"batch"),
+            },
+            ReplicaId(2),
+            &key,
+            &committee,
+        )],
+    };
+    assert!(vote_in(8, 7).verify(&committee, &config).is_ok());
+    assert!(
+        vote_in(8, 5).verify(&committee, &config).is_err(),
+        "a commit vote of an older round"
+    );
+    assert!(vote_in(8, 8).verify(&committee, &config).is_err());
+    assert!(vote_in(u64::MAX, u64::MAX - 1)
+        .verify(&committee, &config)
+        .is_err());
+    assert!(vote_in(3, u64::MAX).verify(&committee, &config).is_err());
+}

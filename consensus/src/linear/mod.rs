@@ -20,10 +20,12 @@
 //!   issue's O(n) view synchronisation asks); a replica whose timer fires again broadcasts, and
 //!   the (F+1)-weight join rule of Bracha then synchronises rounds. See [`pacemaker`].
 //! - Receipts need the same commit certificate as PBFT: a quorum signing
-//!   [`CommitVote`]`{view: round, seq, digest}`. A vote for a block whose parent is in the
-//!   round just before is also a vote to commit that parent (the two-chain rule: once the
-//!   block is certified, the parent and its ancestors are committed), so the voter signs a
-//!   commit vote for the parent's batch and for every ancestor batch the proposal lists. The
+//!   [`CommitVote`]`{view, seq, digest}`. A vote for a block whose parent is in the round just
+//!   before is also a vote to commit that parent (the two-chain rule), so the voter signs a
+//!   commit vote for the parent's batch and for every ancestor batch the proposal lists, all
+//!   with `view` = the parent's round. A quorum of them is a quorum that voted in the next
+//!   round for children of the one block certified in that round: exactly the locking
+//!   condition Jolteon's commit rests on. Commit votes from different rounds never add up. The
 //!   proposal lists them as headers that chain by id from the certified parent, so a voter
 //!   that never saw those blocks can still check them. The collector aggregates the commit
 //!   votes with the block votes and hands the certificates out in its proposal; a replica
@@ -97,7 +99,8 @@ pub struct Replica {
 
     // Collector (the next round's leader).
     votes: BTreeMap<u64, VoteSet<BlockVote>>,
-    commit_votes: BTreeMap<u64, VoteSet<CommitVote>>,
+    /// Commit votes by (seq, view): one statement per voting round, never mixed across rounds.
+    commit_votes: BTreeMap<(u64, u64), VoteSet<CommitVote>>,
     fresh_certificates: BTreeMap<u64, Certificate<CommitVote>>,
     proposed_round: u64,
 
@@ -245,6 +248,8 @@ impl Replica {
         let keep = round.saturating_sub(1);
         self.votes = self.votes.split_off(&keep);
         self.timeouts.prune_below(keep);
+        let oldest_view = round.saturating_sub(3);
+        self.commit_votes.retain(|(_, view), _| *view >= oldest_view);
     }
 
     /// Learns a quorum certificate from any source: a higher one becomes the high certificate
@@ -322,10 +327,17 @@ impl Replica {
         if self.fresh_certificates.contains_key(&seq) {
             return;
         }
-        let votes = self.commit_votes.entry(seq).or_default();
+        // Only votes of the rounds a collector still aggregates (the view is the voted block's
+        // parent round, checked against the vote's round at verification).
+        if statement.view.saturating_add(3) < self.round
+            || statement.view > self.round.saturating_add(self.ledger.config.log_window)
+        {
+            return;
+        }
+        let votes = self.commit_votes.entry((seq, statement.view)).or_default();
         votes.insert(vote);
         if let Some(certificate) = votes.certificate(&statement, &self.ledger.committee) {
-            self.commit_votes.remove(&seq);
+            self.commit_votes.retain(|(voted_seq, _), _| *voted_seq != seq);
             self.fresh_certificates.insert(seq, certificate.clone());
             self.on_commit_certificate(certificate);
         }
@@ -404,12 +416,18 @@ impl Replica {
             block: block.id(),
             seq: block.seq,
         });
+        // The commit votes all name the parent's round: a quorum of them is a quorum that
+        // voted in the next round for children of the one block certified there, which is
+        // what commits it (and its ancestors) under the two-chain rule. Votes cast in different
+        // rounds never add up.
         let mut commits: Vec<Signed<CommitVote>> = Vec::new();
-        if voting::commits_parent(block.justify.statement.round, block.round) {
+        let parent_round = block.justify.statement.round;
+        if voting::commits_parent(parent_round, block.round) {
+            let high = self.ledger.last_executed + self.ledger.config.log_window;
             for header in ancestry {
-                if header.carries_batch() && header.seq > self.ledger.last_executed {
+                if header.carries_batch() && header.seq > self.ledger.last_executed && header.seq <= high {
                     commits.push(self.ledger.sign(CommitVote {
-                        view: header.round,
+                        view: parent_round,
                         seq: header.seq,
                         digest: header.batch_digest,
                     }));
@@ -497,6 +515,11 @@ impl Replica {
                 let sync = self.sync_message();
                 self.ledger.send(from, sync);
                 if self.high_qc.statement.round < round {
+                    // Never vote in that round after a restart either.
+                    if self.voted_round < round {
+                        self.voted_round = round;
+                        self.ledger.persist(SafetyUpdate::Voted { round });
+                    }
                     let helping = self.ledger.sign(TimeoutVote {
                         round,
                         high_qc_round: self.high_qc.statement.round,
@@ -586,7 +609,13 @@ impl Replica {
             None
         } else {
             match &self.last_tc {
-                Some(tc) if tc.round + 1 == round => Some(tc.clone()),
+                // Voters require the certificate to be at least as high as every timeout in
+                // the TC reported; without it, wait for it (timeouts and sync carry it).
+                Some(tc)
+                    if tc.round + 1 == round && self.high_qc.statement.round >= tc.max_high_qc_round() =>
+                {
+                    Some(tc.clone())
+                }
                 _ => return,
             }
         };
@@ -784,7 +813,7 @@ impl Replica {
 
     fn on_catch_up(&mut self, from: ReplicaId, next_seq: u64, round: u64, stable_seq: u64) {
         // A peer one round behind is normal in a pipeline; two or more, it missed certificates.
-        let view_proof = round + 1 < self.round;
+        let view_proof = round.saturating_add(1) < self.round;
         if self.ledger.on_catch_up(from, next_seq, stable_seq, view_proof) && view_proof {
             let sync = self.sync_message();
             self.ledger.send(from, sync);
@@ -808,7 +837,7 @@ impl Replica {
         let executed = self.ledger.last_executed;
         let keep = executed + 1;
         self.early_certificates = self.early_certificates.split_off(&keep);
-        self.commit_votes = self.commit_votes.split_off(&keep);
+        self.commit_votes = self.commit_votes.split_off(&(keep, 0));
         self.fresh_certificates = self.fresh_certificates.split_off(&keep);
         self.chain.prune(executed);
         let stable = self.ledger.stable.seq;
