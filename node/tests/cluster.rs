@@ -83,22 +83,34 @@ fn assert_receipts_in_log(receipts: &[Receipt], log: &[CommittedBatch]) {
     }
 }
 
-/// The same batches at the same sequence numbers (each replica keeps the commit certificate it
-/// assembled itself, so signer sets may differ; each was verified when read).
+/// The same batches at the same sequence numbers. Each replica keeps the commit certificate it
+/// assembled or received first, so signer sets, and the view or round a certificate was formed
+/// in, may differ; the certified (seq, digest) may not, and each was verified when read.
 fn assert_same_logs(logs: &[Vec<CommittedBatch>]) {
     let shortest = logs.iter().map(Vec::len).min().unwrap();
-    let digests = |log: &[CommittedBatch]| -> Vec<_> {
+    let entries = |log: &[CommittedBatch]| -> Vec<_> {
         log[..shortest]
             .iter()
-            .map(|b| (b.seq(), b.batch.digest(), b.certificate.statement))
+            .map(|b| {
+                (
+                    b.seq(),
+                    b.batch.digest(),
+                    b.certificate.statement.seq,
+                    b.certificate.statement.digest,
+                )
+            })
             .collect()
     };
-    let reference = digests(&logs[0]);
+    let reference = entries(&logs[0]);
     for (i, log) in logs.iter().enumerate() {
-        assert!(
-            digests(log) == reference,
-            "replica {i} disagrees with the first log"
-        );
+        let mine = entries(log);
+        if let Some(k) = (0..shortest).find(|&k| mine[k] != reference[k]) {
+            panic!(
+                "replica {i} disagrees with the first log at position {k}: {:?} against {:?} \
+                 (certificates {:?} against {:?})",
+                mine[k], reference[k], log[k].certificate.statement, logs[0][k].certificate.statement
+            );
+        }
     }
 }
 
