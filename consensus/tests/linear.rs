@@ -3,10 +3,14 @@
 //! simulator under calm runs, Byzantine replicas and a crash-restart.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use std::time::Duration;
 
+use common::assert_clean;
+
 use ordinal_consensus::messages::{genesis_qc, Block, Message};
-use ordinal_consensus::sim::{committee, replica_key, run, Behaviour, Crash, LinkFaults, Report, SimConfig};
+use ordinal_consensus::sim::{committee, replica_key, run, Behaviour, Crash, LinkFaults, SimConfig};
 use ordinal_consensus::{
     linear, Action, Batch, Input, Protocol, ProtocolConfig, ProtocolKind, Request, SafetyState, SafetyUpdate,
 };
@@ -16,20 +20,6 @@ fn linear_config(seed: u64, replicas: usize) -> SimConfig {
     let mut config = SimConfig::calm(seed, replicas);
     config.kind = ProtocolKind::Linear;
     config
-}
-
-fn assert_clean(report: &Report, what: &str) {
-    assert!(
-        report.violations.is_empty(),
-        "{what} (seed {}): {:?}",
-        report.seed,
-        report.violations
-    );
-    assert_eq!(
-        report.answered, report.submitted,
-        "{what}: every request answered"
-    );
-    assert!(report.submitted > 0);
 }
 
 #[test]

@@ -1,24 +1,14 @@
 //! Scenario tests: the real PBFT state machine in the deterministic simulator.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use std::time::Duration;
 
-use ordinal_consensus::sim::{run, Behaviour, Crash, Isolation, LinkFaults, Report, SimConfig, Split};
-use ordinal_consensus::RequestAuth;
+use common::assert_clean;
 
-fn assert_clean(report: &Report, what: &str) {
-    assert!(
-        report.violations.is_empty(),
-        "{what} (seed {}): {:?}",
-        report.seed,
-        report.violations
-    );
-    assert_eq!(
-        report.answered, report.submitted,
-        "{what}: every request answered"
-    );
-    assert!(report.submitted > 0);
-}
+use ordinal_consensus::sim::{run, Behaviour, Crash, Isolation, LinkFaults, SimConfig, Split};
+use ordinal_consensus::RequestAuth;
 
 fn byzantine(seed: u64, replicas: usize, faulty: Vec<(usize, Behaviour)>) -> SimConfig {
     let mut config = SimConfig::calm(seed, replicas);

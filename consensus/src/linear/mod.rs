@@ -110,7 +110,6 @@ pub struct Replica {
     last_proposal: Option<(u64, Message)>,
     last_fetch: Option<(Digest, Time)>,
     next_tick: Time,
-    pruned_at: u64,
 }
 
 impl Replica {
@@ -146,7 +145,6 @@ impl Replica {
         let round = safety.voted_round.max(high_qc.statement.round + 1).max(1);
         let mut replica = Replica {
             next_tick: now + ledger.config.retransmit_interval,
-            pruned_at: ledger.stable.seq,
             ledger,
             round,
             timer_start: now,
@@ -833,16 +831,16 @@ impl Replica {
 
     /// Drops what the ledger has moved past: batches executed (maybe by state transfer) need
     /// no votes or certificates any more.
-    fn follow_ledger(&mut self) {
+    fn follow_ledger(&mut self, executed_before: u64) {
+        // Entries at or below the executed log are never added, so pruning is only due when
+        // the log moved (not on every input).
         let executed = self.ledger.last_executed;
-        let keep = executed + 1;
-        self.early_certificates = self.early_certificates.split_off(&keep);
-        self.commit_votes = self.commit_votes.split_off(&(keep, 0));
-        self.fresh_certificates = self.fresh_certificates.split_off(&keep);
-        self.chain.prune(executed);
-        let stable = self.ledger.stable.seq;
-        if stable > self.pruned_at {
-            self.pruned_at = stable;
+        if executed > executed_before {
+            let keep = executed + 1;
+            self.early_certificates = self.early_certificates.split_off(&keep);
+            self.commit_votes = self.commit_votes.split_off(&(keep, 0));
+            self.fresh_certificates = self.fresh_certificates.split_off(&keep);
+            self.chain.prune(executed);
         }
         self.ledger.flush_catch_up(self.round);
         if self.expects_progress() {
@@ -856,6 +854,7 @@ impl Replica {
 impl Protocol for Replica {
     fn handle(&mut self, now: Time, input: Input) -> Result<(), Invalid> {
         self.ledger.now = self.ledger.now.max(now);
+        let executed_before = self.ledger.last_executed;
         let result = match input {
             Input::Request(request) => self.on_request(request, false),
             Input::Timeout => {
@@ -917,7 +916,7 @@ impl Protocol for Replica {
                 | VerifiedMessage::NewView(_) => Err(Invalid::WrongProtocol),
             },
         };
-        self.follow_ledger();
+        self.follow_ledger(executed_before);
         self.try_propose();
         result
     }

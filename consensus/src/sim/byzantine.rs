@@ -272,16 +272,23 @@ fn vote_for_random_digest(message: &Message, rng: &mut ChaCha8Rng, signer: &Sign
     }
 }
 
+/// Another batch for the same slot: the requests reversed, or none when reversing changes
+/// nothing.
+fn conflicting_batch(batch: &Batch) -> Batch {
+    let mut other = Batch {
+        requests: batch.requests.iter().rev().cloned().collect(),
+    };
+    if other.requests.len() < 2 {
+        other.requests.clear();
+    }
+    other
+}
+
 /// A conflicting version of a message, validly signed.
 fn equivocal(message: &Message, rng: &mut ChaCha8Rng, signer: &Signer<'_>) -> Message {
     match message {
         Message::PrePrepare { proposal, batch } => {
-            let mut other = Batch {
-                requests: batch.requests.iter().rev().cloned().collect(),
-            };
-            if other.requests.len() < 2 {
-                other.requests.clear();
-            }
+            let other = conflicting_batch(batch);
             let body = Proposal {
                 digest: other.digest(),
                 ..proposal.body
@@ -301,12 +308,7 @@ fn equivocal(message: &Message, rng: &mut ChaCha8Rng, signer: &Signer<'_>) -> Me
             ancestry,
         } => {
             // The same round, another batch (reversed, or none), validly signed.
-            let mut other = Batch {
-                requests: batch.requests.iter().rev().cloned().collect(),
-            };
-            if other.requests.len() < 2 {
-                other.requests.clear();
-            }
+            let other = conflicting_batch(batch);
             let body = Block {
                 seq: block.body.justify.statement.seq + u64::from(!other.requests.is_empty()),
                 batch_digest: other.digest(),
