@@ -81,6 +81,11 @@ enum Command {
         /// Seconds a transaction may wait for its receipt before it counts as an error.
         #[arg(long, default_value_t = 30)]
         timeout: u64,
+        /// Write every acknowledged transaction here, one JSON line each:
+        /// `{"digest","seq","index","at_ms"}` (`at_ms`: Unix time of the verified receipt).
+        /// Fault tests check each of them against the replicas' logs.
+        #[arg(long)]
+        acks: Option<PathBuf>,
     },
     /// One row per replica: reachable, view, leader, committed seq, weight.
     Status {
@@ -280,6 +285,7 @@ struct BenchSpec {
     tx_size: usize,
     clients: usize,
     timeout: Duration,
+    acks: Option<PathBuf>,
 }
 
 #[derive(Default)]
@@ -288,6 +294,43 @@ struct Counters {
     committed: AtomicU64,
     errors: AtomicU64,
     last_commit_micros: AtomicU64,
+}
+
+/// What one verified receipt adds to the report.
+struct Recorder {
+    latency_micros: Histogram<u64>,
+    /// Receipts per second since the load started (index = second).
+    per_second: Vec<u64>,
+    /// Acknowledged transactions, kept only with `--acks`.
+    acks: Option<Vec<Ack>>,
+}
+
+struct Ack {
+    digest: Digest,
+    seq: u64,
+    index: u32,
+    at_ms: u64,
+}
+
+impl Recorder {
+    fn record(&mut self, latency: Duration, since_start: Duration, ack: impl FnOnce() -> Ack) {
+        let _ = self.latency_micros.record((latency.as_micros() as u64).max(1));
+        let second = since_start.as_secs() as usize;
+        if self.per_second.len() <= second {
+            self.per_second.resize(second + 1, 0);
+        }
+        self.per_second[second] += 1;
+        if let Some(acks) = &mut self.acks {
+            acks.push(ack());
+        }
+    }
+}
+
+fn unix_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 async fn bench(cluster: &Path, spec: BenchSpec, json_out: Option<PathBuf>) -> anyhow::Result<()> {
@@ -327,21 +370,27 @@ async fn bench(cluster: &Path, spec: BenchSpec, json_out: Option<PathBuf>) -> an
     {
         result.context("warm-up transaction")?;
     }
-    let histogram = Arc::new(Mutex::new(
-        Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).context("histogram")?,
-    ));
+    let recorder = Arc::new(Mutex::new(Recorder {
+        latency_micros: Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).context("histogram")?,
+        per_second: Vec::new(),
+        acks: spec.acks.as_ref().map(|_| Vec::new()),
+    }));
+    // Payloads carry this run's random tag, so that transactions of different runs against
+    // the same cluster never share a digest (fault tests count each one exactly once).
+    let run_tag = rand_core::RngCore::next_u64(&mut rand_core::OsRng);
     let counters = Arc::new(Counters::default());
     let progress = indicatif::ProgressBar::new(spec.duration.as_secs());
     progress.set_style(
         indicatif::ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len}s {msg}")
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
+    let keep_acks = spec.acks.is_some();
     let start = Instant::now();
     let per_client = spec.rate as f64 / spec.clients as f64;
     let mut generators = Vec::new();
     for (c, client) in clients.iter().enumerate() {
         let client = client.clone();
-        let histogram = histogram.clone();
+        let recorder = recorder.clone();
         let counters = counters.clone();
         let (duration, tx_size) = (spec.duration, spec.tx_size);
         generators.push(tokio::spawn(async move {
@@ -359,17 +408,26 @@ async fn bench(cluster: &Path, spec: BenchSpec, json_out: Option<PathBuf>) -> an
                     let mut payload = vec![0xa5u8; tx_size];
                     payload[..8].copy_from_slice(&(c as u64).to_le_bytes());
                     payload[8..16].copy_from_slice(&sent.to_le_bytes());
+                    if tx_size >= 24 {
+                        payload[16..24].copy_from_slice(&run_tag.to_le_bytes());
+                    }
+                    let digest = keep_acks.then(|| Digest::of(&payload));
                     let client = client.clone();
-                    let histogram = histogram.clone();
+                    let recorder = recorder.clone();
                     let counters = counters.clone();
                     counters.submitted.fetch_add(1, Ordering::Relaxed);
                     tasks.spawn(async move {
                         let begun = Instant::now();
                         match client.submit(payload).await {
-                            Ok(_) => {
-                                let micros = begun.elapsed().as_micros() as u64;
-                                if let Ok(mut h) = histogram.lock() {
-                                    let _ = h.record(micros.max(1));
+                            Ok(receipt) => {
+                                let since_start = start.elapsed();
+                                if let Ok(mut r) = recorder.lock() {
+                                    r.record(begun.elapsed(), since_start, || Ack {
+                                        digest: digest.unwrap_or(Digest([0; 32])),
+                                        seq: receipt.seq,
+                                        index: receipt.index,
+                                        at_ms: unix_millis(),
+                                    });
                                 }
                                 counters.committed.fetch_add(1, Ordering::Relaxed);
                                 counters
@@ -421,9 +479,10 @@ async fn bench(cluster: &Path, spec: BenchSpec, json_out: Option<PathBuf>) -> an
     let last_commit = Duration::from_micros(counters.last_commit_micros.load(Ordering::Relaxed));
     let elapsed = last_commit.max(spec.duration).as_secs_f64();
     let throughput = committed as f64 / elapsed;
-    let h = histogram
+    let recorded = recorder
         .lock()
-        .map_err(|_| anyhow::anyhow!("histogram lock poisoned"))?;
+        .map_err(|_| anyhow::anyhow!("recorder lock poisoned"))?;
+    let h = &recorded.latency_micros;
     let ms = |q: f64| {
         if h.is_empty() {
             0.0
@@ -453,9 +512,21 @@ async fn bench(cluster: &Path, spec: BenchSpec, json_out: Option<PathBuf>) -> an
             "replicas": cluster_config.replicas.len(),
             "protocol": cluster_config.protocol.to_string(),
             "request_auth": format!("{:?}", cluster_config.request_auth).to_lowercase(),
+            "per_second": recorded.per_second,
         });
         std::fs::write(&path, serde_json::to_string_pretty(&report)? + "\n")
             .with_context(|| format!("writing {}", path.display()))?;
+    }
+    if let (Some(path), Some(acks)) = (&spec.acks, &recorded.acks) {
+        let mut text = String::with_capacity(acks.len() * 120);
+        for ack in acks {
+            text.push_str(
+                &json!({"digest": ack.digest.to_hex(), "seq": ack.seq, "index": ack.index, "at_ms": ack.at_ms})
+                    .to_string(),
+            );
+            text.push('\n');
+        }
+        std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
     }
     if committed == 0 {
         bail!("no transaction committed");
@@ -485,8 +556,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             clients,
             json,
             timeout,
+            acks,
         } => {
             let spec = BenchSpec {
+                acks,
                 rate,
                 duration: Duration::from_secs(duration),
                 tx_size,

@@ -55,6 +55,10 @@ enum Command {
         /// Output directory.
         #[arg(long)]
         out: PathBuf,
+        /// If OUT already holds a cluster, keep it and succeed (the compose testnet's init
+        /// service runs this at every start; keys are generated only the first time).
+        #[arg(long)]
+        keep_existing: bool,
     },
     /// Run one replica until SIGINT or SIGTERM.
     Run {
@@ -173,6 +177,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             docker,
             request_auth,
             out,
+            keep_existing,
         } => {
             let spec = testnet::TestnetSpec {
                 replicas,
@@ -182,7 +187,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 docker,
                 request_auth: auth(request_auth),
             };
-            let client = testnet::generate(&spec, &out)?;
+            let existing = out.join("client.toml");
+            let client = if keep_existing && existing.exists() {
+                eprintln!(
+                    "ordinal-node: {} already holds a cluster; keeping it",
+                    out.display()
+                );
+                existing
+            } else {
+                testnet::generate(&spec, &out)?
+            };
             println!("cluster: {}", client.display());
             Ok(())
         }

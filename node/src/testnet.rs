@@ -10,6 +10,9 @@ use rand_core::{OsRng, RngCore};
 
 use crate::config::{NodeConfig, StorageConfig};
 
+/// Where a replica's RocksDB lives inside its container (its own volume).
+pub const DOCKER_DATA_DIR: &str = "/data";
+
 /// What to generate.
 #[derive(Clone, Debug)]
 pub struct TestnetSpec {
@@ -99,7 +102,15 @@ pub fn generate(spec: &TestnetSpec, out: &Path) -> anyhow::Result<PathBuf> {
             listen: SocketAddr::new(bind_host, port(i, 0)),
             metrics: SocketAddr::new(bind_host, port(i, 100)),
             key_file: PathBuf::from("key"),
-            storage: StorageConfig::default(),
+            // In containers each replica's store is its own volume, mounted at /data.
+            storage: if spec.docker {
+                StorageConfig {
+                    path: Some(PathBuf::from(DOCKER_DATA_DIR)),
+                    ..StorageConfig::default()
+                }
+            } else {
+                StorageConfig::default()
+            },
             protocol: ProtocolConfig::default(),
             cluster: cluster.clone(),
         };
@@ -179,6 +190,7 @@ mod tests {
         assert_eq!(cluster.replicas[6].address, "node-6:7006");
         let loaded = LoadedConfig::load(&dir.path().join("node-6/config.toml")).unwrap();
         assert_eq!(loaded.config.listen.to_string(), "0.0.0.0:7006");
+        assert_eq!(loaded.data_dir(), PathBuf::from("/data"));
     }
 
     #[test]
