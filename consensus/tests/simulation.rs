@@ -27,6 +27,10 @@ fn calm_cluster_orders_everything_without_view_changes() {
     for replicas in [1, 4, 7] {
         let report = run(SimConfig::calm(1, replicas));
         assert_clean(&report, "calm");
+        assert_eq!(
+            report.redundant_copies, 0,
+            "requests ordered twice (n={replicas})"
+        );
         assert_eq!(report.max_view, 0, "no view change without faults (n={replicas})");
         assert!(report.decided_seq > 0);
     }

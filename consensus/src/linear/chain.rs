@@ -187,16 +187,37 @@ impl Chain {
         false
     }
 
-    /// The request keys carried by uncommitted blocks from `id` back, and whether any of them
-    /// holds a batch (so a leader knows its chain still needs rounds to commit).
-    pub(super) fn uncommitted_requests(&self, id: &Digest, auth: RequestAuth) -> (HashSet<RequestKey>, bool) {
+    /// The request keys carried by blocks from `id` back to the executed log (`executed`), or
+    /// None if one of those blocks is missing here; and whether an uncommitted one holds a
+    /// batch (so a leader knows its chain still needs rounds to commit).
+    pub(super) fn uncommitted_requests(
+        &self,
+        id: &Digest,
+        executed: u64,
+        auth: RequestAuth,
+    ) -> (Option<HashSet<RequestKey>>, bool) {
+        let carries = self
+            .path_to_committed(id)
+            .iter()
+            .any(|stored| !stored.batch.requests.is_empty());
+        // A committed block's batch reaches the log only with its commit certificate, a round
+        // or two later: until then its requests still wait in the pool, and proposing them
+        // again would order them twice (execution would skip the copies, but they would fill
+        // batches and the log).
         let mut keys = HashSet::new();
-        let mut carries = false;
-        for stored in self.path_to_committed(id) {
-            carries |= !stored.batch.requests.is_empty();
+        let genesis = BlockVote::genesis().block;
+        let mut cursor = *id;
+        while cursor != genesis {
+            let Some(stored) = self.blocks.get(&cursor) else {
+                return (None, carries);
+            };
+            if stored.block.seq <= executed {
+                break;
+            }
             keys.extend(stored.batch.requests.iter().map(|r| r.key(auth)));
+            cursor = stored.block.parent();
         }
-        (keys, carries)
+        (Some(keys), carries)
     }
 
     /// `id` at `round` is committed.

@@ -618,13 +618,20 @@ impl Replica {
             }
         };
         let auth = self.ledger.config.request_auth;
-        let (carried, chain_busy) = self
-            .chain
-            .uncommitted_requests(&self.high_qc.statement.block, auth);
+        let (carried, chain_busy) =
+            self.chain
+                .uncommitted_requests(&self.high_qc.statement.block, self.ledger.last_executed, auth);
         let window_full = self.high_qc.statement.seq + 1 > self.ledger.window_high();
-        let has_requests = !window_full && self.ledger.pool.has_unproposed(&carried);
+        // A certificate can form from votes before the block itself arrives. Without every
+        // block back to the executed log, this leader cannot tell which requests they carry:
+        // it proposes no requests (an empty block if other work is due) until they arrive.
+        let has_requests = !window_full
+            && carried
+                .as_ref()
+                .is_some_and(|carried| self.ledger.pool.has_unproposed(carried));
+        let carried_len = carried.as_ref().map_or(0, |carried| carried.len());
         let ripe = has_requests
-            && (self.ledger.pool.len() >= carried.len() + self.ledger.config.max_batch_requests
+            && (self.ledger.pool.len() >= carried_len + self.ledger.config.max_batch_requests
                 || self
                     .ledger
                     .pool
@@ -640,8 +647,8 @@ impl Replica {
             return;
         }
         let parent_seq = self.high_qc.statement.seq;
-        let mut batch = if ripe {
-            self.ledger.pool.oldest_batch(&self.ledger.config, &carried)
+        let mut batch = if let (true, Some(carried)) = (ripe, &carried) {
+            self.ledger.pool.oldest_batch(&self.ledger.config, carried)
         } else {
             Batch::default()
         };
@@ -957,6 +964,7 @@ impl Protocol for Replica {
             committed_seq: self.ledger.last_executed,
             stable_seq: self.ledger.stable.seq,
             view_changes: self.timeouts_total,
+            pending_requests: self.ledger.pool.len(),
         }
     }
 

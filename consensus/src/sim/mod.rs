@@ -231,6 +231,10 @@ pub struct Report {
     pub refused: BTreeMap<&'static str, u64>,
     /// Highest view any correct replica reached.
     pub max_view: u64,
+    /// Requests ordered again after an earlier batch already held them. Execution skips the
+    /// copies (answering with the first position), so they never break validity, but each one
+    /// is a wasted slot in a batch: a calm run should have none.
+    pub redundant_copies: u64,
     /// Median submission-to-receipt latency.
     pub median_latency: Time,
     /// Each replica instance's final status (for replaying a failing seed).
@@ -544,6 +548,14 @@ impl Simulation {
         latencies.sort();
         self.report.median_latency = latencies.get(latencies.len() / 2).copied().unwrap_or_default();
         self.report.decided_seq = self.decided.keys().next_back().copied().unwrap_or(0);
+        let mut ordered = std::collections::HashSet::new();
+        for (_, keys) in self.decided.values() {
+            for key in keys {
+                if !ordered.insert(key) {
+                    self.report.redundant_copies += 1;
+                }
+            }
+        }
         self.report.virtual_time = self.now;
         for instance in &self.instances {
             let status = instance.node.as_ref().map(|n| (n.status(), n.footprint()));
