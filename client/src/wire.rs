@@ -217,14 +217,14 @@ impl FrameReceiver {
     }
 
     /// Writes `first` and whatever else is queued, up to `gather` bytes, in one stream write:
-    /// many small frames then cost one write call, not one each.
+    /// many small frames then cost one write call, not one each. Returns the bytes written.
     pub async fn write_gathered(
         &mut self,
         first: QueuedFrame,
         send: &mut quinn::SendStream,
         buffer: &mut Vec<u8>,
         gather: usize,
-    ) -> Result<(), WireError> {
+    ) -> Result<usize, WireError> {
         buffer.clear();
         buffer.extend_from_slice(&first);
         drop(first);
@@ -235,7 +235,7 @@ impl FrameReceiver {
             }
         }
         send.write_all(buffer).await?;
-        Ok(())
+        Ok(buffer.len())
     }
 }
 

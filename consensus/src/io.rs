@@ -95,6 +95,9 @@ pub struct Status {
     pub stable_seq: u64,
     /// View changes this replica has started or joined since it was created.
     pub view_changes: u64,
+    /// Client requests admitted and waiting to be ordered: with no commit progress, a
+    /// non-zero value means the cluster is stuck, not idle.
+    pub pending_requests: usize,
 }
 
 /// How many entries the replica holds in each bounded structure.

@@ -304,6 +304,7 @@ impl Driver {
         metrics.committed_seq.set(status.committed_seq as i64);
         metrics.stable_seq.set(status.stable_seq as i64);
         metrics.view.set(status.view as i64);
+        metrics.pending_requests.set(status.pending_requests as i64);
         if status.view_changes > self.view_changes_seen {
             metrics
                 .view_changes

@@ -40,6 +40,12 @@ pub struct Metrics {
     pub client_connections: IntGauge,
     /// Receipts sent to clients.
     pub receipts: IntCounter,
+    /// Admitted requests not yet ordered.
+    pub pending_requests: IntGauge,
+    /// Stream bytes written to each peer replica (frames, before QUIC's own overhead).
+    pub peer_sent_bytes: IntCounterVec,
+    /// Stream bytes written to clients (receipts, batches, status).
+    pub client_sent_bytes: IntCounter,
 }
 
 fn histogram(name: &str, help: &str, buckets: Vec<f64>) -> PromResult<Histogram> {
@@ -109,6 +115,21 @@ impl Metrics {
             )?,
             client_connections: IntGauge::new("ordinal_client_connections", "Open client connections")?,
             receipts: IntCounter::new("ordinal_receipts_total", "Receipts sent to clients")?,
+            pending_requests: IntGauge::new(
+                "ordinal_pending_requests",
+                "Client requests admitted and waiting to be ordered",
+            )?,
+            peer_sent_bytes: IntCounterVec::new(
+                Opts::new(
+                    "ordinal_peer_sent_bytes_total",
+                    "Stream bytes written to each peer replica",
+                ),
+                &["peer"],
+            )?,
+            client_sent_bytes: IntCounter::new(
+                "ordinal_client_sent_bytes_total",
+                "Stream bytes written to clients",
+            )?,
             registry,
         };
         let r = &metrics.registry;
@@ -126,6 +147,9 @@ impl Metrics {
         r.register(Box::new(metrics.send_queue_drops.clone()))?;
         r.register(Box::new(metrics.client_connections.clone()))?;
         r.register(Box::new(metrics.receipts.clone()))?;
+        r.register(Box::new(metrics.pending_requests.clone()))?;
+        r.register(Box::new(metrics.peer_sent_bytes.clone()))?;
+        r.register(Box::new(metrics.client_sent_bytes.clone()))?;
         Ok(metrics)
     }
 

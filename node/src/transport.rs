@@ -236,12 +236,15 @@ async fn peer_link(
                             _ = connection.closed() => break,
                         };
                         let Some(frame) = frame else { return };
-                        if queue
+                        match queue
                             .write_gathered(frame, &mut send, &mut buffer, WRITE_GATHER)
                             .await
-                            .is_err()
                         {
-                            break;
+                            Ok(bytes) => metrics
+                                .peer_sent_bytes
+                                .with_label_values(&[&peer_label])
+                                .inc_by(bytes as u64),
+                            Err(_) => break,
                         }
                         metrics
                             .peer_rtt
@@ -398,15 +401,16 @@ async fn client_stream(
     shared: Arc<Shared>,
 ) {
     let (tx, mut rx) = wire::frame_queue(CLIENT_QUEUE_BYTES);
+    let client_sent_bytes = shared.metrics.client_sent_bytes.clone();
     let writer = tokio::spawn(async move {
         let mut buffer = Vec::with_capacity(WRITE_GATHER);
         while let Some(frame) = rx.recv().await {
-            if rx
+            match rx
                 .write_gathered(frame, &mut send, &mut buffer, WRITE_GATHER)
                 .await
-                .is_err()
             {
-                return;
+                Ok(bytes) => client_sent_bytes.inc_by(bytes as u64),
+                Err(_) => return,
             }
         }
     });

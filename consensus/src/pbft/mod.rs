@@ -397,6 +397,7 @@ impl Protocol for Replica {
             committed_seq: self.ledger.last_executed,
             stable_seq: self.ledger.stable.seq,
             view_changes: self.view_changes_total,
+            pending_requests: self.ledger.pool.len(),
         }
     }
 
