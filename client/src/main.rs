@@ -198,7 +198,7 @@ async fn tail(
                         "index": index,
                         "client": request.client.to_hex(),
                         "nonce": request.nonce,
-                        "digest": Digest::of(&request.payload).to_hex(),
+                        "digest": request.payload_digest().to_hex(),
                     })
                 );
             }

@@ -34,7 +34,7 @@ impl Batch {
 
     /// Total payload bytes.
     pub fn payload_bytes(&self) -> usize {
-        self.requests.iter().map(|r| r.payload.len()).sum()
+        self.requests.iter().map(|r| r.payload().len()).sum()
     }
 
     /// Checks count and size limits and every request's shape.

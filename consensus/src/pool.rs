@@ -117,7 +117,7 @@ impl RequestPool {
                 self.queue.pop_front();
                 continue;
             }
-            let size = pending.request.payload.len();
+            let size = pending.request.payload().len();
             if batch.requests.len() >= config.max_batch_requests
                 || (bytes + size > config.max_batch_bytes && !batch.requests.is_empty())
             {
@@ -144,7 +144,7 @@ impl RequestPool {
             let Some(pending) = self.pending.get(key) else {
                 continue;
             };
-            let size = pending.request.payload.len();
+            let size = pending.request.payload().len();
             if batch.requests.len() >= config.max_batch_requests
                 || (bytes + size > config.max_batch_bytes && !batch.requests.is_empty())
             {
