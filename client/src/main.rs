@@ -392,7 +392,7 @@ async fn bench(cluster: &Path, spec: BenchSpec, json_out: Option<PathBuf>) -> an
         let client = client.clone();
         let recorder = recorder.clone();
         let counters = counters.clone();
-        let (duration, tx_size) = (spec.duration, spec.tx_size);
+        let (duration, tx_size, timeout) = (spec.duration, spec.tx_size, spec.timeout);
         generators.push(tokio::spawn(async move {
             let mut tasks = tokio::task::JoinSet::new();
             let mut sent = 0u64;
@@ -446,7 +446,16 @@ async fn bench(cluster: &Path, spec: BenchSpec, json_out: Option<PathBuf>) -> an
                     break;
                 }
             }
-            while tasks.join_next().await.is_some() {}
+            // Every transaction has had its full timeout once the load plus one timeout has
+            // passed; whatever is still waiting then (for a submission slot, or a cluster that
+            // stopped answering) counts as failed instead of holding the run open.
+            let deadline = tokio::time::Instant::from_std(start + duration + timeout);
+            let drained =
+                tokio::time::timeout_at(deadline, async { while tasks.join_next().await.is_some() {} }).await;
+            if drained.is_err() {
+                counters.errors.fetch_add(tasks.len() as u64, Ordering::Relaxed);
+                tasks.abort_all();
+            }
         }));
     }
     let ticker = {
