@@ -51,6 +51,9 @@ pub struct ProtocolConfig {
     pub max_request_bytes: usize,
     /// Most requests a replica holds waiting to be ordered.
     pub max_pending_requests: usize,
+    /// Most payload bytes a replica holds waiting to be ordered: with `max_pending_requests`,
+    /// what bounds a replica's memory when clients offer more than the cluster can order.
+    pub max_pending_bytes: usize,
     /// How clients are authenticated. A property of the cluster (its `request_auth` in
     /// `client.toml`), so it is not read from a replica's own protocol table.
     #[serde(skip)]
@@ -75,6 +78,7 @@ impl Default for ProtocolConfig {
             retransmit_interval: Duration::from_millis(200),
             max_request_bytes: 64 * 1024,
             max_pending_requests: 100_000,
+            max_pending_bytes: 32 << 20,
             request_auth: RequestAuth::Signed,
             client_nonce_window: 1024,
             state_transfer_chunk: 32,
@@ -114,7 +118,11 @@ impl ProtocolConfig {
         if self.retransmit_interval > Duration::from_secs(60) || self.batch_delay > Duration::from_secs(60) {
             return Err("retransmit_interval and batch_delay must be at most 60000 ms".into());
         }
-        if self.client_nonce_window == 0 || self.state_transfer_chunk == 0 || self.max_pending_requests == 0 {
+        if self.client_nonce_window == 0
+            || self.state_transfer_chunk == 0
+            || self.max_pending_requests == 0
+            || self.max_pending_bytes < self.max_request_bytes
+        {
             return Err(
                 "client_nonce_window, state_transfer_chunk and max_pending_requests must be positive".into(),
             );

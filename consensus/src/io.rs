@@ -115,6 +115,8 @@ pub struct Footprint {
     pub checkpoints: usize,
     /// Requests waiting to be ordered.
     pub pending_requests: usize,
+    /// Their payload bytes.
+    pub pending_bytes: usize,
     /// The primary's proposal queue (keys; may briefly hold already-ordered ones).
     pub queued: usize,
     /// View-change messages held.
@@ -135,6 +137,7 @@ impl Footprint {
             && self.committed_unexecuted <= 2 * window
             && self.checkpoints <= window / config.checkpoint_interval.max(1) as usize + 1
             && self.pending_requests <= config.max_pending_requests
+            && self.pending_bytes <= config.max_pending_bytes
             && self.queued <= 2 * config.max_pending_requests + config.max_batch_requests
             && self.view_changes <= 2 * replicas
             && self.unpersisted <= 2 * window

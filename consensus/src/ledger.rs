@@ -178,8 +178,7 @@ impl Ledger {
         if self.pool.contains(&key) {
             return Ok(Admitted::Known);
         }
-        self.pool
-            .insert(key, request, self.now, self.config.max_pending_requests)?;
+        self.pool.insert(key, request, self.now, &self.config)?;
         Ok(Admitted::New(key))
     }
 

@@ -1,6 +1,6 @@
 //! Requests waiting to be ordered. Shared by both protocols: PBFT's primary drains a queue in
 //! arrival order; the linear mode's leader of the moment takes the oldest requests its chain
-//! does not already carry. Bounded by `max_pending_requests`.
+//! does not already carry. Bounded by `max_pending_requests` and `max_pending_bytes`.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
@@ -27,6 +27,8 @@ pub(crate) struct RequestPool {
     /// The proposer's queue (PBFT): keys in arrival order, possibly already ordered ones, which
     /// [`RequestPool::take_batch`] skips.
     queue: VecDeque<RequestKey>,
+    /// Payload bytes of the waiting requests.
+    bytes: usize,
 }
 
 impl RequestPool {
@@ -48,21 +50,29 @@ impl RequestPool {
         self.pending.get(key).map(|p| &p.request)
     }
 
-    /// Adds a request that is not waiting yet; refuses when the pool is full.
+    /// Payload bytes waiting.
+    pub(crate) fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Adds a request that is not waiting yet; refuses when the pool is full, by count or by
+    /// payload bytes.
     pub(crate) fn insert(
         &mut self,
         key: RequestKey,
         request: Request,
         now: Time,
-        limit: usize,
+        config: &ProtocolConfig,
     ) -> Result<(), Invalid> {
-        if self.pending.len() >= limit {
+        let size = request.payload().len();
+        if self.pending.len() >= config.max_pending_requests || self.bytes + size > config.max_pending_bytes {
             return Err(Invalid::Overloaded);
         }
+        self.bytes += size;
         self.arrival_counter += 1;
         let arrival = (now, self.arrival_counter);
         self.arrivals.insert(arrival, key);
-        self.pending.insert(
+        let replaced = self.pending.insert(
             key,
             PendingRequest {
                 request,
@@ -70,6 +80,12 @@ impl RequestPool {
                 proposed: false,
             },
         );
+        // Callers insert only keys that are not waiting; should one slip through, the older
+        // copy must not stay counted.
+        if let Some(old) = replaced {
+            self.arrivals.remove(&old.arrival);
+            self.bytes -= old.request.payload().len();
+        }
         Ok(())
     }
 
@@ -165,6 +181,7 @@ impl RequestPool {
     pub(crate) fn remove(&mut self, key: &RequestKey) {
         if let Some(pending) = self.pending.remove(key) {
             self.arrivals.remove(&pending.arrival);
+            self.bytes -= pending.request.payload().len();
         }
     }
 
@@ -172,10 +189,12 @@ impl RequestPool {
     /// client's nonce window: they must not make this replica suspect the leader.
     pub(crate) fn purge(&mut self, clients: &ClientTable) {
         let arrivals = &mut self.arrivals;
+        let bytes = &mut self.bytes;
         self.pending.retain(|key, pending| {
             let keep = clients.check(key) == Seen::New;
             if !keep {
                 arrivals.remove(&pending.arrival);
+                *bytes -= pending.request.payload().len();
             }
             keep
         });
@@ -184,5 +203,54 @@ impl RequestPool {
     /// When the oldest waiting request arrived.
     pub(crate) fn oldest_arrival(&self) -> Option<Time> {
         self.arrivals.keys().next().map(|(time, _)| *time)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::config::RequestAuth;
+    use ordinal_crypto::PublicKey;
+
+    fn request(nonce: u64, bytes: usize) -> (RequestKey, Request) {
+        let request = Request::unsigned(PublicKey([7; 32]), nonce, vec![1; bytes]);
+        (request.key(RequestAuth::Unsigned), request)
+    }
+
+    #[test]
+    fn the_pool_is_bounded_by_count_and_by_bytes_and_counts_what_leaves() {
+        let config = ProtocolConfig {
+            max_pending_requests: 3,
+            max_pending_bytes: 1000,
+            max_request_bytes: 600,
+            ..ProtocolConfig::default()
+        };
+        let mut pool = RequestPool::default();
+        let (a, ra) = request(1, 600);
+        let (b, rb) = request(2, 600);
+        pool.insert(a, ra, Time::ZERO, &config).unwrap();
+        // 1200 bytes would pass max_pending_bytes.
+        assert_eq!(
+            pool.insert(b, rb.clone(), Time::ZERO, &config),
+            Err(Invalid::Overloaded)
+        );
+        assert_eq!(pool.bytes(), 600);
+        pool.remove(&a);
+        assert_eq!((pool.len(), pool.bytes()), (0, 0));
+        pool.insert(b, rb, Time::ZERO, &config).unwrap();
+        for nonce in 3..5 {
+            let (k, r) = request(nonce, 10);
+            pool.insert(k, r, Time::ZERO, &config).unwrap();
+        }
+        assert_eq!((pool.len(), pool.bytes()), (3, 620));
+        // Full by count.
+        let (k, r) = request(9, 1);
+        assert_eq!(pool.insert(k, r, Time::ZERO, &config), Err(Invalid::Overloaded));
+        // Purged requests (ordered meanwhile) leave the byte count too.
+        let mut clients = ClientTable::new(16);
+        clients.record(&b, crate::request::Position { seq: 1, index: 0 });
+        pool.purge(&clients);
+        assert_eq!((pool.len(), pool.bytes()), (2, 20));
     }
 }

@@ -976,6 +976,7 @@ impl Protocol for Replica {
             committed_unexecuted: self.ledger.committed.len(),
             checkpoints: self.ledger.checkpoint_sets(),
             pending_requests: self.ledger.pool.len(),
+            pending_bytes: self.ledger.pool.bytes(),
             queued: 0,
             view_changes: self.timeouts.len(),
             unpersisted: self.ledger.unpersisted(),

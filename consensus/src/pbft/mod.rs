@@ -409,6 +409,7 @@ impl Protocol for Replica {
             committed_unexecuted: self.ledger.committed.len(),
             checkpoints: self.ledger.checkpoint_sets(),
             pending_requests: self.ledger.pool.len(),
+            pending_bytes: self.ledger.pool.bytes(),
             view_changes: self.view_changes.len(),
             queued: self.ledger.pool.queued(),
             unpersisted: self.ledger.unpersisted(),
