@@ -1,23 +1,26 @@
 #!/usr/bin/env bash
 # Makes a minimal Debian image locally, for machines whose Docker engine cannot reach a
 # registry: debootstrap (minbase) from the Debian mirror apt is configured with, imported under
-# the given tag. Only Debian bookworm tags are made this way (the Dockerfile's default base).
+# the given tag (debian:<codename>[-slim]).
 #   bash scripts/debian-base-image.sh debian:bookworm-slim
 set -euo pipefail
 tag=${1:-debian:bookworm-slim}
+# The suite is the tag's codename: debian:bookworm-slim -> bookworm, debian:trixie-slim -> trixie.
 case "$tag" in
-  debian:bookworm*) suite=bookworm ;;
-  *) echo "debian-base-image: can only make debian:bookworm images, not $tag" >&2; exit 1 ;;
+  debian:*) suite=${tag#debian:}; suite=${suite%%-*} ;;
+  *) echo "debian-base-image: can only make debian:<codename>[-slim] images, not $tag" >&2; exit 1 ;;
 esac
 sudo=""
 if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
 if ! command -v debootstrap >/dev/null 2>&1; then
+  $sudo apt-get update -q
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends debootstrap
 fi
 # The mirror apt already uses (deb822 or one-line sources), so this works wherever apt does.
-mirror=$(grep -hs '^URIs:' /etc/apt/sources.list.d/*.sources | awk '{print $2}' | grep -v security | head -1 || true)
+mirror=$(grep -hs '^URIs:' /etc/apt/sources.list.d/*.sources | grep -o 'https\?://[^ ]*' | grep -v security | head -1 || true)
 if [ -z "$mirror" ]; then
-  mirror=$(grep -hs '^deb ' /etc/apt/sources.list /etc/apt/sources.list.d/*.list | awk '{print $2}' | grep -v security | head -1 || true)
+  # One-line sources may carry options ("deb [signed-by=...] URL suite"): take the URL.
+  mirror=$(grep -hs '^deb ' /etc/apt/sources.list /etc/apt/sources.list.d/*.list | grep -o 'https\?://[^ ]*' | grep -v security | head -1 || true)
 fi
 mirror=${mirror:-http://deb.debian.org/debian}
 rootfs=$(mktemp -d -t ordinal-rootfs-XXXXXX)

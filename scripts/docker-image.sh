@@ -26,6 +26,11 @@ for binary in ordinal-node ordinal; do
 done
 
 base=$(sed -n 's/^ARG BASE_IMAGE=//p' Dockerfile)
+# Binaries built on a newer Debian need that release's glibc: use the host's own codename.
+if [ -z "${BASE_IMAGE:-}" ] && [ -r /etc/os-release ] && grep -q '^ID=debian' /etc/os-release; then
+  codename=$(sed -n 's/^VERSION_CODENAME=//p' /etc/os-release)
+  if [ -n "$codename" ]; then base="debian:${codename}-slim"; fi
+fi
 base=${BASE_IMAGE:-$base}
 if ! docker image inspect "$base" >/dev/null 2>&1; then
   if ! docker pull "$base" 2>/dev/null; then

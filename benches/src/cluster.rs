@@ -168,11 +168,16 @@ impl Running {
         if !status.success() {
             bail!("ordinal-node testnet failed");
         }
-        let mut children = Vec::new();
+        // Owned by `running` from the first spawn on, so that an error below stops them.
+        let mut running = Running {
+            client_toml: out.join("client.toml"),
+            dir,
+            children: Vec::new(),
+        };
         for i in 0..setup.replicas {
             let config = out.join(format!("node-{i}/config.toml"));
             edit_config(&config, setup)?;
-            let log = std::fs::File::create(dir.path().join(format!("node-{i}.log")))?;
+            let log = std::fs::File::create(running.dir.path().join(format!("node-{i}.log")))?;
             let child = Command::new(binary("ordinal-node")?)
                 .arg("run")
                 .arg("--config")
@@ -181,13 +186,8 @@ impl Running {
                 .stdout(Stdio::null())
                 .stderr(log)
                 .spawn()?;
-            children.push(Some(child));
+            running.children.push(Some(child));
         }
-        let running = Running {
-            client_toml: out.join("client.toml"),
-            dir,
-            children,
-        };
         let start = Instant::now();
         while running.reachable()? < setup.replicas {
             if start.elapsed() > Duration::from_secs(30) {
@@ -257,6 +257,18 @@ impl Drop for Running {
     }
 }
 
+/// A load generator that an early error must not leave running.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 /// Sets the batch limit and the sync policy in a generated replica config.
 fn edit_config(path: &Path, setup: &Setup) -> anyhow::Result<()> {
     let text = std::fs::read_to_string(path)?;
@@ -305,7 +317,7 @@ pub fn measure(setup: &Setup, load: &LoadSpec) -> anyhow::Result<Point> {
     if load.kill_primary_at.is_some() {
         bench.arg("--acks").arg(&acks_path);
     }
-    let mut bench = bench.spawn()?;
+    let mut bench = KillOnDrop(bench.spawn()?);
     let mut killed = None;
     if let Some(at) = load.kill_primary_at {
         // The warm-up (connections, one transaction per client) comes before the load.
@@ -326,7 +338,7 @@ pub fn measure(setup: &Setup, load: &LoadSpec) -> anyhow::Result<Point> {
                 *peak = Some(peak.map_or(rss, |p: f64| p.max(rss)));
             }
         }
-        if let Some(status) = bench.try_wait()? {
+        if let Some(status) = bench.0.try_wait()? {
             break status;
         }
         std::thread::sleep(Duration::from_millis(200));
@@ -364,7 +376,10 @@ pub fn measure(setup: &Setup, load: &LoadSpec) -> anyhow::Result<Point> {
         _ => None,
     };
     let recovery = match killed {
-        Some((_, at_ms)) => recovery_ms(&acks_path, at_ms, load.rate)?,
+        Some((_, at_ms)) => {
+            let left = load.duration.saturating_sub(load.kill_primary_at.unwrap_or(0)) * 1000;
+            recovery_ms(&acks_path, at_ms, left, load.rate)?
+        }
         None => None,
     };
     let replicas_cpu: f64 = cpu.iter().flatten().sum();
@@ -407,15 +422,17 @@ pub fn measure(setup: &Setup, load: &LoadSpec) -> anyhow::Result<Point> {
 /// How long after the kill throughput stayed low: the end of the last one-second window (wholly
 /// after the kill, before the load's last half second) holding less than 90% of the offered
 /// rate; 0 if none did. (Receipts just after the kill come from batches already agreed.)
-fn recovery_ms(acks: &Path, fault_at_ms: u64, rate: u64) -> anyhow::Result<Option<u64>> {
+fn recovery_ms(acks: &Path, fault_at_ms: u64, load_left_ms: u64, rate: u64) -> anyhow::Result<Option<u64>> {
     let mut times: Vec<u64> = std::fs::read_to_string(acks)?
         .lines()
         .filter_map(|line| serde_json::from_str::<Value>(line).ok()?["at_ms"].as_u64())
         .collect();
     times.sort_unstable();
-    let Some(&last) = times.last() else {
+    let Some(&last_ack) = times.last() else {
         return Ok(None);
     };
+    // Stragglers after the load ends must not read as a slump.
+    let last = last_ack.min(fault_at_ms + load_left_ms);
     let needed = ((rate as f64) * 0.9) as usize;
     let mut recovered_at = fault_at_ms;
     let mut end = fault_at_ms + 1000;

@@ -453,6 +453,8 @@ async fn bench(cluster: &Path, spec: BenchSpec, json_out: Option<PathBuf>) -> an
             let drained =
                 tokio::time::timeout_at(deadline, async { while tasks.join_next().await.is_some() {} }).await;
             if drained.is_err() {
+                // Tasks that finished but were not joined yet counted themselves already.
+                while tasks.try_join_next().is_some() {}
                 counters.errors.fetch_add(tasks.len() as u64, Ordering::Relaxed);
                 tasks.abort_all();
             }

@@ -118,14 +118,13 @@ impl ProtocolConfig {
         if self.retransmit_interval > Duration::from_secs(60) || self.batch_delay > Duration::from_secs(60) {
             return Err("retransmit_interval and batch_delay must be at most 60000 ms".into());
         }
-        if self.client_nonce_window == 0
-            || self.state_transfer_chunk == 0
-            || self.max_pending_requests == 0
-            || self.max_pending_bytes < self.max_request_bytes
-        {
+        if self.client_nonce_window == 0 || self.state_transfer_chunk == 0 || self.max_pending_requests == 0 {
             return Err(
                 "client_nonce_window, state_transfer_chunk and max_pending_requests must be positive".into(),
             );
+        }
+        if self.max_pending_bytes < self.max_request_bytes {
+            return Err("max_pending_bytes must be at least max_request_bytes".into());
         }
         Ok(())
     }

@@ -65,6 +65,28 @@ fn every_byzantine_behaviour_under_the_linear_mode() {
 }
 
 #[test]
+fn a_linear_cluster_restarted_whole_resumes_with_requests_waiting() {
+    // Every replica restarts with an empty chain: none holds the block behind its highest
+    // certificate, and that must not stop leaders from proposing (a review found that it did).
+    for replicas in [1, 4] {
+        let mut config = linear_config(7, replicas);
+        config.crashes = (0..replicas)
+            .map(|replica| Crash {
+                replica,
+                at: Duration::from_millis(400),
+                restart_at: Duration::from_millis(600),
+            })
+            .collect();
+        let report = run(config);
+        assert_clean(&report, "whole-cluster restart");
+        assert_eq!(
+            report.redundant_copies, 0,
+            "requests ordered twice (n={replicas})"
+        );
+    }
+}
+
+#[test]
 fn linear_crash_restart_keeps_safety_and_catches_up() {
     for seed in 0..4 {
         let mut config = linear_config(seed, 4);

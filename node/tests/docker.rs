@@ -329,7 +329,7 @@ impl Drop for Testnet {
             let _ = child.wait();
         }
         let _ = Command::new("docker")
-            .args(["rm", "-f", &self.load_name()])
+            .args(["rm", "-f", "-v", &self.load_name()])
             .output();
         let _ = self
             .compose_command(&["down", "-v", "--remove-orphans", "-t", "5"])
@@ -353,16 +353,22 @@ struct Outcome {
     recovery_ms: u64,
     longest_gap_ms: u64,
     compared_up_to: u64,
+    /// Later copies of acknowledged transactions in the log (skipped by execution).
+    copies: usize,
 }
 
 /// How long after the fault throughput stayed low: the end of the last one-second window
-/// (wholly after the fault, before the load's last half second) holding less than
+/// (wholly after the fault, and ending before the load does) holding less than
 /// `RECOVERED_SHARE` of the offered rate; 0 if none did. Receipts just after the fault come from
 /// batches already agreed, so the first window after it says little.
 fn recovery_ms(acks: &[Ack], fault_at_ms: u64) -> u64 {
     let mut times: Vec<u64> = acks.iter().map(|a| a.at_ms).collect();
     times.sort_unstable();
-    let Some(&last) = times.last() else { return 0 };
+    // The load started (after its warm-up) no earlier than BEFORE_FAULT before the fault, so
+    // it runs at least this long after it; late stragglers must not read as a slump.
+    let load_left_ms = (LOAD_SECONDS * 1000).saturating_sub(BEFORE_FAULT.as_millis() as u64);
+    let Some(&last_ack) = times.last() else { return 0 };
+    let last = last_ack.min(fault_at_ms + load_left_ms);
     let needed = (RATE as f64 * RECOVERED_SHARE) as usize;
     let mut recovered_at = fault_at_ms;
     let mut end = fault_at_ms + 1000;
@@ -443,7 +449,9 @@ fn scenario(name: &'static str, protocol: &'static str, fault: impl FnOnce(&Test
         }
     }
 
-    // Every acknowledged transaction exactly once, where its receipt said.
+    // Every acknowledged transaction ordered where its receipt said, and nowhere before. A
+    // later copy is possible (a new PBFT primary re-queues requests of batches it re-proposes)
+    // and harmless: execution skips it and answers with the first position. Copies are counted.
     let mut positions: HashMap<String, Vec<(u64, u64)>> = HashMap::new();
     for line in reference {
         let v: Value = serde_json::from_str(line).unwrap();
@@ -452,16 +460,18 @@ fn scenario(name: &'static str, protocol: &'static str, fault: impl FnOnce(&Test
             .or_default()
             .push((v["seq"].as_u64().unwrap(), v["index"].as_u64().unwrap()));
     }
+    let mut copies = 0;
     for ack in &acks {
         let found = positions.get(&ack.digest).map(Vec::as_slice).unwrap_or(&[]);
         assert_eq!(
-            found,
-            &[(ack.seq, ack.index)],
+            found.first(),
+            Some(&(ack.seq, ack.index)),
             "{name}: acknowledged transaction {} at ({}, {}) appears in the log at {found:?}",
             ack.digest,
             ack.seq,
             ack.index
         );
+        copies += found.len() - 1;
     }
 
     let recovery = recovery_ms(&acks, fault_at_ms);
@@ -478,6 +488,7 @@ fn scenario(name: &'static str, protocol: &'static str, fault: impl FnOnce(&Test
         recovery_ms: recovery,
         longest_gap_ms: longest_gap_ms(&acks, fault_at_ms),
         compared_up_to: common,
+        copies,
     };
     report_outcome(&outcome, &correct, reference.len());
 }
@@ -485,7 +496,7 @@ fn scenario(name: &'static str, protocol: &'static str, fault: impl FnOnce(&Test
 fn report_outcome(o: &Outcome, correct: &[usize], lines: usize) {
     println!(
         "docker fault {} ({}): {}/{} committed, throughput at or above {:.0}% of {} tx/s from {} ms after the fault on, \
-         longest gap between receipts {} ms; logs of replicas {:?} identical up to seq {} ({} transactions)",
+         longest gap between receipts {} ms; logs of replicas {:?} identical up to seq {} ({} transactions, {} skipped copies)",
         o.scenario,
         o.protocol,
         o.committed,
@@ -496,7 +507,8 @@ fn report_outcome(o: &Outcome, correct: &[usize], lines: usize) {
         o.longest_gap_ms,
         correct,
         o.compared_up_to,
-        lines
+        lines,
+        o.copies
     );
     let path = workspace().join("target/docker-faults.json");
     let mut all: BTreeMap<String, Value> = std::fs::read_to_string(&path)
@@ -513,11 +525,14 @@ fn report_outcome(o: &Outcome, correct: &[usize], lines: usize) {
             "rate": RATE,
             "compared_up_to_seq": o.compared_up_to,
             "correct_replicas": correct,
+            "skipped_copies": o.copies,
         }),
     );
     let _ = std::fs::write(&path, serde_json::to_string_pretty(&all).unwrap());
 }
 
+/// PBFT's primary; in the linear mode the leader of the round `status` reported, which changes
+/// every round, so there it is one replica among the next few leaders.
 fn kill_primary_then_restart(t: &Testnet) -> Vec<usize> {
     let leader = t.leader();
     let container = t.container(leader);

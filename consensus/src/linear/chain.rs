@@ -187,12 +187,14 @@ impl Chain {
         false
     }
 
-    /// The request keys carried by blocks from `id` back to the executed log (`executed`), or
-    /// None if one of those blocks is missing here; and whether an uncommitted one holds a
-    /// batch (so a leader knows its chain still needs rounds to commit).
+    /// The request keys carried by blocks from `id` (whose certificate names `seq`) back to
+    /// the executed log (`executed`), or None if one of those blocks is missing here; and
+    /// whether an uncommitted one holds a batch (so a leader knows its chain still needs rounds
+    /// to commit).
     pub(super) fn uncommitted_requests(
         &self,
         id: &Digest,
+        seq: u64,
         executed: u64,
         auth: RequestAuth,
     ) -> (Option<HashSet<RequestKey>>, bool) {
@@ -205,17 +207,19 @@ impl Chain {
         // again would order them twice (execution would skip the copies, but they would fill
         // batches and the log).
         let mut keys = HashSet::new();
+        // Whether a block is executed is decided from the sequence number its child's
+        // certificate names, before looking it up: executed blocks are pruned (and a restarted
+        // replica holds none), and must not count as missing.
         let genesis = BlockVote::genesis().block;
         let mut cursor = *id;
-        while cursor != genesis {
+        let mut cursor_seq = seq;
+        while cursor != genesis && cursor_seq > executed {
             let Some(stored) = self.blocks.get(&cursor) else {
                 return (None, carries);
             };
-            if stored.block.seq <= executed {
-                break;
-            }
             keys.extend(stored.batch.requests.iter().map(|r| r.key(auth)));
             cursor = stored.block.parent();
+            cursor_seq = stored.block.justify.statement.seq;
         }
         (Some(keys), carries)
     }

@@ -618,9 +618,12 @@ impl Replica {
             }
         };
         let auth = self.ledger.config.request_auth;
-        let (carried, chain_busy) =
-            self.chain
-                .uncommitted_requests(&self.high_qc.statement.block, self.ledger.last_executed, auth);
+        let (carried, chain_busy) = self.chain.uncommitted_requests(
+            &self.high_qc.statement.block,
+            self.high_qc.statement.seq,
+            self.ledger.last_executed,
+            auth,
+        );
         let window_full = self.high_qc.statement.seq + 1 > self.ledger.window_high();
         // A certificate can form from votes before the block itself arrives. Without every
         // block back to the executed log, this leader cannot tell which requests they carry:
