@@ -1,16 +1,19 @@
-//! The network client: one QUIC connection per replica, submissions sent to every replica and
-//! resolved by the first receipt that verifies.
+//! The network client: one QUIC connection per replica, submissions sent to every replica (one
+//! of which is asked for the receipt) and resolved by the first receipt that verifies.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use ordinal_consensus::{ClusterConfig, CommittedBatch, Receipt, Request, RequestAuth};
-use ordinal_crypto::{Committee, Digest, KeyPair, ReplicaId};
+use ordinal_consensus::leader::leader_of;
+use ordinal_consensus::messages::CommitVote;
+use ordinal_consensus::{ClusterConfig, CommittedBatch, ProtocolKind, Receipt, Request, RequestAuth};
+use ordinal_crypto::{Certificate, Committee, Digest, KeyPair, ReplicaId};
 use tokio::sync::{oneshot, Semaphore};
 
+use crate::retransmit::RetransmitTimer;
 use crate::wire::{
     self, ClientReply, ClientRequest, FrameReceiver, FrameSender, RejectKind, ReplicaStatus, WireError,
 };
@@ -22,6 +25,8 @@ const LINK_QUEUE_BYTES: usize = 32 << 20;
 const WRITE_GATHER: usize = 256 * 1024;
 /// Verified certificates remembered so receipts of one batch cost one verification.
 const VERIFIED_CACHE: usize = 4096;
+/// How long a replica that left a receipt unanswered is not asked for receipts.
+const RESPONDER_PENALTY: Duration = Duration::from_secs(10);
 
 /// Why a client operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -122,7 +127,8 @@ pub struct ReplicaReport {
 }
 
 struct PendingSubmit {
-    request: Request,
+    /// The request's digest: the Merkle leaf its receipt must prove.
+    leaf: Digest,
     done: Option<oneshot::Sender<Result<Receipt, ClientError>>>,
     /// Replicas that refused it since it was last sent, by kind of refusal.
     refused: HashMap<u16, RejectKind>,
@@ -133,6 +139,9 @@ struct Link {
     address: String,
     frames: FrameSender,
     connected: Arc<AtomicBool>,
+    /// Until when (milliseconds since [`Inner::started`]) this replica is not asked for
+    /// receipts, because it left one unanswered.
+    suspected_until: AtomicU64,
 }
 
 struct Inner {
@@ -144,11 +153,30 @@ struct Inner {
     links: Vec<Link>,
     pending: Mutex<HashMap<u64, PendingSubmit>>,
     calls: Mutex<HashMap<u64, oneshot::Sender<ClientReply>>>,
-    verified: Mutex<HashSet<Digest>>,
+    /// Certificates verified lately, by the statement (view, seq, batch digest) they certify.
+    verified: Mutex<HashMap<(u64, u64, Digest), Certificate<CommitVote>>>,
     next_nonce: AtomicU64,
     next_call: AtomicU64,
     in_flight: Semaphore,
     endpoint: quinn::Endpoint,
+    started: tokio::time::Instant,
+    next_responder: AtomicU64,
+    protocol: ProtocolKind,
+    /// One more than the highest view a verified receipt named (0: none yet). Under PBFT that
+    /// view's primary orders new requests.
+    view_hint: AtomicU64,
+    retransmit: Mutex<RetransmitTimer>,
+}
+
+/// What a replica gets in a submission's first round.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum FirstRound {
+    /// The request, and the request for its receipt.
+    Asking,
+    /// The request alone.
+    Quiet,
+    /// Nothing until the retransmission.
+    Skip,
 }
 
 /// A connection to an Ordinal cluster.
@@ -208,6 +236,7 @@ impl Client {
                     address: replica.address.clone(),
                     frames: tx,
                     connected: Arc::new(AtomicBool::new(false)),
+                    suspected_until: AtomicU64::new(0),
                 }
             })
             .collect::<Vec<_>>();
@@ -220,11 +249,16 @@ impl Client {
             links,
             pending: Mutex::new(HashMap::new()),
             calls: Mutex::new(HashMap::new()),
-            verified: Mutex::new(HashSet::new()),
+            verified: Mutex::new(HashMap::new()),
             next_nonce: AtomicU64::new(now_micros),
             next_call: AtomicU64::new(1),
             in_flight: Semaphore::new(max_in_flight),
             endpoint,
+            started: tokio::time::Instant::now(),
+            next_responder: AtomicU64::new(0),
+            protocol: cluster.protocol,
+            view_hint: AtomicU64::new(0),
+            retransmit: Mutex::new(RetransmitTimer::default()),
         });
         for (link, rx) in inner.links.iter().zip(receivers) {
             tokio::spawn(link_task(
@@ -291,36 +325,71 @@ impl Client {
             RequestAuth::Signed => Request::signed(&inner.key, &inner.cluster_id, nonce, payload),
             RequestAuth::Unsigned => Request::unsigned(inner.key.public(), nonce, payload),
         };
-        let frame = Arc::new(wire::encode_frame(&ClientRequest::Submit(request.clone()))?);
+        let leaf = request.digest();
+        let mut submit = ClientRequest::Submit {
+            request,
+            receipt: true,
+        };
+        let asking = Arc::new(wire::encode_frame(&submit)?);
+        if let ClientRequest::Submit { receipt, .. } = &mut submit {
+            *receipt = false;
+        }
+        let quiet = Arc::new(wire::encode_frame(&submit)?);
+        drop(submit);
+        let responder = inner.pick_responder();
+        let first_round = inner.first_round(responder);
         let (tx, mut rx) = oneshot::channel();
         lock(&inner.pending).insert(
             nonce,
             PendingSubmit {
-                request,
+                leaf,
                 done: Some(tx),
                 refused: HashMap::new(),
             },
         );
         let _cleanup = PendingGuard { inner, nonce };
-        let deadline = tokio::time::Instant::now() + inner.options.timeout;
+        let started = tokio::time::Instant::now();
+        let deadline = started + inner.options.timeout;
+        let mut round = 0u32;
         loop {
-            // Every replica gets the request: the primary orders it, the backups watch that it
-            // does (and suspect the primary if it does not).
             if let Some(entry) = lock(&inner.pending).get_mut(&nonce) {
                 // Refusals count per round: an overloaded replica may accept the retry.
                 entry.refused.clear();
             }
-            for link in &inner.links {
+            // The first round goes where it is needed and asks one replica for the receipt
+            // (see `retransmit`); later rounds go to every replica and ask them all.
+            for (index, link) in inner.links.iter().enumerate() {
+                let frame = match (round, first_round.get(index)) {
+                    (0, Some(FirstRound::Skip)) => continue,
+                    (0, Some(FirstRound::Quiet)) => &quiet,
+                    _ => &asking,
+                };
                 let _ = link.frames.try_send(frame.clone());
             }
-            let retry = (tokio::time::Instant::now() + inner.options.retry_interval).min(deadline);
+            let wait = if round == 0 {
+                lock(&inner.retransmit).timeout(inner.options.retry_interval)
+            } else {
+                inner.options.retry_interval
+            };
+            let retry = (tokio::time::Instant::now() + wait).min(deadline);
             match tokio::time::timeout_at(retry, &mut rx).await {
-                Ok(Ok(result)) => return result,
+                Ok(Ok(result)) => {
+                    if round == 0 && result.is_ok() {
+                        // Karn's rule: only answers to a request sent once are samples.
+                        lock(&inner.retransmit).observe(started.elapsed());
+                    }
+                    return result;
+                }
                 Ok(Err(_)) => return Err(ClientError::Timeout(inner.options.timeout)),
                 Err(_) if tokio::time::Instant::now() >= deadline => {
                     return Err(ClientError::Timeout(inner.options.timeout))
                 }
-                Err(_) => {}
+                Err(_) => {
+                    if round == 0 {
+                        inner.suspect_responder(responder);
+                    }
+                    round = round.saturating_add(1);
+                }
             }
         }
     }
@@ -521,40 +590,105 @@ fn resolve_now(address: &str) -> Option<std::net::SocketAddr> {
 }
 
 impl Inner {
+    /// The replica asked for the next receipt: the connected replicas in turn, skipping those
+    /// that recently left a receipt unanswered (all of them, if every one did).
+    fn pick_responder(&self) -> usize {
+        let count = self.links.len().max(1);
+        let start = self.next_responder.fetch_add(1, Ordering::Relaxed) as usize;
+        let now = self.started.elapsed().as_millis() as u64;
+        let usable = |link: &Link| {
+            link.connected.load(Ordering::Relaxed) && link.suspected_until.load(Ordering::Relaxed) <= now
+        };
+        (0..count)
+            .map(|offset| (start + offset) % count)
+            .find(|&index| self.links.get(index).is_some_and(usable))
+            .unwrap_or(start % count)
+    }
+
+    /// Who gets a submission's first round.
+    ///
+    /// PBFT: the primary of the latest view a receipt showed, and the responder; the backups
+    /// see the request in the primary's PRE-PREPARE, and only if the first round goes
+    /// unanswered do they get it from the client (and watch the primary). If the primary is
+    /// not connected, everyone gets it at once.
+    ///
+    /// Linear mode: everyone, because any replica may lead the next round and a replica
+    /// proposes only what it received.
+    fn first_round(&self, responder: usize) -> Vec<FirstRound> {
+        let asked = |index: usize| {
+            if index == responder {
+                FirstRound::Asking
+            } else {
+                FirstRound::Quiet
+            }
+        };
+        let primary = match self.protocol {
+            ProtocolKind::Pbft => {
+                // Until a receipt shows the view, everyone gets it: a request held only by
+                // backups would look like a silent primary to them.
+                let view = self.view_hint.load(Ordering::Relaxed).checked_sub(1);
+                view.map(|view| leader_of(view, &self.committee).index())
+                    .filter(|&p| {
+                        self.links
+                            .get(p)
+                            .is_some_and(|l| l.connected.load(Ordering::Relaxed))
+                    })
+            }
+            ProtocolKind::Linear => None,
+        };
+        (0..self.links.len())
+            .map(|index| match primary {
+                Some(primary) if index != primary && index != responder => FirstRound::Skip,
+                _ => asked(index),
+            })
+            .collect()
+    }
+
+    /// `responder` left a receipt unanswered for a whole retry interval: ask others for a while.
+    fn suspect_responder(&self, responder: usize) {
+        if let Some(link) = self.links.get(responder) {
+            let until = (self.started.elapsed() + RESPONDER_PENALTY).as_millis() as u64;
+            link.suspected_until.fetch_max(until, Ordering::Relaxed);
+        }
+    }
+
     fn dispatch(&self, from: ReplicaId, reply: ClientReply) {
         match reply {
             ClientReply::Committed { nonce, receipt } => {
-                let Some(request) = lock(&self.pending)
+                let Some(leaf) = lock(&self.pending)
                     .get(&nonce)
                     .filter(|entry| entry.done.is_some())
-                    .map(|entry| entry.request.clone())
+                    .map(|entry| entry.leaf)
                 else {
                     return; // already answered by another replica
                 };
-                if let Err(e) = receipt.verify_inclusion(&request) {
+                if let Err(e) = receipt.verify_inclusion_of(&leaf) {
                     tracing::warn!(replica = from.0, nonce, error = %e, "receipt does not match the request");
                     return;
                 }
-                // Receipts of one batch share its certificate: verify it once. The cache key is
-                // the hash of the whole certificate, so a forged one never hits the cache.
-                let cache_key = postcard::to_stdvec(&receipt.certificate)
-                    .ok()
-                    .map(|bytes| Digest::of(&bytes));
-                let cached = cache_key.is_some_and(|key| lock(&self.verified).contains(&key));
-                if !cached {
+                // Receipts of one batch need one verified certificate. Replicas aggregate their
+                // own (different signers), so a receipt whose statement was already certified
+                // is given the certificate verified before, and is valid whatever it carried.
+                let mut receipt = receipt;
+                let statement = receipt.certificate.statement;
+                let key = (statement.view, statement.seq, statement.digest);
+                let cached = lock(&self.verified).get(&key).cloned();
+                if let Some(verified) = cached {
+                    receipt.certificate = verified;
+                } else {
                     // Verified without holding any lock: other replies keep flowing meanwhile.
                     if let Err(e) = receipt.certificate.verify(&self.committee) {
                         tracing::warn!(replica = from.0, nonce, error = %e, "receipt certificate does not verify");
                         return;
                     }
-                    if let Some(key) = cache_key {
-                        let mut verified = lock(&self.verified);
-                        if verified.len() >= VERIFIED_CACHE {
-                            verified.clear();
-                        }
-                        verified.insert(key);
+                    let mut verified = lock(&self.verified);
+                    if verified.len() >= VERIFIED_CACHE {
+                        verified.clear();
                     }
+                    verified.insert(key, receipt.certificate.clone());
                 }
+                self.view_hint
+                    .fetch_max(receipt.view().saturating_add(1), Ordering::Relaxed);
                 if let Some(done) = lock(&self.pending).get_mut(&nonce).and_then(|e| e.done.take()) {
                     let _ = done.send(Ok(receipt));
                 }

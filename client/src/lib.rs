@@ -22,6 +22,7 @@
 #![warn(missing_docs)]
 
 mod client;
+mod retransmit;
 pub mod wire;
 
 pub use client::{load_cluster, Client, ClientError, ClientOptions, ReplicaReport, Subscription};

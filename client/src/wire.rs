@@ -243,9 +243,19 @@ impl FrameReceiver {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ClientRequest {
     /// Order this transaction. Its `client` must be the connection's key in unsigned mode; in
-    /// signed mode its signature is checked. Answered by [`ClientReply::Committed`] or
-    /// [`ClientReply::Rejected`].
-    Submit(Request),
+    /// signed mode its signature is checked. Answered by [`ClientReply::Committed`] when
+    /// `receipt` is set, and by [`ClientReply::Rejected`] if it is refused.
+    ///
+    /// A client sends each request to every replica but asks one for the receipt: one verified
+    /// receipt is proof enough, and the other replicas' receipts cost them a Merkle proof and a
+    /// frame each, and the client a decode, for nothing. A retry asks every replica.
+    Submit {
+        /// The transaction.
+        request: Request,
+        /// Whether this replica should send the receipt once the request is ordered (or at
+        /// once, if it already is).
+        receipt: bool,
+    },
     /// Send committed batches from `from` on (at most `max` of them, fewer if they are large).
     /// Answered by [`ClientReply::Batches`].
     Read {

@@ -80,7 +80,13 @@ impl Receipt {
     /// and its Merkle path leads to the certified digest. For callers that already verified
     /// this very certificate (receipts of one batch share it).
     pub fn verify_inclusion(&self, request: &Request) -> Result<(), ReceiptError> {
-        if request.digest() != self.request_digest {
+        self.verify_inclusion_of(&request.digest())
+    }
+
+    /// [`Receipt::verify_inclusion`] for a request known by its digest ([`Request::digest`]),
+    /// for callers that keep the digest rather than the request.
+    pub fn verify_inclusion_of(&self, request_digest: &Digest) -> Result<(), ReceiptError> {
+        if *request_digest != self.request_digest {
             return Err(ReceiptError::WrongRequest);
         }
         if self.certificate.statement.seq != self.seq || self.proof.index != self.index {

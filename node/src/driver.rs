@@ -29,6 +29,15 @@ const RECENT_BATCHES: usize = 512;
 /// Most payload bytes in one state-transfer answer.
 const TRANSFER_MAX_BYTES: usize = 16 << 20;
 
+/// A request its client sent to this replica.
+#[derive(Clone, Copy)]
+struct Arrival {
+    /// When it first arrived (for the commit latency metric).
+    at: Instant,
+    /// Whether the client asked this replica for the receipt (on any of its sends).
+    receipt: bool,
+}
+
 /// The protocol thread's state.
 pub struct Driver {
     replica: Box<dyn Protocol + Send>,
@@ -37,7 +46,8 @@ pub struct Driver {
     peers: Peers,
     origin: Instant,
     recent: BTreeMap<u64, Arc<CommittedBatch>>,
-    arrivals: HashMap<RequestKey, Instant>,
+    /// Requests that came from their client directly, until their receipt is due.
+    arrivals: HashMap<RequestKey, Arrival>,
     view_changes_seen: u64,
 }
 
@@ -137,7 +147,11 @@ impl Driver {
                         .inc();
                 }
             }
-            Event::Request { request, arrived } => {
+            Event::Request {
+                request,
+                arrived,
+                receipt,
+            } => {
                 let key = request.key(self.shared.config.request_auth);
                 let client = request.client;
                 let nonce = request.nonce;
@@ -146,7 +160,13 @@ impl Driver {
                         if self.arrivals.len() >= 2 * self.shared.config.max_pending_requests {
                             self.arrivals.clear();
                         }
-                        self.arrivals.entry(key).or_insert(arrived);
+                        // Bounded: entries leave with their receipt; if clients leave many
+                        // requests unordered, forgetting them costs those clients a retry.
+                        let arrival = self
+                            .arrivals
+                            .entry(key)
+                            .or_insert(Arrival { at: arrived, receipt });
+                        arrival.receipt |= receipt;
                     }
                     Err(e) => {
                         self.shared
@@ -267,6 +287,22 @@ impl Driver {
     }
 
     fn send_receipts(&mut self, seq: u64, requests: Vec<(RequestKey, u32)>) -> Result<(), StoreError> {
+        // Only the replica a client asked answers it (see `ClientRequest::Submit`); the others
+        // just record the latency of what came to them directly.
+        let metrics = &self.shared.metrics;
+        let mut wanted: HashMap<u32, RequestKey> = HashMap::new();
+        for (key, index) in requests {
+            let Some(arrival) = self.arrivals.remove(&key) else {
+                continue;
+            };
+            metrics.commit_latency.observe(arrival.at.elapsed().as_secs_f64());
+            if arrival.receipt {
+                wanted.insert(index, key);
+            }
+        }
+        if wanted.is_empty() {
+            return Ok(());
+        }
         let batch = match self.recent.get(&seq) {
             Some(batch) => batch.clone(),
             None => match self.shared.store.batch(seq)? {
@@ -274,19 +310,14 @@ impl Driver {
                 None => return Ok(()),
             },
         };
-        let indexes: Vec<u32> = requests.iter().map(|(_, index)| *index).collect();
-        let receipts = Receipt::for_requests(&batch, &indexes);
-        let metrics = &self.shared.metrics;
+        let mut indexes: Vec<u32> = wanted.keys().copied().collect();
+        indexes.sort_unstable();
         // Pair each receipt with its request by index, not by position in the list: an index
         // the batch lacks yields no receipt, and must not shift the others onto wrong keys.
-        let keys: HashMap<u32, RequestKey> = requests.into_iter().map(|(key, index)| (index, key)).collect();
-        for receipt in receipts {
-            let Some(key) = keys.get(&receipt.index).copied() else {
+        for receipt in Receipt::for_requests(&batch, &indexes) {
+            let Some(key) = wanted.get(&receipt.index).copied() else {
                 continue;
             };
-            if let Some(arrived) = self.arrivals.remove(&key) {
-                metrics.commit_latency.observe(arrived.elapsed().as_secs_f64());
-            }
             let reply = ClientReply::Committed {
                 nonce: key.nonce,
                 receipt,

@@ -40,6 +40,9 @@ pub struct Metrics {
     pub client_connections: IntGauge,
     /// Receipts sent to clients.
     pub receipts: IntCounter,
+    /// Submissions received straight from clients (a client sends a request to the replicas
+    /// that need it first, and to every replica only if that goes unanswered).
+    pub client_requests: IntCounter,
     /// Admitted requests not yet ordered.
     pub pending_requests: IntGauge,
     /// Stream bytes written to each peer replica (frames, before QUIC's own overhead).
@@ -115,6 +118,10 @@ impl Metrics {
             )?,
             client_connections: IntGauge::new("ordinal_client_connections", "Open client connections")?,
             receipts: IntCounter::new("ordinal_receipts_total", "Receipts sent to clients")?,
+            client_requests: IntCounter::new(
+                "ordinal_client_requests_total",
+                "Submissions received straight from clients",
+            )?,
             pending_requests: IntGauge::new(
                 "ordinal_pending_requests",
                 "Client requests admitted and waiting to be ordered",
@@ -147,6 +154,7 @@ impl Metrics {
         r.register(Box::new(metrics.send_queue_drops.clone()))?;
         r.register(Box::new(metrics.client_connections.clone()))?;
         r.register(Box::new(metrics.receipts.clone()))?;
+        r.register(Box::new(metrics.client_requests.clone()))?;
         r.register(Box::new(metrics.pending_requests.clone()))?;
         r.register(Box::new(metrics.peer_sent_bytes.clone()))?;
         r.register(Box::new(metrics.client_sent_bytes.clone()))?;

@@ -56,6 +56,8 @@ pub enum Event {
         request: Request,
         /// When it arrived (for the commit latency metric).
         arrived: Instant,
+        /// Whether the client asked this replica for the receipt.
+        receipt: bool,
     },
 }
 
@@ -431,12 +433,16 @@ async fn client_stream(
                 break;
             }
         };
+        if matches!(request, ClientRequest::Submit { .. }) {
+            shared.metrics.client_requests.inc();
+        }
         let reply = match request {
-            ClientRequest::Submit(request) => match check_request(&request, &key, &shared) {
+            ClientRequest::Submit { request, receipt } => match check_request(&request, &key, &shared) {
                 Ok(()) => {
                     let event = Event::Request {
                         request,
                         arrived: Instant::now(),
+                        receipt,
                     };
                     if shared.client_events.send(event).await.is_err() {
                         break;

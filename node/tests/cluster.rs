@@ -167,6 +167,27 @@ async fn four_replicas_order_ten_thousand_transactions_from_four_clients() {
         "every transaction exactly once"
     );
     assert_receipts_in_log(&receipts, &logs[0]);
+
+    // Fan-out: once a client has seen the view, a submission goes to the primary and to the
+    // one replica asked for its receipt, not to all four, and one receipt comes back, not
+    // four. (Each client's first 250 go to everyone, before any receipt names the view; a
+    // slow answer makes a client fall back to everyone too.)
+    let (mut submissions, mut sent_receipts) = (0.0, 0.0);
+    for i in 0..4 {
+        let scrape = common::scrape(cluster.metrics_port(i));
+        submissions += common::metric(&scrape, "ordinal_client_requests_total").unwrap();
+        sent_receipts += common::metric(&scrape, "ordinal_receipts_total").unwrap();
+    }
+    println!("10,000 transactions: {submissions} submissions received, {sent_receipts} receipts sent");
+    assert!(
+        submissions < 32_000.0,
+        "{submissions} submissions for 10,000 transactions"
+    );
+    assert!(sent_receipts >= 10_000.0, "{sent_receipts} receipts");
+    assert!(
+        sent_receipts < 25_000.0,
+        "{sent_receipts} receipts for 10,000 transactions"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
