@@ -18,6 +18,7 @@ pub struct Setup {
     pub replicas: usize,
     pub protocol: &'static str,
     pub max_batch: usize,
+    pub max_inflight: Option<u64>,
     pub sync_always: bool,
     pub signed_requests: bool,
     pub base_port: u16,
@@ -278,6 +279,12 @@ fn edit_config(path: &Path, setup: &Setup) -> anyhow::Result<()> {
             "max_batch_requests".into(),
             toml::Value::Integer(setup.max_batch as i64),
         );
+        if let Some(inflight) = setup.max_inflight {
+            protocol.insert(
+                "max_inflight_batches".into(),
+                toml::Value::Integer(inflight as i64),
+            );
+        }
     }
     if let Some(toml::Value::Table(storage)) = config.get_mut("storage") {
         storage.insert(
@@ -387,6 +394,7 @@ pub fn measure(setup: &Setup, load: &LoadSpec) -> anyhow::Result<Point> {
         protocol: setup.protocol.to_string(),
         replicas: n,
         max_batch: setup.max_batch,
+        max_inflight: setup.max_inflight,
         sync_always: setup.sync_always,
         signed_requests: setup.signed_requests,
         tx_size: load.tx_size,

@@ -107,6 +107,10 @@ struct SetupArgs {
     /// Requests per batch at most (`max_batch_requests`).
     #[arg(long, default_value_t = 512)]
     max_batch: usize,
+    /// Batches proposed but not yet committed at most (`max_inflight_batches`; the replicas'
+    /// default when not given).
+    #[arg(long)]
+    max_inflight: Option<u64>,
     /// fsync before each receipt (`always`) or not.
     #[arg(long, value_enum, default_value_t = SyncArg::Always)]
     sync: SyncArg,
@@ -142,6 +146,7 @@ impl SetupArgs {
                 ProtocolArg::Linear => "linear",
             },
             max_batch: self.max_batch,
+            max_inflight: self.max_inflight,
             sync_always: self.sync == SyncArg::Always,
             signed_requests: self.request_auth == AuthArg::Signed,
             base_port: self.base_port,
@@ -216,6 +221,7 @@ fn suite(duration: u64, results: &std::path::Path) -> anyhow::Result<()> {
         replicas: 4,
         protocol: ProtocolArg::Pbft,
         max_batch: 512,
+        max_inflight: None,
         sync: SyncArg::Always,
         request_auth: AuthArg::Unsigned,
         tx_size: 512,

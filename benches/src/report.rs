@@ -11,6 +11,8 @@ pub struct Point {
     pub protocol: String,
     pub replicas: usize,
     pub max_batch: usize,
+    /// `max_inflight_batches`, if not the replicas' default.
+    pub max_inflight: Option<u64>,
     pub sync_always: bool,
     pub signed_requests: bool,
     pub tx_size: usize,
