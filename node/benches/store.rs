@@ -76,17 +76,37 @@ fn store(c: &mut Criterion) {
         let digest = batch.digest();
         let committed = CommittedBatch {
             batch: batch.clone(),
-            certificate: certificate(CommitVote { view: 0, seq: 1, digest }, &keys, &committee),
+            certificate: certificate(
+                CommitVote {
+                    view: 0,
+                    seq: 1,
+                    digest,
+                },
+                &keys,
+                &committee,
+            ),
         };
         let prepared = PreparedProof {
-            certificate: certificate(PrepareVote { view: 0, seq: 1, digest }, &keys, &committee),
+            certificate: certificate(
+                PrepareVote {
+                    view: 0,
+                    seq: 1,
+                    digest,
+                },
+                &keys,
+                &committee,
+            ),
             batch,
         };
         group.throughput(Throughput::Elements(BATCHES * requests as u64));
         for pbft in [false, true] {
             let name = format!(
                 "{}_{requests}x{TX_BYTES}B",
-                if pbft { "prepared_then_committed" } else { "committed_batch" }
+                if pbft {
+                    "prepared_then_committed"
+                } else {
+                    "committed_batch"
+                }
             );
             let dir = tempfile::tempdir().unwrap();
             let store = Store::open(dir.path(), SyncPolicy::Always, &Digest::of(b"store-bench")).unwrap();
