@@ -165,6 +165,9 @@ struct Inner {
     /// One more than the highest view a verified receipt named (0: none yet). Under PBFT that
     /// view's primary orders new requests.
     view_hint: AtomicU64,
+    /// The `view_hint` under which a first round went unanswered: that view's primary may be
+    /// gone, so requests go to everyone until a receipt shows that view or a later one again.
+    distrusted_hint: AtomicU64,
     retransmit: Mutex<RetransmitTimer>,
 }
 
@@ -258,6 +261,7 @@ impl Client {
             next_responder: AtomicU64::new(0),
             protocol: cluster.protocol,
             view_hint: AtomicU64::new(0),
+            distrusted_hint: AtomicU64::new(0),
             retransmit: Mutex::new(RetransmitTimer::default()),
         });
         for (link, rx) in inner.links.iter().zip(receivers) {
@@ -387,6 +391,8 @@ impl Client {
                 Err(_) => {
                     if round == 0 {
                         inner.suspect_responder(responder);
+                        let hint = inner.view_hint.load(Ordering::Relaxed);
+                        inner.distrusted_hint.fetch_max(hint, Ordering::Relaxed);
                     }
                     round = round.saturating_add(1);
                 }
@@ -624,9 +630,12 @@ impl Inner {
         };
         let primary = match self.protocol {
             ProtocolKind::Pbft => {
-                // Until a receipt shows the view, everyone gets it: a request held only by
-                // backups would look like a silent primary to them.
-                let view = self.view_hint.load(Ordering::Relaxed).checked_sub(1);
+                // Until a receipt shows the view, or while its primary seems gone, everyone
+                // gets it: a request held only by backups would look like a silent primary to
+                // them, and they must see it to replace one that is.
+                let hint = self.view_hint.load(Ordering::Relaxed);
+                let trusted = hint > self.distrusted_hint.load(Ordering::Relaxed);
+                let view = hint.checked_sub(1).filter(|_| trusted);
                 view.map(|view| leader_of(view, &self.committee).index())
                     .filter(|&p| {
                         self.links
@@ -687,8 +696,13 @@ impl Inner {
                     }
                     verified.insert(key, receipt.certificate.clone());
                 }
-                self.view_hint
-                    .fetch_max(receipt.view().saturating_add(1), Ordering::Relaxed);
+                let seen = receipt.view().saturating_add(1);
+                self.view_hint.fetch_max(seen, Ordering::Relaxed);
+                if self.distrusted_hint.load(Ordering::Relaxed) <= seen {
+                    // That view's primary still orders requests (the answer was only slow), or
+                    // a later view has begun: contact the primary alone again.
+                    self.distrusted_hint.store(0, Ordering::Relaxed);
+                }
                 if let Some(done) = lock(&self.pending).get_mut(&nonce).and_then(|e| e.done.take()) {
                     let _ = done.send(Ok(receipt));
                 }
