@@ -183,3 +183,41 @@ fn entries_stay_bounded_across_100k_requests() {
     assert_eq!(report.submitted, 100_000);
     assert!(report.decided_seq >= 100_000 / 128);
 }
+
+/// The primary crashes with its pipeline full and thousands of requests waiting (as a real
+/// cluster under load does): the backups must replace it and order everything while it is
+/// down, not only once it is back.
+#[test]
+fn a_primary_crashing_under_load_is_replaced_while_it_is_down() {
+    for seed in 0..8 {
+        let mut config = SimConfig::calm(seed, 4);
+        if seed % 2 == 1 {
+            // The benchmark setting: clients authenticated by their connection.
+            config.protocol.request_auth = RequestAuth::Unsigned;
+        }
+        config.protocol.max_batch_requests = 32;
+        config.protocol.max_inflight_batches = 8;
+        config.protocol.checkpoint_interval = 16;
+        config.protocol.log_window = 64;
+        config.clients = 8;
+        config.requests_per_client = 250;
+        config.submit_window = Duration::from_secs(2);
+        config.crashes = vec![Crash {
+            replica: 0,
+            at: Duration::from_millis(700 + 97 * seed),
+            restart_at: Duration::from_secs(30),
+        }];
+        config.heal_at = Duration::from_secs(30);
+        let report = run(config);
+        println!(
+            "seed {seed}: answered {}/{} decided {} views {} status {:?}",
+            report.answered, report.submitted, report.decided_seq, report.max_view, report.replica_status
+        );
+        assert_clean(&report, "primary crash under load");
+        assert!(
+            report.median_latency < Duration::from_secs(10),
+            "seed {seed}: requests waited for the primary's restart (median {:?})",
+            report.median_latency
+        );
+    }
+}

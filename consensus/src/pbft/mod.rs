@@ -50,6 +50,41 @@ struct Slot {
     sent_prepare: bool,
     sent_commit: bool,
     committed: bool,
+    /// When this replica's messages for the slot are sent again.
+    resend: Backoff,
+}
+
+/// When to send a message again that has not had its effect yet: first one interval after it
+/// was first looked at, then after intervals doubling up to 16 of them.
+///
+/// Links are reliable streams, so a resend helps only a peer that reconnected, restarted or
+/// dropped a full queue. Re-sending everything every interval did not only waste bandwidth:
+/// under load each re-sent PRE-PREPARE (its whole batch) and VIEW-CHANGE (every prepared batch
+/// since the stable checkpoint) was decoded and verified again by every peer, so an
+/// overloaded or view-changing cluster spent its CPU re-checking what it already had, and
+/// after its primary died under load it never finished a view change.
+#[derive(Clone, Copy, Debug, Default)]
+struct Backoff {
+    next_at: Option<Time>,
+    sent: u32,
+}
+
+impl Backoff {
+    /// Whether to re-send now; the first call only starts the clock.
+    fn due(&mut self, now: Time, interval: Time) -> bool {
+        match self.next_at {
+            None => {
+                self.next_at = Some(now + interval);
+                false
+            }
+            Some(at) if now >= at => {
+                self.sent = self.sent.saturating_add(1);
+                self.next_at = Some(now + interval * (1u32 << self.sent.min(4)));
+                true
+            }
+            Some(_) => false,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -82,6 +117,8 @@ pub struct Replica {
 
     view_changes: view_change::ViewChangeStore,
     own_view_changes: BTreeMap<u64, Signed<ViewChange>>,
+    /// Re-sending this replica's VIEW-CHANGE for the view it is changing to.
+    view_change_resend: (u64, Backoff),
     last_new_view: Option<Signed<NewView>>,
     views_seen: BTreeMap<ReplicaId, u64>,
 
@@ -133,6 +170,7 @@ impl Replica {
             batch_deadline: None,
             view_changes: Default::default(),
             own_view_changes: BTreeMap::new(),
+            view_change_resend: (0, Backoff::default()),
             last_new_view: None,
             views_seen: BTreeMap::new(),
         };
@@ -276,14 +314,24 @@ impl Replica {
     /// Periodic retransmission of whatever is unfinished, so that lost messages delay the
     /// protocol instead of stalling it.
     fn tick(&mut self) {
+        let now = self.ledger.now;
+        let interval = self.ledger.config.retransmit_interval;
         if self.changing.is_some() {
-            if let Some(own) = self.own_view_changes.get(&self.view) {
-                let message = Message::ViewChange(own.clone());
-                self.ledger.broadcast(message);
+            if self.view_change_resend.0 != self.view {
+                self.view_change_resend = (self.view, Backoff::default());
+            }
+            if self.view_change_resend.1.due(now, interval) {
+                if let Some(own) = self.own_view_changes.get(&self.view) {
+                    let message = Message::ViewChange(own.clone());
+                    self.ledger.broadcast(message);
+                }
             }
         } else {
             let mut resend = Vec::new();
-            for slot in self.slots.values().filter(|s| !s.committed) {
+            for slot in self.slots.values_mut().filter(|s| !s.committed) {
+                if !slot.resend.due(now, interval) {
+                    continue;
+                }
                 if let Some(SlotProposal {
                     signed: Some(signed),
                     batch,
