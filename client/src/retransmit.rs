@@ -1,21 +1,19 @@
-//! When to stop waiting on the replicas a submission went to first and send it to all of them.
+//! When to stop waiting on the replica asked for a receipt and ask every replica.
 //!
-//! A submission first goes only to the replicas that need it (under PBFT the primary, which
-//! orders it, and the replica asked for the receipt), so that the other replicas neither
-//! receive, decode and hash every transaction twice (from the client and again inside the
-//! primary's proposal) nor hold it in their pools. If no receipt comes back in time, the client
-//! sends it to every replica, as PBFT's clients do (Castro and Liskov, OSDI '99, section 4.1):
-//! then the backups watch the primary and change views if it does not order the request.
+//! A submission goes to every replica but asks one of them for the receipt (one verified
+//! receipt is proof enough). If that replica is slow, down or Byzantine, the client asks all of
+//! them again once no receipt has come in time; the cluster answers the retry with the
+//! original position, so nothing is ordered twice.
 //!
 //! "In time" follows the latency this client observes, like TCP's retransmission timeout
 //! (RFC 6298): a smoothed latency plus four deviations, with Karn's rule (only submissions
 //! answered before any retransmission are samples). It is bounded below so that ordinary
-//! jitter does not make the client fan out, and above by the client's retry interval.
+//! jitter does not make every replica send a receipt, and above by the client's retry interval.
 
 use std::time::Duration;
 
-/// Never fan out sooner than this: batching delays and fsyncs make a few tens of
-/// milliseconds ordinary, and a fan-out costs every replica a copy of the transaction.
+/// Never ask everyone sooner than this: batching delays and fsyncs make a few tens of
+/// milliseconds ordinary, and asking everyone costs every replica a receipt.
 pub const MIN_TIMEOUT: Duration = Duration::from_millis(200);
 
 /// Before any sample, how long to wait (RFC 6298 suggests one second).
@@ -29,7 +27,7 @@ pub struct RetransmitTimer {
 }
 
 impl RetransmitTimer {
-    /// Adds the latency of a submission answered by the first replicas it went to.
+    /// Adds the latency of a submission answered in its first round.
     pub fn observe(&mut self, sample: Duration) {
         self.estimate = Some(match self.estimate {
             None => (sample, sample / 2),
@@ -40,7 +38,7 @@ impl RetransmitTimer {
         });
     }
 
-    /// How long to wait before sending to every replica, at most `ceiling`.
+    /// How long to wait before asking every replica, at most `ceiling`.
     pub fn timeout(&self, ceiling: Duration) -> Duration {
         let timeout = match self.estimate {
             None => INITIAL_TIMEOUT,

@@ -32,7 +32,10 @@ pub struct ProtocolConfig {
     pub batch_delay: Duration,
     /// Most batches in flight (proposed, not yet committed) at once: the pipeline depth.
     pub max_inflight_batches: u64,
-    /// A checkpoint every this many sequence numbers.
+    /// A checkpoint every this many sequence numbers. It bounds what a PBFT VIEW-CHANGE
+    /// carries (every batch prepared since the stable checkpoint): at 64, a cluster whose
+    /// primary died under load sent VIEW-CHANGEs of several MiB and NEW-VIEWs three times
+    /// that, which filled the peer queues and never completed; at 16 the same run recovers.
     pub checkpoint_interval: u64,
     /// How many sequence numbers past the last stable checkpoint may be in use (the
     /// high watermark is low + this). A multiple of the checkpoint interval, at least two.
@@ -71,7 +74,7 @@ impl Default for ProtocolConfig {
             max_batch_bytes: 1 << 20,
             batch_delay: Duration::from_millis(2),
             max_inflight_batches: 8,
-            checkpoint_interval: 64,
+            checkpoint_interval: 16,
             log_window: 128,
             view_timeout: Duration::from_millis(1000),
             view_timeout_max: Duration::from_secs(30),

@@ -207,7 +207,7 @@ mod tests {
             ),
             (good.replace("faults = 1", "faults = 2"), "cluster.replicas"),
             (
-                good.replace("checkpoint_interval = 64", "checkpoint_interval = 0"),
+                good.replace("checkpoint_interval = 16", "checkpoint_interval = 0"),
                 "protocol",
             ),
             (good.replace("[storage]", "[storage]\nsurprise = 1"), "surprise"),

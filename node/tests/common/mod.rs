@@ -137,12 +137,18 @@ impl Cluster {
     }
 
     pub async fn client(&self) -> Client {
+        self.client_with(false).await
+    }
+
+    /// A client that asks one replica per receipt (`ClientOptions::one_receipt`) if `one_receipt`.
+    pub async fn client_with(&self, one_receipt: bool) -> Client {
         let client = Client::connect(
             self.cluster.clone(),
             ClientOptions {
                 timeout: Duration::from_secs(30),
                 retry_interval: Duration::from_millis(1500),
                 call_timeout: Duration::from_secs(2),
+                one_receipt,
                 ..ClientOptions::default()
             },
         )
