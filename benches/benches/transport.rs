@@ -16,6 +16,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+#[path = "common/cpu.rs"]
+mod cpu;
+
+use cpu::cpu_time;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 mod common;
 
@@ -27,20 +31,6 @@ use ordinal_crypto::{KeyPair, ReplicaId};
 const FRAMES: usize = 20_000;
 /// Most bytes gathered into one stream write (the node's `WRITE_GATHER`).
 const GATHER: usize = 512 * 1024;
-
-/// Process CPU time (user + system), all threads.
-fn cpu_time() -> Duration {
-    let text = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    // Fields after the command name (which may hold spaces) start after the last ')'.
-    let fields: Vec<&str> = text
-        .rsplit_once(')')
-        .map(|(_, rest)| rest.split_whitespace().collect())
-        .unwrap_or_default();
-    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-    // utime and stime are fields 14 and 15 of the whole line: 11 and 12 after the name.
-    let total = ticks(11) + ticks(12);
-    Duration::from_millis(total * 10) // USER_HZ is 100 on Linux
-}
 
 /// A connected pair: a frame queue whose writer task sends on one long-lived stream, and a
 /// reader task that counts the frames it decodes and reports each full iteration.

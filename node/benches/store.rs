@@ -18,6 +18,10 @@
 
 use std::time::{Duration, Instant};
 
+#[path = "../../benches/benches/common/cpu.rs"]
+mod cpu;
+
+use cpu::cpu_time;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use ordinal_consensus::messages::{CommitVote, PrepareVote, PreparedProof};
 use ordinal_consensus::{Batch, CommittedBatch, Request, SafetyState, SafetyUpdate};
@@ -28,17 +32,6 @@ use ordinal_node::store::{Store, Writes};
 const TX_BYTES: usize = 512;
 /// Batches written per measured iteration.
 const BATCHES: u64 = 32;
-
-/// Process CPU time (user + system), all threads.
-fn cpu_time() -> Duration {
-    let text = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let fields: Vec<&str> = text
-        .rsplit_once(')')
-        .map(|(_, rest)| rest.split_whitespace().collect())
-        .unwrap_or_default();
-    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-    Duration::from_millis((ticks(11) + ticks(12)) * 10)
-}
 
 fn committee() -> (Vec<KeyPair>, Committee) {
     let keys: Vec<KeyPair> = (1..=4u8).map(|i| KeyPair::from_seed([i; 32])).collect();
