@@ -116,7 +116,16 @@ async fn metrics_follow_the_contract_and_pass_promtool() {
     {
         result.unwrap();
     }
-    let text = scrape(cluster.metrics_port(1));
+    // The client returns on the first receipt; replica 1 may publish its progress a moment later.
+    let mut text = String::new();
+    common::wait_for(
+        "replica 1 to report a committed batch",
+        Duration::from_secs(10),
+        || {
+            text = scrape(cluster.metrics_port(1));
+            metric(&text, "ordinal_committed_seq").is_some_and(|seq| seq >= 1.0)
+        },
+    );
     for name in [
         "ordinal_committed_seq",
         "ordinal_view",
