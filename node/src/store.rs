@@ -191,6 +191,9 @@ impl Writes {
     }
 }
 
+/// Bytes of writes a memtable collects before RocksDB flushes it to a table file.
+const WRITE_BUFFER_BYTES: usize = 16 << 20;
+
 /// The open store.
 pub struct Store {
     db: DB,
@@ -211,6 +214,9 @@ impl Store {
         options.set_paranoid_checks(true);
         options.set_max_open_files(256);
         options.set_keep_log_file_num(4);
+        // RocksDB's default memtables (64 MiB, two of them) were most of a replica's memory at
+        // saturation; the log is written once and read rarely, so smaller ones cost little.
+        options.set_write_buffer_size(WRITE_BUFFER_BYTES);
         let db = DB::open(&options, path)?;
         let store = Store { db, sync };
         let expected = (FORMAT_VERSION, cluster_id.to_hex());
