@@ -178,15 +178,6 @@ struct Inner {
     retransmit: Mutex<RetransmitTimer>,
 }
 
-/// What a replica gets in a submission's first round.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum FirstRound {
-    /// The request, and the request for its receipt.
-    Asking,
-    /// The request alone.
-    Quiet,
-}
-
 /// A connection to an Ordinal cluster.
 ///
 /// Cloning is cheap and shares the connections. Every method may be called concurrently:
@@ -332,18 +323,22 @@ impl Client {
             RequestAuth::Unsigned => Request::unsigned(inner.key.public(), nonce, payload),
         };
         let leaf = request.digest();
+        // With `one_receipt`, the first round asks only `responder` for the receipt; the other
+        // replicas still get the request (PBFT's backups watch the primary with it).
+        let responder = inner.options.one_receipt.then(|| inner.pick_responder());
         let mut submit = ClientRequest::Submit {
             request,
             receipt: true,
         };
         let asking = Arc::new(wire::encode_frame(&submit)?);
-        if let ClientRequest::Submit { receipt, .. } = &mut submit {
-            *receipt = false;
-        }
-        let quiet = Arc::new(wire::encode_frame(&submit)?);
+        let quiet = match (&mut submit, responder) {
+            (ClientRequest::Submit { receipt, .. }, Some(_)) => {
+                *receipt = false;
+                Some(Arc::new(wire::encode_frame(&submit)?))
+            }
+            _ => None,
+        };
         drop(submit);
-        let responder = inner.pick_responder();
-        let first_round = inner.first_round(responder);
         let (tx, mut rx) = oneshot::channel();
         lock(&inner.pending).insert(
             nonce,
@@ -362,16 +357,16 @@ impl Client {
                 // Refusals count per round: an overloaded replica may accept the retry.
                 entry.refused.clear();
             }
-            // Every round goes to every replica. The first asks one of them for the receipt
-            // (see `retransmit`); later rounds ask them all.
+            // Every round goes to every replica and asks them all for the receipt, except a
+            // `one_receipt` first round (see `retransmit`).
             for (index, link) in inner.links.iter().enumerate() {
-                let frame = match (round, first_round.get(index)) {
-                    (0, Some(FirstRound::Quiet)) => &quiet,
+                let frame = match (&quiet, responder) {
+                    (Some(quiet), Some(responder)) if round == 0 && index != responder => quiet,
                     _ => &asking,
                 };
                 let _ = link.frames.try_send(frame.clone());
             }
-            let wait = if round == 0 {
+            let wait = if round == 0 && responder.is_some() {
                 lock(&inner.retransmit).timeout(inner.options.retry_interval)
             } else {
                 inner.options.retry_interval
@@ -379,7 +374,7 @@ impl Client {
             let retry = (tokio::time::Instant::now() + wait).min(deadline);
             match tokio::time::timeout_at(retry, &mut rx).await {
                 Ok(Ok(result)) => {
-                    if round == 0 && result.is_ok() {
+                    if round == 0 && responder.is_some() && result.is_ok() {
                         // Karn's rule: only answers to a request sent once are samples.
                         lock(&inner.retransmit).observe(started.elapsed());
                     }
@@ -390,7 +385,7 @@ impl Client {
                     return Err(ClientError::Timeout(inner.options.timeout))
                 }
                 Err(_) => {
-                    if round == 0 {
+                    if let (0, Some(responder)) = (round, responder) {
                         inner.suspect_responder(responder);
                     }
                     round = round.saturating_add(1);
@@ -608,26 +603,6 @@ impl Inner {
             .map(|offset| (start + offset) % count)
             .find(|&index| self.links.get(index).is_some_and(usable))
             .unwrap_or(start % count)
-    }
-
-    /// What each replica gets in a submission's first round: every replica the request (the
-    /// primary or leader orders it; under PBFT the backups watch that it does and replace a
-    /// primary that does not), and the request for its receipt too unless
-    /// [`ClientOptions::one_receipt`] asks only `responder`.
-    ///
-    /// Sending the first round to the primary alone was measured and dropped: with the primary
-    /// killed under load, the backups saw requests only after each client's retransmission
-    /// timeout, and recovery took 9 s instead of under 2.
-    fn first_round(&self, responder: usize) -> Vec<FirstRound> {
-        (0..self.links.len())
-            .map(|index| {
-                if index == responder || !self.options.one_receipt {
-                    FirstRound::Asking
-                } else {
-                    FirstRound::Quiet
-                }
-            })
-            .collect()
     }
 
     /// `responder` left a receipt unanswered for a whole retry interval: ask others for a while.

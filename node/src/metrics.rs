@@ -40,8 +40,8 @@ pub struct Metrics {
     pub client_connections: IntGauge,
     /// Receipts sent to clients.
     pub receipts: IntCounter,
-    /// Submissions received straight from clients (a client sends a request to the replicas
-    /// that need it first, and to every replica only if that goes unanswered).
+    /// Submissions received straight from clients (each client sends each request to every
+    /// replica, and again on retries).
     pub client_requests: IntCounter,
     /// Admitted requests not yet ordered.
     pub pending_requests: IntGauge,
