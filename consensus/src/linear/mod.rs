@@ -840,7 +840,7 @@ impl Replica {
     }
 
     /// Drops what the ledger has moved past: batches executed (maybe by state transfer) need
-    /// no votes or certificates any more.
+    /// no votes, and no certificates for this replica any more.
     fn follow_ledger(&mut self, executed_before: u64) {
         // Entries at or below the executed log are never added, so pruning is only due when
         // the log moved (not on every input).
@@ -849,7 +849,12 @@ impl Replica {
             let keep = executed + 1;
             self.early_certificates = self.early_certificates.split_off(&keep);
             self.commit_votes = self.commit_votes.split_off(&(keep, 0));
-            self.fresh_certificates = self.fresh_certificates.split_off(&keep);
+            // Certificates this replica aggregated are still owed to everyone else, who learn
+            // them from its next proposal: the collector executes its batch as soon as the
+            // certificate forms, and dropping it here left the others to state transfer (on
+            // the retransmission tick) for every batch. Past the stable checkpoint, state
+            // transfer serves them anyway; that also bounds what waits here.
+            self.fresh_certificates = self.fresh_certificates.split_off(&(self.ledger.stable.seq + 1));
             self.chain.prune(executed);
         }
         self.ledger.flush_catch_up(self.round);
