@@ -71,6 +71,7 @@ fn messages(
         batch_digest: Digest::of(b"parent batch"),
         parent: BlockVote::genesis().block,
         parent_round: 0,
+        next_leader: ReplicaId(2),
     };
     let justify: QuorumCert = certify(
         BlockVote {
@@ -87,8 +88,14 @@ fn messages(
         batch_digest: digest,
         justify,
         timeout: None,
+        next_leader: ReplicaId(0),
     };
-    let leader = leader_of(block.round, committee);
+    // Round 1's block named replica 2; it names the first signer after itself.
+    let leader = parent.next_leader;
+    let block = Block {
+        next_leader: block.successor_for(leader, committee),
+        ..block
+    };
     let earlier = certify(
         CommitVote {
             view: 0,

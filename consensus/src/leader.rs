@@ -1,9 +1,125 @@
-//! Who leads a view. Round-robin for now; both protocols call this one function so that a
-//! reputation-driven rule can replace it in one place.
+//! Who leads a view or round.
+//!
+//! PBFT's primary and linear mode's leader after a timeout certificate rotate round-robin:
+//! [`leader_of`]. In linear mode's steady state that would hand every n-th round (and the
+//! collection of the votes of the round before it) to a crashed replica for as long as it
+//! stays down: two failed rounds, each a full timeout, every n rounds.
+//!
+//! So a linear-mode block also names the leader of the round after it, [`successor`]: the
+//! first replica after the block's proposer, in id order, among those whose votes are in the
+//! certificate the block extends. This is Carousel's idea (Cohen, Gelashvili, Kokoris-Kogias,
+//! Li, Malkhi, Sonnino and Spiegelman, "Be Aware of Your Leaders", FC 2022): a replica that
+//! did not vote recently is not trusted to lead, and the choice rests only on a certified
+//! block, so every replica that holds the block agrees on it without extra messages. Voters
+//! check the named successor before voting; the child's proposal carries the parent's header
+//! (whose id the certificate covers), so anyone can check who may propose it. A crashed
+//! replica stops appearing in certificates within a round or two and then never leads until
+//! it votes again. After a timeout certificate (nobody certified the round before), the leader
+//! falls back to round-robin, which needs no block at all.
+//!
+//! Safety never depends on who leads: a correct replica votes at most once per round.
 
 use ordinal_crypto::{Committee, ReplicaId};
 
-/// The primary (PBFT) or leader (linear mode) of `view`: `view mod n`.
+/// The primary (PBFT), or the leader of a linear round entered by a timeout certificate:
+/// `view mod n`.
 pub fn leader_of(view: u64, committee: &Committee) -> ReplicaId {
     ReplicaId((view % committee.size() as u64) as u16)
+}
+
+/// Linear mode: the leader of the round after a block proposed by `proposer` whose
+/// certificates were signed by `signers` (those of its timeout certificate if it has one, else
+/// of the certificate it extends; none for genesis): the first signer after the proposer in id
+/// order, wrapping around; the next replica in id order when no other replica signed.
+pub fn successor(
+    proposer: ReplicaId,
+    signers: impl IntoIterator<Item = ReplicaId>,
+    committee: &Committee,
+) -> ReplicaId {
+    let n = committee.size();
+    if n == 0 {
+        return proposer;
+    }
+    let start = proposer.index() % n;
+    let mut best: Option<usize> = None;
+    for signer in signers {
+        let index = signer.index();
+        if index >= n || index == start {
+            continue;
+        }
+        // Distance after the proposer, going round: 1..n.
+        let distance = (index + n - start) % n;
+        if best.is_none_or(|d| distance < d) {
+            best = Some(distance);
+        }
+    }
+    let distance = best.unwrap_or(1);
+    ReplicaId(((start + distance) % n) as u16)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ordinal_crypto::{Digest, KeyPair};
+
+    fn committee(n: usize) -> Committee {
+        let keys: Vec<_> = (0..n)
+            .map(|i| KeyPair::from_seed([i as u8 + 1; 32]).public())
+            .collect();
+        Committee::equal_weights(Digest::of(b"leader"), &keys).unwrap()
+    }
+
+    fn ids(list: &[u16]) -> Vec<ReplicaId> {
+        list.iter().copied().map(ReplicaId).collect()
+    }
+
+    #[test]
+    fn the_successor_is_the_first_signer_after_the_proposer_going_round() {
+        let c = committee(4);
+        // (proposer, signers, expected)
+        let table: &[(u16, &[u16], u16)] = &[
+            (0, &[0, 1, 2], 1),
+            (0, &[0, 2, 3], 2),
+            (1, &[0, 1, 3], 3),
+            (3, &[1, 2, 3], 1),
+            (3, &[0, 1, 2, 3], 0),
+            (2, &[2, 3, 0], 3),
+            // Nobody else signed (genesis): the next replica in id order.
+            (2, &[], 3),
+            (3, &[3], 0),
+            // Ids outside the committee are ignored.
+            (1, &[9, 3], 3),
+        ];
+        for (proposer, signers, expected) in table {
+            assert_eq!(
+                successor(ReplicaId(*proposer), ids(signers), &c),
+                ReplicaId(*expected),
+                "proposer {proposer}, signers {signers:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_replica_missing_from_every_certificate_never_leads() {
+        let c = committee(7);
+        let dead = ReplicaId(4);
+        let mut leader = ReplicaId(0);
+        for _ in 0..50 {
+            let signers: Vec<ReplicaId> = (0..7).map(ReplicaId).filter(|id| *id != dead).collect();
+            leader = successor(leader, signers, &c);
+            assert_ne!(leader, dead);
+        }
+    }
+
+    #[test]
+    fn with_everyone_signing_leadership_rotates_through_every_replica() {
+        let c = committee(5);
+        let mut leader = ReplicaId(0);
+        let mut seen = Vec::new();
+        for _ in 0..5 {
+            leader = successor(leader, (0..5).map(ReplicaId), &c);
+            seen.push(leader.0);
+        }
+        assert_eq!(seen, vec![1, 2, 3, 4, 0]);
+    }
 }

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::batch::{Batch, CommittedBatch};
 use crate::config::ProtocolConfig;
 use crate::error::Invalid;
-use crate::leader::leader_of;
+use crate::leader::{leader_of, successor};
 use crate::request::{verify_requests, Request};
 
 /// The primary's proposal of a batch digest at (view, seq). PBFT 4.2, PRE-PREPARE.
@@ -311,6 +311,9 @@ pub struct BlockHeader {
     pub parent: Digest,
     /// The parent's round.
     pub parent_round: u64,
+    /// Who leads the next round if this block is certified in its own round
+    /// ([`crate::leader::successor`]).
+    pub next_leader: ReplicaId,
 }
 
 impl BlockHeader {
@@ -324,6 +327,7 @@ impl BlockHeader {
             self.batch_digest.as_bytes(),
             self.parent.as_bytes(),
             &self.parent_round.to_le_bytes(),
+            &self.next_leader.0.to_le_bytes(),
         ])
     }
 
@@ -349,6 +353,10 @@ pub struct Block {
     /// Present when `justify` is not for the round just before: the certificate that the
     /// round before timed out.
     pub timeout: Option<TimeoutCert>,
+    /// Who leads the next round if this block is certified in its own round: fixed by the
+    /// proposer and the signers of `timeout` or else `justify` ([`Block::successor_for`]),
+    /// checked by voters.
+    pub next_leader: ReplicaId,
 }
 
 impl Signable for Block {
@@ -364,6 +372,7 @@ impl Block {
             batch_digest: self.batch_digest,
             parent: self.justify.statement.block,
             parent_round: self.justify.statement.round,
+            next_leader: self.next_leader,
         }
     }
 
@@ -377,10 +386,44 @@ impl Block {
         self.justify.statement.block
     }
 
+    /// Who may propose this block: after a timeout certificate, the round-robin leader of its
+    /// round; otherwise the leader its parent named, from the parent's header (`None` if it
+    /// is not at hand; genesis names the round-robin leader of round 1).
+    pub fn expected_proposer(
+        &self,
+        parent: Option<&BlockHeader>,
+        committee: &Committee,
+    ) -> Option<ReplicaId> {
+        let justify = &self.justify.statement;
+        if justify.round + 1 != self.round || justify.round == 0 {
+            return Some(leader_of(self.round, committee));
+        }
+        parent
+            .filter(|header| header.id() == justify.block)
+            .map(|header| header.next_leader)
+    }
+
+    /// The leader that `proposer`'s block at this round must name for the next round: chosen
+    /// among the signers of its timeout certificate if it has one (they were alive to give up
+    /// on the round before; the certificate it extends may be older than a crash), else of
+    /// the certificate it extends.
+    pub fn successor_for(&self, proposer: ReplicaId, committee: &Committee) -> ReplicaId {
+        match &self.timeout {
+            Some(tc) => successor(proposer, tc.timeouts.iter().map(|t| t.signer), committee),
+            None => successor(proposer, self.justify.votes.iter().map(|(id, _)| *id), committee),
+        }
+    }
+
     /// Checks everything that needs no replica state: the certificates, that the round follows
-    /// one of them, and that the sequence number follows the parent's.
-    fn check(&self, batch_is_empty: bool, committee: &Committee) -> Result<(), Invalid> {
+    /// one of them, that the sequence number follows the parent's, and that the next leader
+    /// follows from `proposer` and the certificate's signers.
+    fn check(&self, batch_is_empty: bool, proposer: ReplicaId, committee: &Committee) -> Result<(), Invalid> {
         verify_qc(&self.justify, committee)?;
+        if self.next_leader != self.successor_for(proposer, committee) {
+            return Err(Invalid::BadBlock(
+                "next leader not the one the certificate's signers give",
+            ));
+        }
         if self.justify.statement.round >= self.round {
             return Err(Invalid::BadBlock("certificate not below the block's round"));
         }
@@ -449,9 +492,9 @@ pub enum Message {
         /// Commit certificates for batches decided earlier.
         certified: Vec<Certificate<CommitVote>>,
         /// When the block's certificate is for the round just before (so certifying this
-        /// block commits its parent): the headers from the parent back through ancestors whose
-        /// batches no certificate covers yet, newest first. Voters follow the ids and sign a
-        /// commit vote for each batch.
+        /// block commits its parent): the parent's header (it names who may propose this
+        /// block), then the ancestors whose batches no certificate covers yet, newest first.
+        /// Voters follow the ids and sign a commit vote for each batch still uncertified.
         ancestry: Vec<BlockHeader>,
     },
     /// Linear mode: a vote for a block, sent only to the next round's leader, with the sender's
@@ -663,27 +706,12 @@ fn verify_proposal(
     if body.round > MAX_ROUND {
         return Err(Invalid::BadBlock("round out of range"));
     }
-    let expected = leader_of(body.round, committee);
-    if block.signer() != expected {
-        return Err(Invalid::WrongLeader {
-            view: body.round,
-            expected,
-            got: block.signer(),
-        });
-    }
-    body.check(batch.requests.is_empty(), committee)?;
-    verify_batch(&batch, &body.batch_digest, body.seq, committee, config, true)?;
-    if certified.len() as u64 > config.log_window {
-        return Err(Invalid::BadBlock("more commit certificates than the window"));
-    }
-    for certificate in &certified {
-        certificate.verify(committee)?;
-    }
-    // The ancestry must be a chain of ids from the certified parent down.
+    // The ancestry must be a chain of ids from the certified parent down; a block extending
+    // the round just before (except genesis) starts it with the parent's header, which names
+    // who may propose this round.
+    let extends_previous_round = body.justify.statement.round + 1 == body.round;
     if !ancestry.is_empty() {
-        if body.justify.statement.round + 1 != body.round
-            || ancestry.len() > crate::linear::chain_capacity(config)
-        {
+        if !extends_previous_round || ancestry.len() > crate::linear::chain_capacity(config) {
             return Err(Invalid::BadBlock("ancestry where no parent commits, or too long"));
         }
         let mut expected = body.justify.statement.block;
@@ -693,6 +721,26 @@ fn verify_proposal(
             }
             expected = header.parent;
         }
+    }
+    let Some(expected) = body.expected_proposer(ancestry.first(), committee) else {
+        return Err(Invalid::BadBlock(
+            "a block extending the round before lacks its parent's header",
+        ));
+    };
+    if block.signer() != expected {
+        return Err(Invalid::WrongLeader {
+            view: body.round,
+            expected,
+            got: block.signer(),
+        });
+    }
+    body.check(batch.requests.is_empty(), block.signer(), committee)?;
+    verify_batch(&batch, &body.batch_digest, body.seq, committee, config, true)?;
+    if certified.len() as u64 > config.log_window {
+        return Err(Invalid::BadBlock("more commit certificates than the window"));
+    }
+    for certificate in &certified {
+        certificate.verify(committee)?;
     }
     Ok(VerifiedMessage::Propose {
         block,

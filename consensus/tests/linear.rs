@@ -129,6 +129,8 @@ fn proposal(committee: &Committee, tag: u8) -> Input {
         batch_digest: batch.digest(),
         justify: genesis_qc(),
         timeout: None,
+        // Replica 1 proposes on top of genesis, which nobody signed: replica 2 is next.
+        next_leader: ReplicaId(2),
     };
     let message = Message::Propose {
         block: Signed::sign(block, ReplicaId(1), &replica_key(1), committee),
@@ -247,6 +249,173 @@ fn commit_votes_are_bound_to_their_voting_round() {
         .verify(&committee, &config)
         .is_err());
     assert!(vote_in(3, u64::MAX).verify(&committee, &config).is_err());
+}
+
+/// A replica that crashes and stays down stops leading: blocks name the next leader among the
+/// replicas whose votes they carry, so after a timeout or two the rounds go round the live
+/// replicas only. Under round-robin every fourth round (and the collection of the votes of the
+/// round before it) would fall to the dead replica for as long as it stays down.
+#[test]
+fn a_leader_that_stays_down_stops_being_chosen() {
+    for seed in 0..6 {
+        let crashed = seed as usize % 4;
+        let mut config = linear_config(seed, 4);
+        config.clients = 4;
+        config.requests_per_client = 150;
+        config.submit_window = Duration::from_secs(6);
+        config.crashes = vec![Crash {
+            replica: crashed,
+            at: Duration::from_millis(500 + 37 * seed),
+            restart_at: Duration::from_secs(60),
+        }];
+        config.heal_at = Duration::from_secs(60);
+        let report = run(config);
+        assert_clean(&report, "leader down for good");
+        let timeouts = report
+            .final_status
+            .iter()
+            .filter(|(replica, _)| *replica != crashed)
+            .map(|(_, status)| status.view_changes)
+            .max()
+            .unwrap_or(0);
+        println!(
+            "seed {seed}: replica {crashed} down, answered {}/{}, rounds {}, timeouts {timeouts}, median latency {:?}",
+            report.answered, report.submitted, report.max_view, report.median_latency
+        );
+        assert!(
+            report.max_view > 40,
+            "seed {seed}: too few rounds ({}) to show anything",
+            report.max_view
+        );
+        assert!(
+            timeouts <= 3,
+            "seed {seed}: {timeouts} round timeouts in {} rounds with replica {crashed} down",
+            report.max_view
+        );
+        assert!(
+            report.median_latency < Duration::from_millis(100),
+            "seed {seed}: median latency {:?} with replica {crashed} down",
+            report.median_latency
+        );
+    }
+}
+
+/// Who may propose is checked where messages arrive: the leader the certified parent named
+/// (with the parent's header to show it), or after a timeout certificate the round-robin one;
+/// and the next leader a block names must follow from its certificate's signers.
+#[test]
+fn proposals_from_anyone_but_the_named_leader_are_refused() {
+    let committee = committee(4).unwrap();
+    let config = ProtocolConfig {
+        request_auth: ordinal_consensus::RequestAuth::Unsigned,
+        ..ProtocolConfig::default()
+    };
+    let client = KeyPair::from_seed([9; 32]).public();
+    let batch = Batch {
+        requests: vec![Request::unsigned(client, 1, vec![1])],
+    };
+    let propose = |block: Block, signer: u16, ancestry: Vec<_>| Message::Propose {
+        block: Signed::sign(
+            block,
+            ReplicaId(signer),
+            &replica_key(signer as usize),
+            &committee,
+        ),
+        batch: batch.clone(),
+        certified: Vec::new(),
+        ancestry,
+    };
+    let first = Block {
+        round: 1,
+        seq: 1,
+        batch_digest: batch.digest(),
+        justify: genesis_qc(),
+        timeout: None,
+        next_leader: ReplicaId(2),
+    };
+    // Round 1 after genesis: round-robin's replica 1, naming replica 2 (nobody signed genesis).
+    assert!(propose(first.clone(), 1, Vec::new())
+        .verify(&committee, &config)
+        .is_ok());
+    assert!(propose(first.clone(), 2, Vec::new())
+        .verify(&committee, &config)
+        .is_err());
+    let wrong_successor = Block {
+        next_leader: ReplicaId(3),
+        ..first.clone()
+    };
+    assert!(propose(wrong_successor, 1, Vec::new())
+        .verify(&committee, &config)
+        .is_err());
+
+    // Round 2 extends round 1's block, certified by replicas 0, 1 and 3: the proposer is the
+    // one round 1's block named (2), shown by its header; it names 3 (first signer after 2).
+    let statement = ordinal_consensus::messages::BlockVote {
+        round: 1,
+        block: first.id(),
+        seq: 1,
+    };
+    let votes: Vec<_> = [0u16, 1, 3]
+        .iter()
+        .map(|&id| Signed::sign(statement, ReplicaId(id), &replica_key(id as usize), &committee))
+        .map(|signed| signed.verify(&committee).unwrap())
+        .collect();
+    let mut set = ordinal_consensus::quorum::VoteSet::default();
+    for vote in votes {
+        set.insert(vote);
+    }
+    let qc = set.certificate(&statement, &committee).unwrap();
+    let second = Block {
+        round: 2,
+        seq: 1,
+        batch_digest: Batch::default().digest(),
+        justify: qc,
+        timeout: None,
+        next_leader: ReplicaId(3),
+    };
+    let empty = |block: Block, signer: u16, ancestry: Vec<_>| match propose(block, signer, ancestry) {
+        Message::Propose {
+            block,
+            certified,
+            ancestry,
+            ..
+        } => Message::Propose {
+            block,
+            batch: Batch::default(),
+            certified,
+            ancestry,
+        },
+        _ => unreachable!(),
+    };
+    let parent = vec![first.header()];
+    assert!(empty(second.clone(), 2, parent.clone())
+        .verify(&committee, &config)
+        .is_ok());
+    assert!(
+        empty(second.clone(), 2, Vec::new())
+            .verify(&committee, &config)
+            .is_err(),
+        "without the parent's header nobody can tell who may propose"
+    );
+    assert!(
+        empty(second.clone(), 2, vec![second.header()])
+            .verify(&committee, &config)
+            .is_err(),
+        "a header that is not the parent's"
+    );
+    assert!(
+        empty(second.clone(), 3, parent.clone())
+            .verify(&committee, &config)
+            .is_err(),
+        "round-robin's leader of round 2 was not named"
+    );
+    let skips_signer = Block {
+        next_leader: ReplicaId(0),
+        ..second
+    };
+    assert!(empty(skips_signer, 2, parent)
+        .verify(&committee, &config)
+        .is_err());
 }
 
 /// Every replica learns each commit certificate from the next proposal, never by waiting for

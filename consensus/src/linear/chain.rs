@@ -3,28 +3,34 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use ordinal_crypto::{Digest, Signature};
+use ordinal_crypto::{Digest, ReplicaId, Signature};
 
 use crate::batch::Batch;
 use crate::config::RequestAuth;
 use crate::error::Invalid;
-use crate::messages::{Block, BlockVote};
+use crate::messages::{Block, BlockHeader, BlockVote};
 use crate::request::RequestKey;
 
-/// A block with its batch and its leader's signature (to serve it to replicas that lack it).
+/// A block with its batch and its proposer's signature (to serve it to replicas that lack it).
 #[derive(Clone, Debug)]
 pub(super) struct StoredBlock {
     pub(super) block: Block,
     pub(super) batch: Batch,
+    pub(super) proposer: ReplicaId,
     pub(super) signature: Signature,
+    /// The parent's header, when the block extends the round just before: it names the
+    /// proposer, so a block served to a peer travels with it.
+    pub(super) parent_header: Option<BlockHeader>,
 }
 
-/// Uncommitted blocks by id, at most one per round (the first seen: a second one from the
-/// same leader is equivocation), and at most `capacity` of them.
+/// Uncommitted blocks by id, at most one per round and proposer (the first seen: a second one
+/// from the same proposer is equivocation), and at most `capacity` of them. A round can have
+/// two valid proposers: the leader its certified parent named and, once the round before timed
+/// out, the round-robin leader (see [`crate::leader`]); voters vote for one at most.
 #[derive(Clone, Debug)]
 pub(super) struct Chain {
     blocks: HashMap<Digest, StoredBlock>,
-    by_round: BTreeMap<u64, Digest>,
+    by_round: BTreeMap<(u64, ReplicaId), Digest>,
     capacity: usize,
     /// The log's last executed sequence number, as of the last prune.
     executed: u64,
@@ -67,14 +73,17 @@ impl Chain {
         &mut self,
         block: Block,
         batch: Batch,
+        proposer: ReplicaId,
         signature: Signature,
+        parent_header: Option<BlockHeader>,
         keep_from: &Digest,
     ) -> Result<(), Invalid> {
         if block.round <= self.committed_round && batch.requests.is_empty() {
             return Ok(());
         }
         let id = block.id();
-        if let Some(existing) = self.by_round.get(&block.round) {
+        let key = (block.round, proposer);
+        if let Some(existing) = self.by_round.get(&key) {
             if *existing == id {
                 return Ok(());
             }
@@ -85,13 +94,15 @@ impl Chain {
                 second: id,
             });
         }
-        self.by_round.insert(block.round, id);
+        self.by_round.insert(key, id);
         self.blocks.insert(
             id,
             StoredBlock {
                 block,
                 batch,
+                proposer,
                 signature,
+                parent_header,
             },
         );
         while self.by_round.len() > self.capacity {
@@ -123,9 +134,9 @@ impl Chain {
                 })
             })
             .or_else(|| self.by_round.iter().next())
-            .map(|(round, _)| *round);
-        if let Some(round) = victim {
-            if let Some(id) = self.by_round.remove(&round) {
+            .map(|(key, _)| *key);
+        if let Some(key) = victim {
+            if let Some(id) = self.by_round.remove(&key) {
                 self.blocks.remove(&id);
             }
         }
@@ -237,7 +248,7 @@ impl Chain {
         self.executed = executed;
         let blocks = &mut self.blocks;
         let committed_round = self.committed_round;
-        self.by_round.retain(|round, id| {
+        self.by_round.retain(|(round, _), id| {
             let keep = *round > committed_round || blocks.get(id).is_some_and(|b| b.block.seq > executed);
             if !keep {
                 blocks.remove(id);

@@ -32,6 +32,11 @@
 //!   executes a batch when it holds both the batch and its certificate, like a PBFT batch.
 //! - Empty blocks (which only drive commits) take no sequence number, so the ordered log,
 //!   checkpoints and state transfer are the shared [`crate::ledger::Ledger`]'s, as in PBFT.
+//! - Leaders are not round-robin: each block names the next round's leader among the
+//!   replicas whose votes (or timeouts) it carries, and round-robin is only the fallback
+//!   after a timeout certificate, so a crashed replica stops leading within a round or two
+//!   (Carousel's reputation idea; see [`crate::leader`]). Votes go to the leader the block
+//!   names.
 //! - A leader proposes only when it has work (requests, uncommitted batches, certificates to
 //!   hand out), so an idle cluster is quiet and never changes leaders.
 
@@ -181,15 +186,30 @@ impl Replica {
         self.ledger.log_digest
     }
 
-    fn leader(&self, round: u64) -> ReplicaId {
-        leader_of(round, &self.ledger.committee)
+    /// Who this replica expects to lead `round`: the leader its highest certificate's block
+    /// named when that certificate is for the round just before, else (the round began with a
+    /// timeout certificate) the round-robin leader. `None` while that block is not here.
+    fn leader(&self, round: u64) -> Option<ReplicaId> {
+        let justify = &self.high_qc.statement;
+        if justify.round + 1 != round || justify.round == 0 {
+            return Some(leader_of(round, &self.ledger.committee));
+        }
+        self.chain
+            .get(&justify.block)
+            .map(|stored| stored.block.next_leader)
+    }
+
+    /// Whether this replica leads its current round.
+    fn leads_current_round(&self) -> bool {
+        self.leader(self.round) == Some(self.ledger.id)
     }
 
     /// The round timeout: the base doubled for each consecutive failed round, capped.
     fn timeout(&self) -> Time {
         let config = &self.ledger.config;
-        // A dead replica fails two rounds in a row under round-robin (its own, and the one
-        // before, whose votes it would collect): doubling starts after the first failure.
+        // A dead replica can fail two rounds in a row (the one whose votes it would collect,
+        // then the round-robin round after the timeout, if it is its turn): doubling starts
+        // after the first failure.
         let factor = 1u32 << self.failed_rounds.saturating_sub(1).min(16);
         config
             .view_timeout
@@ -359,11 +379,16 @@ impl Replica {
             certified: certified.clone(),
             ancestry: ancestry.clone(),
         };
-        self.ledger
-            .note_seq(self.leader(body.round), body.justify.statement.seq);
-        let stored = self
-            .chain
-            .insert(body.clone(), batch, signature, &self.high_qc.statement.block);
+        self.ledger.note_seq(leader, body.justify.statement.seq);
+        let parent_header = ancestry.first().copied();
+        let stored = self.chain.insert(
+            body.clone(),
+            batch,
+            leader,
+            signature,
+            parent_header,
+            &self.high_qc.statement.block,
+        );
         self.use_early_certificate(body.seq);
         for certificate in certified {
             self.on_commit_certificate(certificate);
@@ -423,7 +448,14 @@ impl Replica {
         if voting::commits_parent(parent_round, block.round) {
             let high = self.ledger.last_executed + self.ledger.config.log_window;
             for header in ancestry {
-                if header.carries_batch() && header.seq > self.ledger.last_executed && header.seq <= high {
+                // The parent's header comes first even when its batch is certified already.
+                let certified = self.ledger.committed.contains_key(&header.seq)
+                    || self.early_certificates.contains_key(&header.seq);
+                if header.carries_batch()
+                    && !certified
+                    && header.seq > self.ledger.last_executed
+                    && header.seq <= high
+                {
                     commits.push(self.ledger.sign(CommitVote {
                         view: parent_round,
                         seq: header.seq,
@@ -432,7 +464,9 @@ impl Replica {
                 }
             }
         }
-        let collector = self.leader(block.round + 1);
+        // The block named its round's successor (checked on receipt): it collects the votes
+        // and, with their certificate, leads the next round.
+        let collector = block.next_leader;
         if collector == self.ledger.id {
             for commit in commits {
                 self.on_commit_vote(Verified::new_unchecked_own(commit));
@@ -449,13 +483,17 @@ impl Replica {
     fn on_vote(&mut self, vote: Verified<BlockVote>) -> Result<(), Invalid> {
         let statement = *vote.body();
         let round = statement.round;
-        let expected = self.leader(round + 1);
-        if expected != self.ledger.id {
-            return Err(Invalid::WrongLeader {
-                view: round + 1,
-                expected,
-                got: self.ledger.id,
-            });
+        // Votes name the block, and the block names its collector. A vote for a block not here
+        // yet is kept (bounded by the round window below): its proposal is on the way.
+        if let Some(stored) = self.chain.get(&statement.block) {
+            let expected = stored.block.next_leader;
+            if expected != self.ledger.id {
+                return Err(Invalid::WrongLeader {
+                    view: round + 1,
+                    expected,
+                    got: self.ledger.id,
+                });
+            }
         }
         if round + 1 < self.round || round <= self.high_qc.statement.round {
             return Err(Invalid::Stale);
@@ -591,7 +629,8 @@ impl Replica {
         if self.timeout_broadcast {
             self.ledger.broadcast(message);
         } else {
-            let next = self.leader(self.round + 1);
+            // A timeout certificate makes the round-robin leader the next round's.
+            let next = leader_of(self.round + 1, &self.ledger.committee);
             self.ledger.send(next, message);
         }
     }
@@ -600,7 +639,7 @@ impl Replica {
     /// work, extending the highest certificate.
     fn try_propose(&mut self) {
         let round = self.round;
-        if self.leader(round) != self.ledger.id || self.proposed_round >= round || self.voted_round >= round {
+        if !self.leads_current_round() || self.proposed_round >= round || self.voted_round >= round {
             return;
         }
         let timeout = if self.high_qc.statement.round + 1 == round {
@@ -659,27 +698,41 @@ impl Replica {
             // The window is full: an empty block still drives commits and checkpoints.
             batch = Batch::default();
         }
-        let block = Block {
+        let mut block = Block {
             round,
             seq: parent_seq + u64::from(!batch.requests.is_empty()),
             batch_digest: batch.digest(),
             justify: self.high_qc.clone(),
             timeout,
+            next_leader: self.ledger.id,
         };
+        block.next_leader = block.successor_for(self.ledger.id, &self.ledger.committee);
         let signed = self.ledger.sign(block.clone());
         let signature = signed.signature;
         let certified: Vec<Certificate<CommitVote>> = std::mem::take(&mut self.fresh_certificates)
             .into_values()
             .collect();
         let ancestry = if voting::commits_parent(self.high_qc.statement.round, round) {
-            self.uncertified_ancestry(&self.high_qc.statement.block)
+            let mut ancestry = self.uncertified_ancestry(&self.high_qc.statement.block);
+            // The parent's header always leads: it names this block's proposer.
+            if ancestry.is_empty() {
+                if let Some(parent) = self.chain.get(&self.high_qc.statement.block) {
+                    ancestry.push(parent.block.header());
+                }
+            }
+            ancestry
         } else {
             Vec::new()
         };
         self.proposed_round = round;
-        let _ = self
-            .chain
-            .insert(block.clone(), batch.clone(), signature, &block.parent());
+        let _ = self.chain.insert(
+            block.clone(),
+            batch.clone(),
+            self.ledger.id,
+            signature,
+            ancestry.first().copied(),
+            &block.parent(),
+        );
         // The round is durable as voted before the proposal leaves: a leader restarted after
         // sending it never proposes a second block in the same round.
         let votes_for_it = voting::safe_to_vote(&block, self.voted_round);
@@ -754,17 +807,19 @@ impl Replica {
             let Some(stored) = self.chain.get(&cursor) else {
                 break;
             };
+            cursor = stored.block.parent();
+            // The parent's header lets the receiver check who proposed this block.
+            let ancestry = stored.parent_header.into_iter().collect();
             let message = Message::Propose {
                 block: Signed {
                     body: stored.block.clone(),
-                    signer: self.leader(stored.block.round),
+                    signer: stored.proposer,
                     signature: stored.signature,
                 },
                 batch: stored.batch.clone(),
                 certified: Vec::new(),
-                ancestry: Vec::new(),
+                ancestry,
             };
-            cursor = stored.block.parent();
             self.ledger.send(from, message);
         }
     }
@@ -806,7 +861,8 @@ impl Replica {
             }
         }
         if let Some((round, message)) = self.last_proposal.clone() {
-            if round == self.round && self.leader(round) == self.ledger.id {
+            let own = matches!(&message, Message::Propose { block, .. } if block.signer == self.ledger.id);
+            if round == self.round && own {
                 self.ledger.broadcast(message);
             }
         }
@@ -944,7 +1000,7 @@ impl Protocol for Replica {
         if let Some(deadline) = self.round_deadline().filter(|d| *d > now) {
             next = next.min(deadline);
         }
-        if self.leader(self.round) == self.ledger.id && self.proposed_round < self.round {
+        if self.leads_current_round() && self.proposed_round < self.round {
             if let Some(flush) = self
                 .ledger
                 .pool
@@ -965,7 +1021,9 @@ impl Protocol for Replica {
     fn status(&self) -> Status {
         Status {
             view: self.round,
-            leader: self.leader(self.round),
+            leader: self
+                .leader(self.round)
+                .unwrap_or_else(|| leader_of(self.round, &self.ledger.committee)),
             changing_view: self.voted_round >= self.round
                 && self.proposed_round < self.round
                 && self.last_timeout.as_ref().is_some_and(|(r, _)| *r == self.round),

@@ -74,6 +74,7 @@ mod tests {
                     })
                     .collect(),
             }),
+            next_leader: ReplicaId(0),
         }
     }
 
