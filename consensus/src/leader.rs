@@ -15,7 +15,8 @@
 //! (whose id the certificate covers), so anyone can check who may propose it. A crashed
 //! replica stops appearing in certificates within a round or two and then never leads until
 //! it votes again. After a timeout certificate (nobody certified the round before), the leader
-//! falls back to round-robin, which needs no block at all.
+//! falls back to round-robin, which needs no block, skipping a round-robin leader that did not
+//! sign the timeout certificate ([`fallback_leader`]).
 //!
 //! Safety never depends on who leads: a correct replica votes at most once per round.
 
@@ -25,6 +26,35 @@ use ordinal_crypto::{Committee, ReplicaId};
 /// `view mod n`.
 pub fn leader_of(view: u64, committee: &Committee) -> ReplicaId {
     ReplicaId((view % committee.size() as u64) as u16)
+}
+
+/// Linear mode: the leader of `round` entered by a timeout certificate signed by `signers`:
+/// the round-robin leader if it signed (the timeouts went to it first, so it normally holds the
+/// certificate), else the first signer after it in id order. A round-robin leader that is down
+/// never signs; the others form the certificate once their timeouts go to everyone, and the
+/// round goes to a live signer instead of costing a second timeout.
+pub fn fallback_leader(
+    round: u64,
+    signers: impl IntoIterator<Item = ReplicaId>,
+    committee: &Committee,
+) -> ReplicaId {
+    let rotation = leader_of(round, committee);
+    let n = committee.size();
+    let mut best: Option<usize> = None;
+    for signer in signers {
+        let index = signer.index();
+        if n == 0 || index >= n {
+            continue;
+        }
+        let distance = (index + n - rotation.index()) % n;
+        if best.is_none_or(|d| distance < d) {
+            best = Some(distance);
+        }
+    }
+    match best {
+        Some(distance) => ReplicaId(((rotation.index() + distance) % n) as u16),
+        None => rotation,
+    }
 }
 
 /// Linear mode: the leader of the round after a block proposed by `proposer` whose
@@ -108,6 +138,26 @@ mod tests {
             let signers: Vec<ReplicaId> = (0..7).map(ReplicaId).filter(|id| *id != dead).collect();
             leader = successor(leader, signers, &c);
             assert_ne!(leader, dead);
+        }
+    }
+
+    #[test]
+    fn after_a_timeout_the_round_robin_leader_leads_if_it_signed_else_the_next_signer() {
+        let c = committee(4);
+        // (round, signers, expected); round-robin gives round mod 4.
+        let table: &[(u64, &[u16], u16)] = &[
+            (5, &[0, 1, 2], 1),
+            (5, &[0, 2, 3], 2),
+            (7, &[0, 1, 2], 0),
+            (6, &[3, 0, 1], 3),
+            (6, &[], 2),
+        ];
+        for (round, signers, expected) in table {
+            assert_eq!(
+                fallback_leader(*round, ids(signers), &c),
+                ReplicaId(*expected),
+                "round {round}, signers {signers:?}"
+            );
         }
     }
 

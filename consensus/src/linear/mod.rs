@@ -52,7 +52,7 @@ use crate::batch::{Batch, CommittedBatch};
 use crate::config::ProtocolConfig;
 use crate::error::Invalid;
 use crate::io::{Action, Footprint, Input, Protocol, Status, Time};
-use crate::leader::leader_of;
+use crate::leader::{fallback_leader, leader_of};
 use crate::ledger::Ledger;
 use crate::messages::{
     genesis_qc, Block, BlockHeader, BlockVote, CommitVote, Message, QuorumCert, TimeoutCert, TimeoutVote,
@@ -188,11 +188,21 @@ impl Replica {
 
     /// Who this replica expects to lead `round`: the leader its highest certificate's block
     /// named when that certificate is for the round just before, else (the round began with a
-    /// timeout certificate) the round-robin leader. `None` while that block is not here.
+    /// timeout certificate) the fallback leader that certificate gives. `None` while that
+    /// block is not here.
     fn leader(&self, round: u64) -> Option<ReplicaId> {
+        let committee = &self.ledger.committee;
         let justify = &self.high_qc.statement;
-        if justify.round + 1 != round || justify.round == 0 {
-            return Some(leader_of(round, &self.ledger.committee));
+        if justify.round + 1 != round {
+            return Some(match &self.last_tc {
+                Some(tc) if tc.round + 1 == round => {
+                    fallback_leader(round, tc.timeouts.iter().map(|t| t.signer), committee)
+                }
+                _ => leader_of(round, committee),
+            });
+        }
+        if justify.round == 0 {
+            return Some(leader_of(round, committee));
         }
         self.chain
             .get(&justify.block)
