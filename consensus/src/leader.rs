@@ -39,22 +39,7 @@ pub fn fallback_leader(
     committee: &Committee,
 ) -> ReplicaId {
     let rotation = leader_of(round, committee);
-    let n = committee.size();
-    let mut best: Option<usize> = None;
-    for signer in signers {
-        let index = signer.index();
-        if n == 0 || index >= n {
-            continue;
-        }
-        let distance = (index + n - rotation.index()) % n;
-        if best.is_none_or(|d| distance < d) {
-            best = Some(distance);
-        }
-    }
-    match best {
-        Some(distance) => ReplicaId(((rotation.index() + distance) % n) as u16),
-        None => rotation,
-    }
+    first_signer_from(rotation, 0, signers, committee).unwrap_or(rotation)
 }
 
 /// Linear mode: the leader of the round after a block proposed by `proposer` whose
@@ -66,25 +51,32 @@ pub fn successor(
     signers: impl IntoIterator<Item = ReplicaId>,
     committee: &Committee,
 ) -> ReplicaId {
+    let n = committee.size().max(1);
+    first_signer_from(proposer, 1, signers, committee)
+        .unwrap_or(ReplicaId(((proposer.index() + 1) % n) as u16))
+}
+
+/// The signer nearest after `origin` going round the ids, at least `min_distance` steps on
+/// (0 lets `origin` itself count); ids outside the committee are ignored.
+fn first_signer_from(
+    origin: ReplicaId,
+    min_distance: usize,
+    signers: impl IntoIterator<Item = ReplicaId>,
+    committee: &Committee,
+) -> Option<ReplicaId> {
     let n = committee.size();
     if n == 0 {
-        return proposer;
+        return None;
     }
-    let start = proposer.index() % n;
-    let mut best: Option<usize> = None;
-    for signer in signers {
-        let index = signer.index();
-        if index >= n || index == start {
-            continue;
-        }
-        // Distance after the proposer, going round: 1..n.
-        let distance = (index + n - start) % n;
-        if best.is_none_or(|d| distance < d) {
-            best = Some(distance);
-        }
-    }
-    let distance = best.unwrap_or(1);
-    ReplicaId(((start + distance) % n) as u16)
+    let start = origin.index() % n;
+    signers
+        .into_iter()
+        .map(|signer| signer.index())
+        .filter(|&index| index < n)
+        .map(|index| (index + n - start) % n)
+        .filter(|&distance| distance >= min_distance)
+        .min()
+        .map(|distance| ReplicaId(((start + distance) % n) as u16))
 }
 
 #[cfg(test)]

@@ -117,21 +117,26 @@ fn replica(committee: &Committee, id: u16, safety: SafetyState) -> linear::Repli
     )
 }
 
+/// Round 1's block from its leader (replica 1), extending genesis, which nobody signed: it
+/// names replica 2 as the next leader.
+fn first_block(batch: &Batch) -> Block {
+    Block {
+        round: 1,
+        seq: 1,
+        batch_digest: batch.digest(),
+        justify: genesis_qc(),
+        timeout: None,
+        next_leader: ReplicaId(2),
+    }
+}
+
 /// Round 1's proposal from its leader (replica 1), extending genesis, carrying `tag`.
 fn proposal(committee: &Committee, tag: u8) -> Input {
     let client = KeyPair::from_seed([9; 32]).public();
     let batch = Batch {
         requests: vec![Request::unsigned(client, tag as u64, vec![tag])],
     };
-    let block = Block {
-        round: 1,
-        seq: 1,
-        batch_digest: batch.digest(),
-        justify: genesis_qc(),
-        timeout: None,
-        // Replica 1 proposes on top of genesis, which nobody signed: replica 2 is next.
-        next_leader: ReplicaId(2),
-    };
+    let block = first_block(&batch);
     let message = Message::Propose {
         block: Signed::sign(block, ReplicaId(1), &replica_key(1), committee),
         batch,
@@ -325,14 +330,7 @@ fn proposals_from_anyone_but_the_named_leader_are_refused() {
         certified: Vec::new(),
         ancestry,
     };
-    let first = Block {
-        round: 1,
-        seq: 1,
-        batch_digest: batch.digest(),
-        justify: genesis_qc(),
-        timeout: None,
-        next_leader: ReplicaId(2),
-    };
+    let first = first_block(&batch);
     // Round 1 after genesis: round-robin's replica 1, naming replica 2 (nobody signed genesis).
     assert!(propose(first.clone(), 1, Vec::new())
         .verify(&committee, &config)
