@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::batch::{Batch, CommittedBatch};
 use crate::config::ProtocolConfig;
 use crate::error::Invalid;
-use crate::leader::{leader_of, successor};
+use crate::leader::{fallback_leader, leader_of, successor};
 use crate::request::{verify_requests, Request};
 
 /// The primary's proposal of a batch digest at (view, seq). PBFT 4.2, PRE-PREPARE.
@@ -387,15 +387,22 @@ impl Block {
     }
 
     /// Who may propose this block: after a timeout certificate, the round-robin leader of its
-    /// round; otherwise the leader its parent named, from the parent's header (`None` if it
-    /// is not at hand; genesis names the round-robin leader of round 1).
+    /// round or the signer after it ([`crate::leader::fallback_leader`]); otherwise the leader
+    /// its parent named, from the parent's header (`None` if it is not at hand; genesis names
+    /// the round-robin leader of round 1).
     pub fn expected_proposer(
         &self,
         parent: Option<&BlockHeader>,
         committee: &Committee,
     ) -> Option<ReplicaId> {
         let justify = &self.justify.statement;
-        if justify.round + 1 != self.round || justify.round == 0 {
+        if justify.round + 1 != self.round {
+            return Some(match &self.timeout {
+                Some(tc) => fallback_leader(self.round, tc.timeouts.iter().map(|t| t.signer), committee),
+                None => leader_of(self.round, committee),
+            });
+        }
+        if justify.round == 0 {
             return Some(leader_of(self.round, committee));
         }
         parent

@@ -341,6 +341,15 @@ impl Driver {
                 .view_changes
                 .inc_by(status.view_changes - self.view_changes_seen);
             self.view_changes_seen = status.view_changes;
+            // Operators correlate these with faults; linear rounds change constantly, so only
+            // the ones that began with a timeout are worth a line.
+            tracing::info!(
+                view = status.view,
+                leader = status.leader.0,
+                committed_seq = status.committed_seq,
+                view_changes = status.view_changes,
+                "view change (timeout)"
+            );
         }
         let published = ReplicaStatus::new(self.shared.id, &status, &self.shared.committee);
         if let Ok(mut shared) = self.shared.status.lock() {
