@@ -385,7 +385,7 @@ pub fn measure(setup: &Setup, load: &LoadSpec) -> anyhow::Result<Point> {
     let recovery = match killed {
         Some((_, at_ms)) => {
             let left = load.duration.saturating_sub(load.kill_primary_at.unwrap_or(0)) * 1000;
-            recovery_ms(&acks_path, at_ms, left, load.rate)?
+            recovery(&acks_path, at_ms, left, load.rate)?
         }
         None => None,
     };
@@ -419,7 +419,8 @@ pub fn measure(setup: &Setup, load: &LoadSpec) -> anyhow::Result<Point> {
         bytes_sent: bytes,
         machine_busy_pct: busy,
         killed_primary: killed.map(|(leader, _)| leader),
-        recovery_ms: recovery,
+        recovery_ms: recovery.map(|r| r.last_slow_window_ms),
+        longest_gap_ms: recovery.map(|r| r.longest_gap_ms),
         per_second: report["per_second"]
             .as_array()
             .map(|a| a.iter().filter_map(Value::as_u64).collect())
@@ -427,10 +428,20 @@ pub fn measure(setup: &Setup, load: &LoadSpec) -> anyhow::Result<Point> {
     })
 }
 
-/// How long after the kill throughput stayed low: the end of the last one-second window (wholly
-/// after the kill, before the load's last half second) holding less than 90% of the offered
-/// rate; 0 if none did. (Receipts just after the kill come from batches already agreed.)
-fn recovery_ms(acks: &Path, fault_at_ms: u64, load_left_ms: u64, rate: u64) -> anyhow::Result<Option<u64>> {
+/// What a kill cost, from the receipts' times.
+#[derive(Clone, Copy, Debug)]
+struct Recovery {
+    /// The end of the last one-second window (wholly after the kill, before the load's last half
+    /// second) holding less than 90% of the offered rate; 0 if none did. (Receipts just after
+    /// the kill come from batches already agreed.) Strict: a later hiccup anywhere in the run
+    /// counts too.
+    last_slow_window_ms: u64,
+    /// The longest time without any receipt, from the kill to the end of the load: how long
+    /// commits stopped.
+    longest_gap_ms: u64,
+}
+
+fn recovery(acks: &Path, fault_at_ms: u64, load_left_ms: u64, rate: u64) -> anyhow::Result<Option<Recovery>> {
     let mut times: Vec<u64> = std::fs::read_to_string(acks)?
         .lines()
         .filter_map(|line| serde_json::from_str::<Value>(line).ok()?["at_ms"].as_u64())
@@ -451,5 +462,14 @@ fn recovery_ms(acks: &Path, fault_at_ms: u64, load_left_ms: u64, rate: u64) -> a
         }
         end += 100;
     }
-    Ok(Some(recovered_at - fault_at_ms))
+    let mut longest_gap_ms = 0;
+    let mut previous = fault_at_ms;
+    for &t in times.iter().filter(|&&t| t > fault_at_ms && t <= last) {
+        longest_gap_ms = longest_gap_ms.max(t - previous);
+        previous = t;
+    }
+    Ok(Some(Recovery {
+        last_slow_window_ms: recovered_at - fault_at_ms,
+        longest_gap_ms,
+    }))
 }

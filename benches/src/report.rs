@@ -40,8 +40,11 @@ pub struct Point {
     pub machine_busy_pct: Option<f64>,
     /// The replica killed under load, if any.
     pub killed_primary: Option<usize>,
-    /// From the kill until a one-second window of receipts held 90% of the offered rate.
+    /// From the kill to the end of the last one-second window holding less than 90% of the
+    /// offered rate.
     pub recovery_ms: Option<u64>,
+    /// The longest time without a receipt after the kill: how long commits stopped.
+    pub longest_gap_ms: Option<u64>,
     /// Receipts per second of the load.
     pub per_second: Vec<u64>,
 }
@@ -129,7 +132,10 @@ pub fn print_point(p: &Point) {
         mib_per_s(p),
         p.machine_busy_pct.unwrap_or(0.0),
         match (p.killed_primary, p.recovery_ms) {
-            (Some(r), Some(ms)) => format!(", primary {r} killed: recovered in {ms} ms"),
+            (Some(r), Some(ms)) => format!(
+                ", primary {r} killed: recovered in {ms} ms, longest gap between receipts {} ms",
+                p.longest_gap_ms.unwrap_or(0)
+            ),
             (Some(r), None) => format!(", primary {r} killed: did not recover to 90%"),
             _ => String::new(),
         }
@@ -177,7 +183,10 @@ pub fn write_markdown(path: &Path, title: &str, machine: &Machine, points: &[Poi
             mib_per_s(p),
             p.machine_busy_pct.map_or("-".into(), |b| format!("{b:.0}%")),
             match (p.killed_primary, p.recovery_ms) {
-                (Some(r), Some(ms)) => format!("replica {r}: {ms} ms"),
+                (Some(r), Some(ms)) => format!(
+                    "replica {r}: {ms} ms (longest gap {} ms)",
+                    p.longest_gap_ms.unwrap_or(0)
+                ),
                 (Some(r), None) => format!("replica {r}: not within the run"),
                 _ => "-".into(),
             }

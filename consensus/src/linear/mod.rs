@@ -115,6 +115,9 @@ pub struct Replica {
     last_proposal: Option<(u64, Message)>,
     last_fetch: Option<(Digest, Time)>,
     next_tick: Time,
+    /// When a verified message last came from each replica (index = id): a replica silent for
+    /// longer than a view timeout is suspected of having crashed.
+    last_heard: Vec<Time>,
 }
 
 impl Replica {
@@ -148,6 +151,8 @@ impl Replica {
         let capacity = chain_capacity(&ledger.config);
         let chain = Chain::new(capacity);
         let round = safety.voted_round.max(high_qc.statement.round + 1).max(1);
+        // Nobody is suspected at start: everyone counts as just heard from.
+        let last_heard = vec![now; ledger.committee.size()];
         let mut replica = Replica {
             next_tick: now + ledger.config.retransmit_interval,
             ledger,
@@ -171,6 +176,7 @@ impl Replica {
             last_timeout: None,
             last_proposal: None,
             last_fetch: None,
+            last_heard,
         };
         replica.ledger.announce_checkpoints();
         replica
@@ -636,13 +642,29 @@ impl Replica {
     }
 
     fn send_timeout(&mut self, message: Message) {
+        // A timeout certificate makes the round-robin leader the next round's, so it collects
+        // the timeouts; but not if it has been silent for a whole view timeout (a crash, most
+        // likely): then everyone collects at once, instead of half a timeout later.
+        let next = leader_of(self.round + 1, &self.ledger.committee);
+        if !self.timeout_broadcast && self.suspects(next) {
+            self.timeout_broadcast = true;
+        }
         if self.timeout_broadcast {
             self.ledger.broadcast(message);
         } else {
-            // A timeout certificate makes the round-robin leader the next round's.
-            let next = leader_of(self.round + 1, &self.ledger.committee);
             self.ledger.send(next, message);
         }
+    }
+
+    /// Whether nothing has come from `peer` for longer than the base view timeout. Every live
+    /// replica is heard from well within it: votes, proposals, checkpoints, and the catch-up
+    /// ping each replica sends to one peer in turn on every retransmission tick.
+    fn suspects(&self, peer: ReplicaId) -> bool {
+        if peer == self.ledger.id {
+            return false;
+        }
+        let heard = self.last_heard.get(peer.index()).copied().unwrap_or_default();
+        self.ledger.now > heard + self.ledger.config.view_timeout
     }
 
     /// As the leader of the current round, holding its justification: propose when there is
@@ -946,56 +968,61 @@ impl Protocol for Replica {
                 self.ledger.on_persisted(seq);
                 Ok(())
             }
-            Input::Message { from, message } => match message {
-                VerifiedMessage::Request(request) => self.on_request(request, true),
-                VerifiedMessage::Propose {
-                    block,
-                    batch,
-                    certified,
-                    ancestry,
-                } => self.on_propose(block, batch, certified, ancestry),
-                VerifiedMessage::Vote { vote, commits } => {
-                    for commit in commits {
-                        self.on_commit_vote(commit);
+            Input::Message { from, message } => {
+                if let Some(heard) = self.last_heard.get_mut(from.index()) {
+                    *heard = now;
+                }
+                match message {
+                    VerifiedMessage::Request(request) => self.on_request(request, true),
+                    VerifiedMessage::Propose {
+                        block,
+                        batch,
+                        certified,
+                        ancestry,
+                    } => self.on_propose(block, batch, certified, ancestry),
+                    VerifiedMessage::Vote { vote, commits } => {
+                        for commit in commits {
+                            self.on_commit_vote(commit);
+                        }
+                        self.on_vote(vote)
                     }
-                    self.on_vote(vote)
+                    VerifiedMessage::Timeout {
+                        timeout,
+                        high_qc,
+                        last_tc,
+                    } => self.on_timeout_message(from, timeout, high_qc, last_tc),
+                    VerifiedMessage::FetchBlocks { id } => {
+                        self.on_fetch_blocks(from, id);
+                        Ok(())
+                    }
+                    VerifiedMessage::Sync { high_qc, last_tc } => {
+                        self.on_sync(high_qc, last_tc);
+                        Ok(())
+                    }
+                    VerifiedMessage::Checkpoint(vote) => self.ledger.on_checkpoint(vote, self.round),
+                    VerifiedMessage::CatchUp {
+                        next_seq,
+                        view,
+                        stable_seq,
+                    } => {
+                        self.on_catch_up(from, next_seq, view, stable_seq);
+                        Ok(())
+                    }
+                    VerifiedMessage::Batches(batches) => {
+                        self.on_batches(from, batches);
+                        Ok(())
+                    }
+                    VerifiedMessage::Stable(stable) => {
+                        self.ledger.make_stable(stable);
+                        Ok(())
+                    }
+                    VerifiedMessage::PrePrepare { .. }
+                    | VerifiedMessage::Prepare(_)
+                    | VerifiedMessage::Commit(_)
+                    | VerifiedMessage::ViewChange(_)
+                    | VerifiedMessage::NewView(_) => Err(Invalid::WrongProtocol),
                 }
-                VerifiedMessage::Timeout {
-                    timeout,
-                    high_qc,
-                    last_tc,
-                } => self.on_timeout_message(from, timeout, high_qc, last_tc),
-                VerifiedMessage::FetchBlocks { id } => {
-                    self.on_fetch_blocks(from, id);
-                    Ok(())
-                }
-                VerifiedMessage::Sync { high_qc, last_tc } => {
-                    self.on_sync(high_qc, last_tc);
-                    Ok(())
-                }
-                VerifiedMessage::Checkpoint(vote) => self.ledger.on_checkpoint(vote, self.round),
-                VerifiedMessage::CatchUp {
-                    next_seq,
-                    view,
-                    stable_seq,
-                } => {
-                    self.on_catch_up(from, next_seq, view, stable_seq);
-                    Ok(())
-                }
-                VerifiedMessage::Batches(batches) => {
-                    self.on_batches(from, batches);
-                    Ok(())
-                }
-                VerifiedMessage::Stable(stable) => {
-                    self.ledger.make_stable(stable);
-                    Ok(())
-                }
-                VerifiedMessage::PrePrepare { .. }
-                | VerifiedMessage::Prepare(_)
-                | VerifiedMessage::Commit(_)
-                | VerifiedMessage::ViewChange(_)
-                | VerifiedMessage::NewView(_) => Err(Invalid::WrongProtocol),
-            },
+            }
         };
         self.follow_ledger(executed_before);
         self.try_propose();
