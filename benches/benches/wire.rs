@@ -72,6 +72,7 @@ fn messages(
         parent: BlockVote::genesis().block,
         parent_round: 0,
         next_leader: ReplicaId(2),
+        recent_leaders: vec![ReplicaId(1)],
     };
     let justify: QuorumCert = certify(
         BlockVote {
@@ -89,9 +90,17 @@ fn messages(
         justify,
         timeout: None,
         next_leader: ReplicaId(0),
+        recent_leaders: Vec::new(),
     };
     // Round 1's block named replica 2; it names the first signer after itself.
     let leader = parent.next_leader;
+    let recent_leaders = block
+        .expected_recent_leaders(leader, Some(&parent), committee)
+        .unwrap_or_default();
+    let block = Block {
+        recent_leaders,
+        ..block
+    };
     let block = Block {
         next_leader: block.successor_for(leader, committee),
         ..block
@@ -109,7 +118,7 @@ fn messages(
         block: Signed::sign(block.clone(), leader, &keys[leader.index()], committee),
         batch,
         certified: vec![earlier],
-        ancestry: vec![parent],
+        ancestry: vec![parent.clone()],
     };
 
     // The vote for the round-2 block, with the voter's commit vote for the parent's batch.

@@ -462,12 +462,17 @@ fn recovery(acks: &Path, fault_at_ms: u64, load_left_ms: u64, rate: u64) -> anyh
         }
         end += 100;
     }
+    // Gaps between receipts from the kill on, and the one from the last receipt to the end of
+    // the load (less half a second: the load may end a little before this estimate), so that a
+    // cluster that never commits again reads as a long gap, not as none.
+    let load_end = fault_at_ms + load_left_ms.saturating_sub(500);
     let mut longest_gap_ms = 0;
     let mut previous = fault_at_ms;
-    for &t in times.iter().filter(|&&t| t > fault_at_ms && t <= last) {
+    for &t in times.iter().filter(|&&t| t > fault_at_ms && t <= load_end) {
         longest_gap_ms = longest_gap_ms.max(t - previous);
         previous = t;
     }
+    longest_gap_ms = longest_gap_ms.max(load_end.saturating_sub(previous));
     Ok(Some(Recovery {
         last_slow_window_ms: recovered_at - fault_at_ms,
         longest_gap_ms,

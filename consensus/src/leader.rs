@@ -45,15 +45,25 @@ pub fn fallback_leader(
 /// Linear mode: the leader of the round after a block proposed by `proposer` whose
 /// certificates were signed by `signers` (those of its timeout certificate if it has one, else
 /// of the certificate it extends; none for genesis): the first signer after the proposer in id
-/// order, wrapping around; the next replica in id order when no other replica signed.
+/// order, wrapping around, that is not among the block's `recent` leaders (the proposer and
+/// its certified predecessors, at most f); the first replica after the proposer that is not,
+/// when no signer qualifies.
+///
+/// Why the exclusion: the proposer chose which quorum of votes its certificate holds, so it
+/// can leave out up to f correct voters and steer the choice to a colluder a few places on.
+/// Without it, f colluders placed round the ids could pass the lead among themselves for ever
+/// (the review of session 5 found this for f >= 3); with it, any f+1 leaders in a row include
+/// one that is not among the colluders.
 pub fn successor(
     proposer: ReplicaId,
     signers: impl IntoIterator<Item = ReplicaId>,
+    recent: &[ReplicaId],
     committee: &Committee,
 ) -> ReplicaId {
-    let n = committee.size().max(1);
-    first_signer_from(proposer, 1, signers, committee)
-        .unwrap_or(ReplicaId(((proposer.index() + 1) % n) as u16))
+    let eligible = |id: &ReplicaId| *id != proposer && !recent.contains(id);
+    first_signer_from(proposer, 1, signers.into_iter().filter(eligible), committee)
+        .or_else(|| first_signer_from(proposer, 1, committee.ids().filter(eligible), committee))
+        .unwrap_or_else(|| ReplicaId(((proposer.index() + 1) % committee.size().max(1)) as u16))
 }
 
 /// The signer nearest after `origin` going round the ids, at least `min_distance` steps on
@@ -114,7 +124,7 @@ mod tests {
         ];
         for (proposer, signers, expected) in table {
             assert_eq!(
-                successor(ReplicaId(*proposer), ids(signers), &c),
+                successor(ReplicaId(*proposer), ids(signers), &[], &c),
                 ReplicaId(*expected),
                 "proposer {proposer}, signers {signers:?}"
             );
@@ -128,7 +138,7 @@ mod tests {
         let mut leader = ReplicaId(0);
         for _ in 0..50 {
             let signers: Vec<ReplicaId> = (0..7).map(ReplicaId).filter(|id| *id != dead).collect();
-            leader = successor(leader, signers, &c);
+            leader = successor(leader, signers, &[], &c);
             assert_ne!(leader, dead);
         }
     }
@@ -153,13 +163,58 @@ mod tests {
         }
     }
 
+    /// Colluders (0, 4 and 7 of 10, f = 3) each leaving the correct voters between them out of
+    /// their certificates (still a quorum: 7 of 10): without the exclusion they lead for ever;
+    /// with the last f leaders excluded, correct replicas lead at least one round in f+1.
+    #[test]
+    fn colluders_cannot_keep_the_lead_among_themselves() {
+        let c = committee(10);
+        let colluders = [0u16, 4, 7];
+        let correct_rounds = |exclude: bool| {
+            let mut leader = ReplicaId(0);
+            let mut recent: Vec<ReplicaId> = Vec::new();
+            let mut correct = 0;
+            for _ in 0..40 {
+                recent.insert(0, leader);
+                recent.truncate(c.faults());
+                let signers: Vec<ReplicaId> = if colluders.contains(&leader.0) {
+                    // Leave out the correct replicas up to the next colluder going round.
+                    let next = colluders
+                        .iter()
+                        .map(|&b| (b as usize + 10 - leader.index()) % 10)
+                        .filter(|&d| d > 0)
+                        .min()
+                        .unwrap();
+                    (0..10u16)
+                        .filter(|&id| {
+                            let d = (id as usize + 10 - leader.index()) % 10;
+                            d == 0 || d >= next
+                        })
+                        .map(ReplicaId)
+                        .collect()
+                } else {
+                    (0..10).map(ReplicaId).collect()
+                };
+                assert!(c.is_quorum(signers.iter().copied()));
+                let excluded: &[ReplicaId] = if exclude { &recent } else { &[] };
+                leader = successor(leader, signers, excluded, &c);
+                if !colluders.contains(&leader.0) {
+                    correct += 1;
+                }
+            }
+            correct
+        };
+        assert_eq!(correct_rounds(false), 0, "the attack works without the exclusion");
+        assert!(correct_rounds(true) >= 10, "correct replicas led too rarely");
+    }
+
     #[test]
     fn with_everyone_signing_leadership_rotates_through_every_replica() {
         let c = committee(5);
         let mut leader = ReplicaId(0);
         let mut seen = Vec::new();
         for _ in 0..5 {
-            leader = successor(leader, (0..5).map(ReplicaId), &c);
+            leader = successor(leader, (0..5).map(ReplicaId), &[], &c);
             seen.push(leader.0);
         }
         assert_eq!(seen, vec![1, 2, 3, 4, 0]);

@@ -299,7 +299,7 @@ impl TimeoutCert {
 
 /// What a block's id covers: enough to follow a chain of ids back through ancestors without
 /// holding their batches or certificates.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BlockHeader {
     /// Round.
     pub round: u64,
@@ -314,6 +314,19 @@ pub struct BlockHeader {
     /// Who leads the next round if this block is certified in its own round
     /// ([`crate::leader::successor`]).
     pub next_leader: ReplicaId,
+    /// The proposers of this block and its certified predecessors, newest first, at most f
+    /// ([`Block::recent_leaders`]).
+    pub recent_leaders: Vec<ReplicaId>,
+}
+
+/// The recent leaders as the block id hashes them: their count, then each id.
+fn recent_leaders_bytes(leaders: &[ReplicaId]) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(2 + 2 * leaders.len());
+    bytes.extend_from_slice(&(leaders.len() as u16).to_le_bytes());
+    for leader in leaders {
+        bytes.extend_from_slice(&leader.0.to_le_bytes());
+    }
+    bytes
 }
 
 impl BlockHeader {
@@ -328,6 +341,7 @@ impl BlockHeader {
             self.parent.as_bytes(),
             &self.parent_round.to_le_bytes(),
             &self.next_leader.0.to_le_bytes(),
+            &recent_leaders_bytes(&self.recent_leaders),
         ])
     }
 
@@ -357,6 +371,11 @@ pub struct Block {
     /// proposer and the signers of `timeout` or else `justify` ([`Block::successor_for`]),
     /// checked by voters.
     pub next_leader: ReplicaId,
+    /// This block's proposer, then the parent's recent leaders when it extends the round just
+    /// before, at most f in all: they may not be named next. The proposer picks which quorum
+    /// of votes its certificate holds, so without this up to f colluding replicas could hand
+    /// the lead among themselves for ever; with it, one of any f+1 leaders in a row is correct.
+    pub recent_leaders: Vec<ReplicaId>,
 }
 
 impl Signable for Block {
@@ -373,6 +392,7 @@ impl Block {
             parent: self.justify.statement.block,
             parent_round: self.justify.statement.round,
             next_leader: self.next_leader,
+            recent_leaders: self.recent_leaders.clone(),
         }
     }
 
@@ -415,10 +435,41 @@ impl Block {
     /// on the round before; the certificate it extends may be older than a crash), else of
     /// the certificate it extends.
     pub fn successor_for(&self, proposer: ReplicaId, committee: &Committee) -> ReplicaId {
+        let excluded = &self.recent_leaders;
         match &self.timeout {
-            Some(tc) => successor(proposer, tc.timeouts.iter().map(|t| t.signer), committee),
-            None => successor(proposer, self.justify.votes.iter().map(|(id, _)| *id), committee),
+            Some(tc) => successor(
+                proposer,
+                tc.timeouts.iter().map(|t| t.signer),
+                excluded,
+                committee,
+            ),
+            None => successor(
+                proposer,
+                self.justify.votes.iter().map(|(id, _)| *id),
+                excluded,
+                committee,
+            ),
         }
+    }
+
+    /// The recent leaders `proposer`'s block at this round must carry: itself, then (when it
+    /// extends the round just before, past genesis) its parent's, at most f in all. `None` when
+    /// the parent's header is needed and not at hand.
+    pub fn expected_recent_leaders(
+        &self,
+        proposer: ReplicaId,
+        parent: Option<&BlockHeader>,
+        committee: &Committee,
+    ) -> Option<Vec<ReplicaId>> {
+        let limit = committee.faults().max(1);
+        let mut leaders = vec![proposer];
+        let justify = &self.justify.statement;
+        if justify.round + 1 == self.round && justify.round > 0 {
+            let parent = parent.filter(|header| header.id() == justify.block)?;
+            leaders.extend(parent.recent_leaders.iter().filter(|id| **id != proposer));
+        }
+        leaders.truncate(limit);
+        Some(leaders)
     }
 
     /// Checks everything that needs no replica state: the certificates, that the round follows
@@ -723,7 +774,7 @@ fn verify_proposal(
         }
         let mut expected = body.justify.statement.block;
         for header in &ancestry {
-            if header.id() != expected {
+            if header.recent_leaders.len() > committee.size() || header.id() != expected {
                 return Err(Invalid::BadBlock("ancestry does not follow the parent links"));
             }
             expected = header.parent;
@@ -740,6 +791,10 @@ fn verify_proposal(
             expected,
             got: block.signer(),
         });
+    }
+    match body.expected_recent_leaders(block.signer(), ancestry.first(), committee) {
+        Some(expected) if expected == body.recent_leaders => {}
+        _ => return Err(Invalid::BadBlock("recent leaders do not follow the parent's")),
     }
     body.check(batch.requests.is_empty(), block.signer(), committee)?;
     verify_batch(&batch, &body.batch_digest, body.seq, committee, config, true)?;

@@ -127,6 +127,7 @@ fn first_block(batch: &Batch) -> Block {
         justify: genesis_qc(),
         timeout: None,
         next_leader: ReplicaId(2),
+        recent_leaders: vec![ReplicaId(1)],
     }
 }
 
@@ -381,6 +382,8 @@ fn proposals_from_anyone_but_the_named_leader_are_refused() {
         justify: qc,
         timeout: None,
         next_leader: ReplicaId(3),
+        // With f = 1, only the proposer itself.
+        recent_leaders: vec![ReplicaId(2)],
     };
     let empty = |block: Block, signer: u16, ancestry: Vec<_>| match propose(block, signer, ancestry) {
         Message::Propose {
@@ -422,9 +425,19 @@ fn proposals_from_anyone_but_the_named_leader_are_refused() {
         next_leader: ReplicaId(0),
         ..second.clone()
     };
-    assert!(empty(skips_signer, 2, parent)
+    assert!(empty(skips_signer, 2, parent.clone())
         .verify(&committee, &config)
         .is_err());
+    let forgets_itself = Block {
+        recent_leaders: vec![ReplicaId(1)],
+        ..second.clone()
+    };
+    assert!(
+        empty(forgets_itself, 2, parent)
+            .verify(&committee, &config)
+            .is_err(),
+        "recent leaders that do not follow the parent's"
+    );
 
     // Round 5 after a timeout certificate for round 4, still extending round 1's certificate.
     // Round-robin names replica 1 (5 mod 4). With replica 1 among the timeouts' signers it
@@ -446,6 +459,7 @@ fn proposals_from_anyone_but_the_named_leader_are_refused() {
         let mut block = Block {
             round: 5,
             timeout: Some(timeout_cert(signers)),
+            recent_leaders: vec![ReplicaId(proposer)],
             ..second.clone()
         };
         block.next_leader = block.successor_for(ReplicaId(proposer), &committee);

@@ -280,30 +280,37 @@ impl Store {
 
     /// Layout 1 to 2: the batches move from the default column family to the log's, a chunk
     /// per synced write (each chunk moves atomically, so a crash midway loses nothing and the
-    /// next open moves the rest).
+    /// next open moves the rest). One iterator walks them all: it reads its own snapshot, so
+    /// the chunks written meanwhile do not disturb it, and it never rescans what moved.
     fn move_log_to_its_family(&self) -> Result<(), StoreError> {
-        const CHUNK: usize = 256;
+        const CHUNK_BATCHES: usize = 256;
+        const CHUNK_BYTES: usize = 32 << 20;
         let log = self.log_family()?;
         let mut options = WriteOptions::default();
         options.set_sync(true);
-        loop {
-            let mut writes = WriteBatch::default();
-            let mut moved = 0;
-            let start = [BATCH_PREFIX];
-            for item in self.db.iterator(IteratorMode::From(&start, Direction::Forward)) {
-                let (key, value) = item?;
-                if key.first() != Some(&BATCH_PREFIX) || moved >= CHUNK {
-                    break;
-                }
-                writes.put_cf(log, &key, &value);
-                writes.delete(&key);
-                moved += 1;
+        let mut writes = WriteBatch::default();
+        let mut moved = 0;
+        let mut bytes = 0;
+        let start = [BATCH_PREFIX];
+        for item in self.db.iterator(IteratorMode::From(&start, Direction::Forward)) {
+            let (key, value) = item?;
+            if key.first() != Some(&BATCH_PREFIX) {
+                break;
             }
-            if moved == 0 {
-                return Ok(());
+            writes.put_cf(log, &key, &value);
+            writes.delete(&key);
+            moved += 1;
+            bytes += key.len() + value.len();
+            if moved >= CHUNK_BATCHES || bytes >= CHUNK_BYTES {
+                self.db.write_opt(std::mem::take(&mut writes), &options)?;
+                moved = 0;
+                bytes = 0;
             }
+        }
+        if moved > 0 {
             self.db.write_opt(writes, &options)?;
         }
+        Ok(())
     }
 
     fn log_family(&self) -> Result<&ColumnFamily, StoreError> {

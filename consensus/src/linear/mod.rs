@@ -396,7 +396,7 @@ impl Replica {
             ancestry: ancestry.clone(),
         };
         self.ledger.note_seq(leader, body.justify.statement.seq);
-        let parent_header = ancestry.first().copied();
+        let parent_header = ancestry.first().cloned();
         let stored = self.chain.insert(
             body.clone(),
             batch,
@@ -737,13 +737,33 @@ impl Replica {
             justify: self.high_qc.clone(),
             timeout,
             next_leader: self.ledger.id,
+            recent_leaders: Vec::new(),
         };
+        let parent = self
+            .chain
+            .get(&self.high_qc.statement.block)
+            .map(|stored| stored.block.header());
+        let Some(recent) =
+            block.expected_recent_leaders(self.ledger.id, parent.as_ref(), &self.ledger.committee)
+        else {
+            // Unreachable: leading a round that extends the one before needs the parent here.
+            return;
+        };
+        block.recent_leaders = recent;
         block.next_leader = block.successor_for(self.ledger.id, &self.ledger.committee);
         let signed = self.ledger.sign(block.clone());
         let signature = signed.signature;
-        let certified: Vec<Certificate<CommitVote>> = std::mem::take(&mut self.fresh_certificates)
-            .into_values()
-            .collect();
+        // Voters refuse more certificates than the window; the rest wait for the next proposal.
+        let keep = self
+            .fresh_certificates
+            .keys()
+            .nth(self.ledger.config.log_window as usize)
+            .copied();
+        let later = keep.map(|seq| self.fresh_certificates.split_off(&seq));
+        let certified: Vec<Certificate<CommitVote>> =
+            std::mem::replace(&mut self.fresh_certificates, later.unwrap_or_default())
+                .into_values()
+                .collect();
         let ancestry = if voting::commits_parent(self.high_qc.statement.round, round) {
             let mut ancestry = self.uncertified_ancestry(&self.high_qc.statement.block);
             // The parent's header always leads: it names this block's proposer.
@@ -762,7 +782,7 @@ impl Replica {
             batch.clone(),
             self.ledger.id,
             signature,
-            ancestry.first().copied(),
+            ancestry.first().cloned(),
             &block.parent(),
         );
         // The round is durable as voted before the proposal leaves: a leader restarted after
@@ -797,8 +817,10 @@ impl Replica {
                 break;
             }
             let header = stored.block.header();
+            let needs_certificate =
+                header.carries_batch() && !self.ledger.committed.contains_key(&header.seq);
             headers.push(header);
-            if header.carries_batch() && !self.ledger.committed.contains_key(&header.seq) {
+            if needs_certificate {
                 needed = headers.len();
             }
             cursor = stored.block.parent();
@@ -841,7 +863,7 @@ impl Replica {
             };
             cursor = stored.block.parent();
             // The parent's header lets the receiver check who proposed this block.
-            let ancestry = stored.parent_header.into_iter().collect();
+            let ancestry = stored.parent_header.iter().cloned().collect();
             let message = Message::Propose {
                 block: Signed {
                     body: stored.block.clone(),

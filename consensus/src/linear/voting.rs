@@ -75,6 +75,7 @@ mod tests {
                     .collect(),
             }),
             next_leader: ReplicaId(0),
+            recent_leaders: Vec::new(),
         }
     }
 
