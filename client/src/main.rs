@@ -10,7 +10,7 @@ use anyhow::{bail, Context as _};
 use clap::{Parser, Subcommand};
 use futures::StreamExt as _;
 use hdrhistogram::Histogram;
-use ordinal_client::{load_cluster, Client, ClientOptions};
+use ordinal_client::{load_cluster, wire, Client, ClientOptions};
 use ordinal_crypto::Digest;
 use serde_json::json;
 
@@ -253,14 +253,25 @@ async fn status(cluster: &Path, as_json: bool) -> anyhow::Result<()> {
         println!("{}", json!({ "replicas": rows }));
     } else {
         println!(
-            "{:>3}  {:<22} {:>9} {:>6} {:>6} {:>13} {:>6}",
-            "id", "address", "reachable", "view", "leader", "committed_seq", "weight"
+            "{:>3}  {:<22} {:>9} {:>6} {:>6} {:>13} {:>6} {:>11} {:>12}",
+            "id",
+            "address",
+            "reachable",
+            "view",
+            "leader",
+            "committed_seq",
+            "weight",
+            "reliability",
+            "suspected_by"
         );
         let dash = || "-".to_string();
+        let answered: Vec<&wire::ReplicaStatus> = reports.iter().filter_map(|r| r.status.as_ref()).collect();
         for r in &reports {
             let s = r.status.as_ref();
+            // The others' view of this replica: the median of their scores for it.
+            let (reliability, suspected_by) = wire::peer_consensus(r.id, &answered);
             println!(
-                "{:>3}  {:<22} {:>9} {:>6} {:>6} {:>13} {:>6}",
+                "{:>3}  {:<22} {:>9} {:>6} {:>6} {:>13} {:>6} {:>11} {:>12}",
                 r.id,
                 r.address,
                 if s.is_some() { "yes" } else { "no" },
@@ -270,6 +281,8 @@ async fn status(cluster: &Path, as_json: bool) -> anyhow::Result<()> {
                 s.and_then(|s| s.weights.get(r.id as usize))
                     .map(|w| w.to_string())
                     .unwrap_or_else(dash),
+                reliability.map(|v| format!("{v:.3}")).unwrap_or_else(dash),
+                suspected_by,
             );
         }
     }

@@ -340,6 +340,35 @@ pub struct ReplicaStatus {
     pub stable_seq: u64,
     /// The current epoch's weights, by replica id.
     pub weights: Vec<u64>,
+    /// What it measured about each peer (itself excluded).
+    pub peers: Vec<PeerHealth>,
+}
+
+/// One peer as a replica's quorum manager sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerHealth {
+    /// The peer.
+    pub id: u16,
+    /// Its smoothed reliability score, in thousandths.
+    pub reliability_permille: u16,
+    /// Its smoothed vote latency in microseconds, once measured.
+    pub vote_latency_micros: Option<u64>,
+    /// Whether the failure detector suspects it.
+    pub suspected: bool,
+}
+
+impl PeerHealth {
+    /// The wire form of a core report.
+    pub fn from_report(report: &ordinal_consensus::PeerReport) -> Self {
+        PeerHealth {
+            id: report.peer.0,
+            reliability_permille: (report.reliability.clamp(0.0, 1.0) * 1000.0).round() as u16,
+            vote_latency_micros: report
+                .vote_latency
+                .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX)),
+            suspected: report.suspected,
+        }
+    }
 }
 
 impl ReplicaStatus {
@@ -353,8 +382,25 @@ impl ReplicaStatus {
             committed_seq: status.committed_seq,
             stable_seq: status.stable_seq,
             weights: committee.members().iter().map(|m| m.weight).collect(),
+            peers: Vec::new(),
         }
     }
+}
+
+/// What the replicas that answered say about replica `id`: the median of their reliability
+/// scores for it (a lone liar cannot move it far), and how many of them suspect it.
+pub fn peer_consensus(id: u16, statuses: &[&ReplicaStatus]) -> (Option<f64>, usize) {
+    let mut scores: Vec<u16> = Vec::new();
+    let mut suspected = 0;
+    for status in statuses.iter().filter(|s| s.id != id) {
+        if let Some(health) = status.peers.iter().find(|p| p.id == id) {
+            scores.push(health.reliability_permille);
+            suspected += usize::from(health.suspected);
+        }
+    }
+    scores.sort_unstable();
+    let median = (!scores.is_empty()).then(|| f64::from(scores[(scores.len() - 1) / 2]) / 1000.0);
+    (median, suspected)
 }
 
 /// Transport settings for both ends: idle timeout and keep-alive so a dead peer is noticed,

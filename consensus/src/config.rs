@@ -47,6 +47,10 @@ pub struct ProtocolConfig {
     /// Cap on the view timeout.
     #[serde(with = "duration_ms")]
     pub view_timeout_max: Duration,
+    /// The shortest silence after which the failure detector may suspect a peer; it learns a
+    /// longer one for peers that are usually quieter (see [`crate::reliability`]).
+    #[serde(with = "duration_ms")]
+    pub suspicion_timeout_min: Duration,
     /// How often unfinished work (votes, view changes, state transfer) is re-sent.
     #[serde(with = "duration_ms")]
     pub retransmit_interval: Duration,
@@ -78,6 +82,7 @@ impl Default for ProtocolConfig {
             log_window: 128,
             view_timeout: Duration::from_millis(1000),
             view_timeout_max: Duration::from_secs(30),
+            suspicion_timeout_min: Duration::from_millis(100),
             retransmit_interval: Duration::from_millis(200),
             max_request_bytes: 64 * 1024,
             max_pending_requests: 100_000,
@@ -109,6 +114,9 @@ impl ProtocolConfig {
         }
         if self.view_timeout.is_zero() || self.view_timeout_max < self.view_timeout {
             return Err("view_timeout must be positive and at most view_timeout_max".into());
+        }
+        if self.suspicion_timeout_min.is_zero() || self.suspicion_timeout_min > self.view_timeout {
+            return Err("suspicion_timeout_min must be positive and at most view_timeout".into());
         }
         if self.retransmit_interval.is_zero() {
             return Err("retransmit_interval must be positive".into());

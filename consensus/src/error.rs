@@ -121,6 +121,20 @@ pub enum Invalid {
 }
 
 impl Invalid {
+    /// Whether the sender broke a rule. Old news, a message from a view or window this
+    /// replica has not reached, and a full queue happen between correct replicas too; they do
+    /// not count against a peer's reliability.
+    pub fn is_fault(&self) -> bool {
+        !matches!(
+            self,
+            Invalid::WrongView { .. }
+                | Invalid::OutsideWindow { .. }
+                | Invalid::Overloaded
+                | Invalid::Duplicate
+                | Invalid::Stale
+        )
+    }
+
     /// A short label for metrics (`ordinal_invalid_messages_total{reason}`).
     pub fn reason(&self) -> &'static str {
         match self {

@@ -28,6 +28,13 @@ pub enum Input {
     },
     /// A client request that passed [`Message::verify`] as `Message::Request`.
     Request(Request),
+    /// A message from replica `from` failed the host's verification (it did not decode, or a
+    /// signature or certificate in it did not verify): it counts against `from`'s
+    /// reliability.
+    Refused {
+        /// The authenticated sender.
+        from: ReplicaId,
+    },
     /// The deadline given by [`Protocol::poll_timeout`] has passed.
     Timeout,
     /// Every batch up to and including `seq` is durable in the host's store.
@@ -159,4 +166,6 @@ pub trait Protocol {
     fn status(&self) -> Status;
     /// Sizes of the bounded structures.
     fn footprint(&self) -> Footprint;
+    /// What this replica measured about each peer, in id order (itself excluded).
+    fn peers(&self) -> Vec<crate::reliability::PeerReport>;
 }

@@ -18,6 +18,7 @@ use crate::io::{Action, Time};
 use crate::messages::{extend_log_digest, genesis_log_digest, CheckpointVote, Message, StableCheckpoint};
 use crate::pool::RequestPool;
 use crate::quorum::{Inserted, VoteSet};
+use crate::reliability::{DetectorBounds, PeerMonitor};
 use crate::request::{ClientTable, Position, Request, RequestKey, Seen};
 use crate::safety::SafetyUpdate;
 
@@ -60,6 +61,8 @@ pub(crate) struct Ledger {
     seq_seen: BTreeMap<ReplicaId, u64>,
     pub(crate) catch_up_peer: usize,
     served: BTreeMap<ReplicaId, (Time, u64)>,
+    /// Per-peer measurements and the failure detector.
+    pub(crate) monitor: PeerMonitor,
     /// A checkpoint proved the log behind: ask a peer for batches once the protocol adds its
     /// view to the request ([`Ledger::flush_catch_up`]).
     catch_up_due: bool,
@@ -75,6 +78,7 @@ impl Ledger {
         now: Time,
         stable: StableCheckpoint,
     ) -> Self {
+        let monitor = PeerMonitor::new(id, committee.size(), DetectorBounds::from_config(&config), now);
         Ledger {
             id,
             key,
@@ -97,6 +101,7 @@ impl Ledger {
             known_high_seq: 0,
             seq_seen: BTreeMap::new(),
             catch_up_peer: id.index(),
+            monitor,
             served: BTreeMap::new(),
             catch_up_due: false,
         }

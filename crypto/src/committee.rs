@@ -260,6 +260,89 @@ impl Thresholds {
     }
 }
 
+/// The range every replica's weight must stay in, fixed in the cluster configuration. Weight
+/// changes move weights only inside it, and only to vectors [`Thresholds::compute`] admits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WeightBounds {
+    /// The least weight a replica may hold (at least 1).
+    pub min: u64,
+    /// The most.
+    pub max: u64,
+}
+
+impl WeightBounds {
+    /// Bounds inside which *every* vector of `n` weights is admissible with `faults`: with all
+    /// weights in [min, max], F ≤ f·max and W ≥ f·max + (n − f)·min, so W > 3F holds whenever
+    /// (n − f)·min > 2f·max. For n = 3f + 1 + Δ that is max/min < (2f + 1 + Δ)/(2f): weights may
+    /// differ by 1/(2f) of the least at n = 3f + 1 (4 and 3 at f = 1: `[4, 3, 3, 3]` is
+    /// admissible, `[5, 3, 3, 3]` is not), and by more with every spare replica. Returns the
+    /// widest such range with `min` as given.
+    pub fn always_admissible(n: usize, faults: usize, min: u64) -> Option<WeightBounds> {
+        if faults == 0 {
+            return Some(WeightBounds { min, max: u64::MAX });
+        }
+        let (n, f) = (n as u128, faults as u128);
+        if n <= 3 * f {
+            return None;
+        }
+        // Largest max with (n - f)·min > 2f·max.
+        let max = ((n - f) * min as u128 - 1) / (2 * f);
+        let max = u64::try_from(max).ok()?;
+        (max >= min).then_some(WeightBounds { min, max })
+    }
+
+    /// Checks a whole vector: every weight in range and the vector admissible.
+    pub fn check(&self, weights: &[u64], faults: usize) -> Result<Thresholds, CryptoError> {
+        if let Some(w) = weights.iter().find(|w| **w < self.min.max(1) || **w > self.max) {
+            return Err(CryptoError::BadCommittee(format!(
+                "weight {w} outside [{}, {}]",
+                self.min, self.max
+            )));
+        }
+        Thresholds::compute(weights, faults)
+    }
+}
+
+/// The WHEAT/AWARE weight shape for n = 3f + 1 + Δ replicas (Sousa and Bessani, SRDS 2015;
+/// Berger, Reiser, Sousa and Bessani, SRDS 2019): the 2f replicas in `heavy` get
+/// Vmax = 1 + Δ/f, the others 1, scaled by f to stay integral (Vmax = f + Δ, Vmin = f) and
+/// reduced. Then F = f·(f + Δ) and W = 3f² + 3fΔ + f = 3F + f > 3F: admissible for every Δ.
+/// The 2f heavy replicas and any one other already reach Q (2f(f + Δ) + f ≥ ⌊(W + F)/2⌋ + 1),
+/// so 2f + 1 replicas decide where equal weights need ⌊(n + f)/2⌋ + 1: the heavy replicas
+/// should be the fastest.
+///
+/// `heavy` must name 2f distinct members; otherwise, or when n < 3f + 1, `None`.
+pub fn aware_weights(n: usize, faults: usize, heavy: &[ReplicaId]) -> Option<Vec<u64>> {
+    if faults == 0 {
+        return Some(vec![1; n]);
+    }
+    let delta = n.checked_sub(3 * faults + 1)?;
+    if heavy.len() != 2 * faults || heavy.iter().any(|id| id.index() >= n) {
+        return None;
+    }
+    let mut sorted: Vec<usize> = heavy.iter().map(|id| id.index()).collect();
+    sorted.sort_unstable();
+    sorted.dedup();
+    if sorted.len() != heavy.len() {
+        return None;
+    }
+    let (vmax, vmin) = ((faults + delta) as u64, faults as u64);
+    let divisor = gcd(vmax, vmin);
+    let mut weights = vec![vmin / divisor; n];
+    for i in sorted {
+        weights[i] = vmax / divisor;
+    }
+    Some(weights)
+}
+
+fn gcd(a: u64, b: u64) -> u64 {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -317,10 +400,60 @@ mod tests {
         }
     }
 
-    /// Brute force over all subsets: for admissible vectors every two quorums share a correct
-    /// replica and the correct replicas form a quorum, for every faulty set of size f.
+    /// Weight of each subset of n replicas (bit i = replica i).
+    fn subset_weights(weights: &[u64]) -> Vec<u64> {
+        let n = weights.len();
+        let mut out = vec![0u64; 1 << n];
+        for set in 1..1usize << n {
+            let low = set.trailing_zeros() as usize;
+            out[set] = out[set & (set - 1)] + weights[low];
+        }
+        out
+    }
+
+    /// Whether threshold `quorum` is safe and live for every faulty set of `faults` replicas,
+    /// checked over all subsets: (1) every two quorums A, B share a correct replica, and (2)
+    /// the correct replicas form a quorum. Quorums are closed upwards, so a quorum B avoiding
+    /// A's correct members exists exactly when the complement of A ∩ correct is a quorum: one
+    /// pass over the subsets A checks every pair.
+    fn safe_and_live(weights: &[u64], faults: usize, quorum: u64, subset: &[u64]) -> bool {
+        let n = weights.len();
+        let all = (1usize << n) - 1;
+        for faulty in (0..=all).filter(|s| s.count_ones() as usize == faults) {
+            let correct = all & !faulty;
+            if subset[correct] < quorum {
+                return false;
+            }
+            for a in (0..=all).filter(|a| subset[*a] >= quorum) {
+                if subset[all & !(a & correct)] >= quorum {
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
+    /// The direct pairwise check, for small n: it keeps the shortcut above honest.
+    fn safe_and_live_pairwise(weights: &[u64], faults: usize, quorum: u64, subset: &[u64]) -> bool {
+        let n = weights.len();
+        let all = (1usize << n) - 1;
+        let quorums: Vec<usize> = (0..=all).filter(|s| subset[*s] >= quorum).collect();
+        (0..=all)
+            .filter(|s| s.count_ones() as usize == faults)
+            .all(|faulty| {
+                let correct = all & !faulty;
+                subset[correct] >= quorum
+                    && quorums
+                        .iter()
+                        .all(|a| quorums.iter().all(|b| a & b & correct != 0))
+            })
+    }
+
+    /// For every n ≤ 10 and every f < n, many random vectors: an admitted vector's Q is safe
+    /// and live over all subsets, and a vector is rejected exactly when W ≤ 3F, with F found
+    /// by brute force too.
     #[test]
-    fn quorum_intersection_brute_force() {
+    fn quorum_intersection_brute_force_up_to_ten_replicas() {
         let mut state = 0x9e3779b97f4a7c15u64;
         let mut next = move || {
             state ^= state << 13;
@@ -328,36 +461,115 @@ mod tests {
             state ^= state << 17;
             state
         };
-        let mut admissible = 0;
-        for _ in 0..300 {
-            let n = 1 + (next() % 8) as usize;
-            let f = (next() % (n as u64)) as usize;
-            let weights: Vec<u64> = (0..n).map(|_| 1 + next() % 4).collect();
-            let Ok(t) = Thresholds::compute(&weights, f) else {
-                // Rejected: confirm it really is inadmissible.
-                let mut sorted = weights.clone();
-                sorted.sort_unstable_by(|a, b| b.cmp(a));
-                let faulty: u64 = sorted[..f].iter().sum();
-                assert!(weights.iter().sum::<u64>() <= 3 * faulty, "{weights:?} f={f}");
-                continue;
-            };
-            admissible += 1;
-            let weight =
-                |set: u32| -> u64 { (0..n).filter(|i| set & (1 << i) != 0).map(|i| weights[i]).sum() };
-            let quorums: Vec<u32> = (0..1u32 << n).filter(|s| weight(*s) >= t.quorum).collect();
-            for faulty in (0..1u32 << n).filter(|s| s.count_ones() as usize == f) {
-                let correct = !faulty & ((1 << n) - 1);
-                assert!(weight(correct) >= t.quorum, "{weights:?} f={f} faulty={faulty:b}");
-                for a in &quorums {
-                    for b in &quorums {
-                        assert!(
-                            a & b & correct != 0,
-                            "{weights:?} f={f} faulty={faulty:b} {a:b} {b:b}"
-                        );
+        let (mut admitted, mut rejected) = (0, 0);
+        for n in 1..=10usize {
+            for f in 0..n {
+                let vectors = if 3 * f < n { 60 } else { 6 };
+                for v in 0..vectors {
+                    // Spreads from equal weights to a factor of 8, and AWARE shapes.
+                    let spread = 1 + (v % 8) as u64;
+                    let mut weights: Vec<u64> = (0..n).map(|_| 4 + next() % (4 * spread)).collect();
+                    if v % 10 == 9 && n > 3 * f && f > 0 {
+                        let heavy: Vec<ReplicaId> = (0..2 * f).map(|i| ReplicaId(i as u16)).collect();
+                        weights = aware_weights(n, f, &heavy).unwrap();
+                    }
+                    let subset = subset_weights(&weights);
+                    // F by brute force: the heaviest set of f replicas.
+                    let all = (1usize << n) - 1;
+                    let faulty_weight = (0..=all)
+                        .filter(|s| s.count_ones() as usize == f)
+                        .map(|s| subset[s])
+                        .max()
+                        .unwrap_or(0);
+                    let total = subset[all];
+                    match Thresholds::compute(&weights, f) {
+                        Ok(t) => {
+                            admitted += 1;
+                            assert_eq!((t.total, t.faulty), (total, faulty_weight));
+                            assert!(total > 3 * faulty_weight);
+                            assert!(
+                                safe_and_live(&weights, f, t.quorum, &subset),
+                                "{weights:?} f={f} Q={}",
+                                t.quorum
+                            );
+                            if n <= 6 {
+                                assert!(safe_and_live_pairwise(&weights, f, t.quorum, &subset));
+                            }
+                        }
+                        Err(_) => {
+                            // Rejected exactly when W ≤ 3F. (That condition is what guarantees
+                            // a threshold for every vector with this W and F; a particular
+                            // integer vector may still happen to have one, e.g. [9, 15, 7, 11]
+                            // at Q = 27, whose subset sums skip the bad overlaps. Such vectors
+                            // stay rejected: the rule must not depend on luck in the sums.)
+                            rejected += 1;
+                            assert!(total <= 3 * faulty_weight, "{weights:?} f={f} wrongly rejected");
+                        }
                     }
                 }
             }
         }
-        assert!(admissible > 50);
+        assert!(
+            admitted > 1000 && rejected > 300,
+            "{admitted} admitted, {rejected} rejected"
+        );
+    }
+
+    #[test]
+    fn aware_weights_follow_wheat() {
+        let heavy = |ids: &[u16]| ids.iter().map(|i| ReplicaId(*i)).collect::<Vec<_>>();
+        // n = 5, f = 1, Δ = 1: the WEIGHTS.md row.
+        let w = aware_weights(5, 1, &heavy(&[3, 4])).unwrap();
+        assert_eq!(w, vec![1, 1, 1, 2, 2]);
+        let t = Thresholds::compute(&w, 1).unwrap();
+        assert_eq!((t.total, t.faulty, t.quorum), (7, 2, 5));
+        // n = 7, f = 2, Δ = 0: no spare replica, no skew.
+        assert_eq!(aware_weights(7, 2, &heavy(&[0, 1, 2, 3])).unwrap(), vec![1; 7]);
+        // n = 9, f = 2, Δ = 2: Vmax = 2.
+        let w = aware_weights(9, 2, &heavy(&[0, 2, 4, 6])).unwrap();
+        assert_eq!(w, vec![2, 1, 2, 1, 2, 1, 2, 1, 1]);
+        Thresholds::compute(&w, 2).unwrap();
+        // n = 10, f = 3, Δ = 0; n = 10, f = 2, Δ = 3: Vmax = 5/2 scaled to 5 and 2.
+        assert_eq!(
+            aware_weights(10, 3, &heavy(&[0, 1, 2, 3, 4, 5])).unwrap(),
+            vec![1; 10]
+        );
+        let w = aware_weights(10, 2, &heavy(&[6, 7, 8, 9])).unwrap();
+        assert_eq!(w, vec![2, 2, 2, 2, 2, 2, 5, 5, 5, 5]);
+        Thresholds::compute(&w, 2).unwrap();
+        // Wrong shapes.
+        assert!(aware_weights(4, 1, &heavy(&[0])).is_none());
+        assert!(aware_weights(4, 1, &heavy(&[0, 0])).is_none());
+        assert!(aware_weights(4, 1, &heavy(&[0, 4])).is_none());
+        assert!(aware_weights(3, 1, &heavy(&[0, 1])).is_none());
+    }
+
+    #[test]
+    fn the_always_admissible_range_is_tight() {
+        for n in 1..=10usize {
+            for f in 1..=(n - 1) / 3 {
+                for min in [1u64, 2, 3, 7, 10] {
+                    let bounds = WeightBounds::always_admissible(n, f, min);
+                    let Some(bounds) = bounds else {
+                        continue;
+                    };
+                    // The worst vector in range (f at max, the rest at min) is admissible...
+                    let mut worst = vec![bounds.min; n];
+                    worst[..f].fill(bounds.max);
+                    bounds.check(&worst, f).unwrap();
+                    // ...and one step wider it is not.
+                    worst[..f].fill(bounds.max + 1);
+                    assert!(Thresholds::compute(&worst, f).is_err(), "n={n} f={f} min={min}");
+                }
+            }
+        }
+        // n = 4, f = 1 from 3: up to 4, as in WEIGHTS.md.
+        assert_eq!(
+            WeightBounds::always_admissible(4, 1, 3),
+            Some(WeightBounds { min: 3, max: 4 })
+        );
+        let bounds = WeightBounds { min: 1, max: 4 };
+        assert!(bounds.check(&[5, 1, 1, 1], 1).is_err());
+        assert!(bounds.check(&[0, 1, 1, 1], 1).is_err());
     }
 }

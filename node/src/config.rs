@@ -32,6 +32,15 @@ pub struct StorageConfig {
     pub sync: SyncPolicy,
 }
 
+/// Knobs for experiments, off by default.
+#[derive(Clone, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TestingConfig {
+    /// Hold every message from the other replicas this long before the protocol sees it:
+    /// makes this replica a slow one (its votes come late) without touching the network.
+    pub peer_receive_delay_ms: u64,
+}
+
 /// One replica's configuration.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -52,6 +61,13 @@ pub struct NodeConfig {
     pub protocol: ProtocolConfig,
     /// The cluster.
     pub cluster: ClusterConfig,
+    /// Experiment knobs.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub testing: TestingConfig,
+}
+
+fn is_default(testing: &TestingConfig) -> bool {
+    *testing == TestingConfig::default()
 }
 
 /// A configuration loaded and checked, with the paths resolved.
@@ -101,6 +117,12 @@ impl NodeConfig {
             .map_err(|reason| ConfigError::new("protocol", reason))?;
         if self.listen == self.metrics {
             return Err(ConfigError::new("metrics", "must differ from listen"));
+        }
+        if self.testing.peer_receive_delay_ms > 10_000 {
+            return Err(ConfigError::new(
+                "testing.peer_receive_delay_ms",
+                "must be at most 10000",
+            ));
         }
         Ok(committee)
     }

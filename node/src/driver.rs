@@ -17,6 +17,7 @@ use ordinal_client::wire::{self, ClientReply, RejectKind, ReplicaStatus};
 use ordinal_consensus::{
     Action, CommittedBatch, Input, Invalid, Message, Protocol, Receipt, RequestKey, SafetyState,
 };
+use ordinal_crypto::ReplicaId;
 use tokio::sync::{mpsc, watch};
 
 use crate::store::{StoreError, Writes};
@@ -49,7 +50,23 @@ pub struct Driver {
     /// Requests that came from their client directly, until their receipt is due.
     arrivals: HashMap<RequestKey, Arrival>,
     view_changes_seen: u64,
+    /// When the per-peer measurements were last exported, and the counters as exported then.
+    peers_published: Option<Instant>,
+    peer_counts: HashMap<ReplicaId, PeerCounts>,
+    /// The per-peer measurements as last exported, for `ordinal status`.
+    peer_health: Vec<wire::PeerHealth>,
 }
+
+/// A peer's counters as last exported (Prometheus counters only move by increments).
+#[derive(Clone, Copy, Default)]
+struct PeerCounts {
+    missed_votes: u64,
+    leader_timeouts: u64,
+    refused: u64,
+}
+
+/// How often the per-peer measurements are exported.
+const PEER_METRICS_INTERVAL: Duration = Duration::from_millis(500);
 
 impl Driver {
     /// A driver around a replica restored from `safety` (what the store holds).
@@ -70,6 +87,9 @@ impl Driver {
             recent: BTreeMap::new(),
             arrivals: HashMap::new(),
             view_changes_seen,
+            peers_published: None,
+            peer_counts: HashMap::new(),
+            peer_health: Vec::new(),
         }
     }
 
@@ -138,6 +158,9 @@ impl Driver {
     fn handle(&mut self, event: Event) {
         let now = self.now();
         match event {
+            Event::Refused { from } => {
+                let _ = self.replica.handle(now, Input::Refused { from });
+            }
             Event::Peer { from, message } => {
                 if let Err(e) = self.replica.handle(now, Input::Message { from, message }) {
                     self.shared
@@ -329,6 +352,62 @@ impl Driver {
         Ok(())
     }
 
+    /// Exports what the replica measured about each peer, and whether the peers it does not
+    /// suspect still make a quorum with it (if not, it is probably cut off from the rest).
+    fn publish_peers(&mut self) {
+        let metrics = &self.shared.metrics;
+        let committee = &self.shared.committee;
+        let mut reachable = vec![self.shared.id];
+        let reports = self.replica.peers();
+        self.peer_health = reports.iter().map(wire::PeerHealth::from_report).collect();
+        for report in reports {
+            let label = report.peer.0.to_string();
+            let labels = [label.as_str()];
+            if let Some(latency) = report.vote_latency {
+                metrics
+                    .peer_vote_latency
+                    .with_label_values(&labels)
+                    .set(latency.as_secs_f64());
+            }
+            metrics
+                .peer_reliability
+                .with_label_values(&labels)
+                .set(report.reliability);
+            metrics
+                .peer_suspected
+                .with_label_values(&labels)
+                .set(i64::from(report.suspected));
+            metrics
+                .peer_suspicion_timeout
+                .with_label_values(&labels)
+                .set(report.suspicion_timeout.as_secs_f64());
+            let last = self.peer_counts.entry(report.peer).or_default();
+            metrics
+                .peer_missed_votes
+                .with_label_values(&labels)
+                .inc_by(report.missed_votes.saturating_sub(last.missed_votes));
+            metrics
+                .peer_leader_timeouts
+                .with_label_values(&labels)
+                .inc_by(report.leader_timeouts.saturating_sub(last.leader_timeouts));
+            metrics
+                .peer_refused
+                .with_label_values(&labels)
+                .inc_by(report.refused_messages.saturating_sub(last.refused));
+            *last = PeerCounts {
+                missed_votes: report.missed_votes,
+                leader_timeouts: report.leader_timeouts,
+                refused: report.refused_messages,
+            };
+            if !report.suspected {
+                reachable.push(report.peer);
+            }
+        }
+        metrics
+            .suspected_partition
+            .set(i64::from(!committee.is_quorum(reachable)));
+    }
+
     fn publish_status(&mut self) {
         let status = self.replica.status();
         let metrics = &self.shared.metrics;
@@ -351,7 +430,15 @@ impl Driver {
                 "view change (timeout)"
             );
         }
-        let published = ReplicaStatus::new(self.shared.id, &status, &self.shared.committee);
+        if self
+            .peers_published
+            .is_none_or(|at| at.elapsed() >= PEER_METRICS_INTERVAL)
+        {
+            self.peers_published = Some(Instant::now());
+            self.publish_peers();
+        }
+        let mut published = ReplicaStatus::new(self.shared.id, &status, &self.shared.committee);
+        published.peers.clone_from(&self.peer_health);
         if let Ok(mut shared) = self.shared.status.lock() {
             *shared = published;
         }

@@ -78,6 +78,7 @@ pub fn spec(replicas: usize, protocol: ordinal_consensus::ProtocolKind, base_por
         base_port,
         docker: false,
         request_auth: ordinal_consensus::RequestAuth::Unsigned,
+        weights: Vec::new(),
     }
 }
 

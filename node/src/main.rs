@@ -52,6 +52,10 @@ enum Command {
         /// How clients authenticate requests.
         #[arg(long, value_enum, default_value_t = AuthArg::Signed)]
         request_auth: AuthArg,
+        /// Voting weights by replica id, comma-separated (default: all 1). The vector must be
+        /// admissible: the f heaviest replicas hold less than a third of the total.
+        #[arg(long, value_delimiter = ',')]
+        weights: Vec<u64>,
         /// Output directory.
         #[arg(long)]
         out: PathBuf,
@@ -176,6 +180,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             base_port,
             docker,
             request_auth,
+            weights,
             out,
             keep_existing,
         } => {
@@ -186,6 +191,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 base_port,
                 docker,
                 request_auth: auth(request_auth),
+                weights,
             };
             let existing = out.join("client.toml");
             let client = if keep_existing && existing.exists() {

@@ -28,6 +28,22 @@ pub struct Metrics {
     pub replica_weight: IntGaugeVec,
     /// QUIC round-trip time per peer.
     pub peer_rtt: GaugeVec,
+    /// Smoothed time from a proposal to each peer's vote for it.
+    pub peer_vote_latency: GaugeVec,
+    /// Smoothed reliability score of each peer, in [0, 1].
+    pub peer_reliability: GaugeVec,
+    /// Whether the failure detector suspects each peer (1) or not (0).
+    pub peer_suspected: IntGaugeVec,
+    /// The silence the failure detector tolerates from each peer.
+    pub peer_suspicion_timeout: GaugeVec,
+    /// Committed slots that left the window without each peer's vote.
+    pub peer_missed_votes: IntCounterVec,
+    /// Views or rounds given up on while each peer led.
+    pub peer_leader_timeouts: IntCounterVec,
+    /// Messages from each peer that were refused.
+    pub peer_refused: IntCounterVec,
+    /// 1 when this replica and the peers it does not suspect hold less than a quorum.
+    pub suspected_partition: IntGauge,
     /// Messages received, by kind.
     pub messages_received: IntCounterVec,
     /// Messages refused, by reason.
@@ -96,6 +112,59 @@ impl Metrics {
                 Opts::new("ordinal_peer_rtt_seconds", "QUIC round-trip time to each peer"),
                 &["peer"],
             )?,
+            peer_vote_latency: GaugeVec::new(
+                Opts::new(
+                    "ordinal_peer_vote_latency_seconds",
+                    "Smoothed time from a proposal to each peer's vote for it",
+                ),
+                &["peer"],
+            )?,
+            peer_reliability: GaugeVec::new(
+                Opts::new(
+                    "ordinal_peer_reliability",
+                    "Smoothed reliability score of each peer (votes against misses, leader timeouts, refused messages)",
+                ),
+                &["peer"],
+            )?,
+            peer_suspected: IntGaugeVec::new(
+                Opts::new(
+                    "ordinal_peer_suspected",
+                    "Whether the failure detector suspects each peer",
+                ),
+                &["peer"],
+            )?,
+            peer_suspicion_timeout: GaugeVec::new(
+                Opts::new(
+                    "ordinal_peer_suspicion_timeout_seconds",
+                    "Silence the failure detector tolerates from each peer, learned from its message gaps",
+                ),
+                &["peer"],
+            )?,
+            peer_missed_votes: IntCounterVec::new(
+                Opts::new(
+                    "ordinal_peer_missed_votes_total",
+                    "Committed slots that left the window without each peer's vote",
+                ),
+                &["peer"],
+            )?,
+            peer_leader_timeouts: IntCounterVec::new(
+                Opts::new(
+                    "ordinal_peer_leader_timeouts_total",
+                    "Views or rounds this replica gave up on while each peer led",
+                ),
+                &["peer"],
+            )?,
+            peer_refused: IntCounterVec::new(
+                Opts::new(
+                    "ordinal_peer_refused_messages_total",
+                    "Messages from each peer that failed verification or broke a protocol rule",
+                ),
+                &["peer"],
+            )?,
+            suspected_partition: IntGauge::new(
+                "ordinal_suspected_partition",
+                "1 when this replica and the peers it does not suspect hold less than a quorum",
+            )?,
             messages_received: IntCounterVec::new(
                 Opts::new("ordinal_messages_received_total", "Messages received, by kind"),
                 &["kind"],
@@ -148,6 +217,14 @@ impl Metrics {
         r.register(Box::new(metrics.batch_transactions.clone()))?;
         r.register(Box::new(metrics.replica_weight.clone()))?;
         r.register(Box::new(metrics.peer_rtt.clone()))?;
+        r.register(Box::new(metrics.peer_vote_latency.clone()))?;
+        r.register(Box::new(metrics.peer_reliability.clone()))?;
+        r.register(Box::new(metrics.peer_suspected.clone()))?;
+        r.register(Box::new(metrics.peer_suspicion_timeout.clone()))?;
+        r.register(Box::new(metrics.peer_missed_votes.clone()))?;
+        r.register(Box::new(metrics.peer_leader_timeouts.clone()))?;
+        r.register(Box::new(metrics.peer_refused.clone()))?;
+        r.register(Box::new(metrics.suspected_partition.clone()))?;
         r.register(Box::new(metrics.messages_received.clone()))?;
         r.register(Box::new(metrics.invalid_messages.clone()))?;
         r.register(Box::new(metrics.storage_sync.clone()))?;

@@ -17,7 +17,7 @@ use crate::transport::{self, ClientRegistry, Peers, Shared};
 
 /// Events queued for the protocol thread, per channel (replica messages, client requests);
 /// beyond this, connection tasks wait (backpressure).
-const CORE_QUEUE: usize = 16_384;
+pub(crate) const CORE_QUEUE: usize = 16_384;
 
 /// A replica that is running.
 pub struct RunningReplica {
@@ -102,6 +102,7 @@ pub async fn start(loaded: &LoadedConfig) -> anyhow::Result<RunningReplica> {
         client_slots: Arc::new(tokio::sync::Semaphore::new(transport::MAX_CLIENT_CONNECTIONS)),
         clients: ClientRegistry::default(),
         status: Mutex::new(ReplicaStatus::new(id, &recovered, &committee)),
+        peer_receive_delay: Duration::from_millis(config.testing.peer_receive_delay_ms),
     });
     let addresses: Vec<String> = config
         .cluster

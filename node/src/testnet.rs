@@ -8,7 +8,7 @@ use ordinal_consensus::{ClusterConfig, ProtocolConfig, ProtocolKind, ReplicaEntr
 use ordinal_crypto::{Digest, KeyPair};
 use rand_core::{OsRng, RngCore};
 
-use crate::config::{NodeConfig, StorageConfig};
+use crate::config::{NodeConfig, StorageConfig, TestingConfig};
 
 /// Where a replica's RocksDB lives inside its container (its own volume).
 pub const DOCKER_DATA_DIR: &str = "/data";
@@ -28,6 +28,8 @@ pub struct TestnetSpec {
     pub docker: bool,
     /// Request authentication.
     pub request_auth: RequestAuth,
+    /// Voting weights by replica id; empty for all 1. Checked like any cluster's weights.
+    pub weights: Vec<u64>,
 }
 
 /// Writes `client.toml` and, per replica, `node-i/config.toml` and `node-i/key` (mode 0600).
@@ -35,6 +37,13 @@ pub struct TestnetSpec {
 pub fn generate(spec: &TestnetSpec, out: &Path) -> anyhow::Result<PathBuf> {
     if spec.replicas == 0 {
         bail!("--replicas must be at least 1");
+    }
+    if !spec.weights.is_empty() && spec.weights.len() != spec.replicas {
+        bail!(
+            "--weights names {} weights for {} replicas",
+            spec.weights.len(),
+            spec.replicas
+        );
     }
     let last_port = (spec.base_port as usize + 100).saturating_add(spec.replicas - 1);
     if spec.replicas > 100 || last_port > u16::MAX as usize {
@@ -79,7 +88,7 @@ pub fn generate(spec: &TestnetSpec, out: &Path) -> anyhow::Result<PathBuf> {
                 address: address(i, 0),
                 metrics: Some(address(i, 100)),
                 public_key: key.public().to_hex(),
-                weight: 1,
+                weight: spec.weights.get(i).copied().unwrap_or(1),
             })
             .collect(),
     };
@@ -113,6 +122,7 @@ pub fn generate(spec: &TestnetSpec, out: &Path) -> anyhow::Result<PathBuf> {
             },
             protocol: ProtocolConfig::default(),
             cluster: cluster.clone(),
+            testing: TestingConfig::default(),
         };
         let path = dir.join("config.toml");
         std::fs::write(&path, toml::to_string_pretty(&config)?)
@@ -135,6 +145,7 @@ mod tests {
             base_port: 7000,
             docker: false,
             request_auth: RequestAuth::Signed,
+            weights: Vec::new(),
         }
     }
 

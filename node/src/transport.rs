@@ -50,6 +50,12 @@ pub enum Event {
         /// The message.
         message: VerifiedMessage,
     },
+    /// A message from an authenticated replica that did not decode or verify: it counts
+    /// against the sender's reliability.
+    Refused {
+        /// The sender.
+        from: ReplicaId,
+    },
     /// A client request that passed its checks.
     Request {
         /// The request.
@@ -122,6 +128,9 @@ pub struct Shared {
     pub clients: ClientRegistry,
     /// The latest status, published by the protocol thread.
     pub status: Mutex<ReplicaStatus>,
+    /// How long peer messages are held before the protocol sees them (an experiment knob;
+    /// zero in production).
+    pub peer_receive_delay: Duration,
 }
 
 impl Shared {
@@ -341,6 +350,13 @@ async fn read_replica_stream(
 ) {
     let limit = shared.peer_frame_limit();
     let metrics = &shared.metrics;
+    let delay = shared.peer_receive_delay;
+    let delayed = (!delay.is_zero()).then(|| {
+        // Bounded like the event queue it feeds.
+        let (sender, receiver) = mpsc::channel(crate::service::CORE_QUEUE);
+        tokio::spawn(deliver_late(receiver, shared.peer_events.clone()));
+        sender
+    });
     loop {
         let bytes = match wire::read_frame(&mut recv, limit).await {
             Ok(Some(bytes)) => bytes,
@@ -362,6 +378,9 @@ async fn read_replica_stream(
             Ok(message) => message,
             Err(_) => {
                 metrics.invalid_messages.with_label_values(&["malformed"]).inc();
+                if shared.peer_events.try_send(Event::Refused { from }).is_err() {
+                    tracing::debug!(peer = from.0, "event queue full; refusal not reported");
+                }
                 continue;
             }
         };
@@ -374,15 +393,31 @@ async fn read_replica_stream(
             Err(e) => {
                 metrics.invalid_messages.with_label_values(&[e.reason()]).inc();
                 tracing::debug!(peer = from.0, error = %e, "refused message");
+                // Best effort: a flood of garbage must not block this stream's reader, nor
+                // crowd out good messages in the queue.
+                if e.is_fault() && shared.peer_events.try_send(Event::Refused { from }).is_err() {
+                    tracing::debug!(peer = from.0, "event queue full; refusal not reported");
+                }
                 continue;
             }
         };
-        if shared
-            .peer_events
-            .send(Event::Peer { from, message })
-            .await
-            .is_err()
-        {
+        let event = Event::Peer { from, message };
+        let delivered = match &delayed {
+            Some(delayed) => delayed.send((Instant::now() + delay, event)).await.is_ok(),
+            None => shared.peer_events.send(event).await.is_ok(),
+        };
+        if !delivered {
+            return;
+        }
+    }
+}
+
+/// Holds each message until its due time, then hands it to the protocol thread. Every
+/// message waits the same delay, so arrival order is kept and the waits do not add up.
+async fn deliver_late(mut due: mpsc::Receiver<(Instant, Event)>, events: mpsc::Sender<Event>) {
+    while let Some((at, event)) = due.recv().await {
+        tokio::time::sleep_until(at.into()).await;
+        if events.send(event).await.is_err() {
             return;
         }
     }

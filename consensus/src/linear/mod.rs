@@ -115,9 +115,9 @@ pub struct Replica {
     last_proposal: Option<(u64, Message)>,
     last_fetch: Option<(Digest, Time)>,
     next_tick: Time,
-    /// When a verified message last came from each replica (index = id): a replica silent for
-    /// longer than a view timeout is suspected of having crashed.
-    last_heard: Vec<Time>,
+    /// The round of the latest proposal this replica had, and when: votes for it are timed
+    /// from then.
+    proposal_seen: Option<(u64, Time)>,
 }
 
 impl Replica {
@@ -151,8 +151,6 @@ impl Replica {
         let capacity = chain_capacity(&ledger.config);
         let chain = Chain::new(capacity);
         let round = safety.voted_round.max(high_qc.statement.round + 1).max(1);
-        // Nobody is suspected at start: everyone counts as just heard from.
-        let last_heard = vec![now; ledger.committee.size()];
         let mut replica = Replica {
             next_tick: now + ledger.config.retransmit_interval,
             ledger,
@@ -176,7 +174,7 @@ impl Replica {
             last_timeout: None,
             last_proposal: None,
             last_fetch: None,
-            last_heard,
+            proposal_seen: None,
         };
         replica.ledger.announce_checkpoints();
         replica
@@ -280,10 +278,32 @@ impl Replica {
             self.last_tc = None;
         }
         let keep = round.saturating_sub(1);
-        self.votes = self.votes.split_off(&keep);
+        let kept = self.votes.split_off(&keep);
+        let pruned = std::mem::replace(&mut self.votes, kept);
+        self.count_missed_votes(pruned.values());
         self.timeouts.prune_below(keep);
         let oldest_view = round.saturating_sub(3);
         self.commit_votes.retain(|(_, view), _| *view >= oldest_view);
+    }
+
+    /// As a collector: a round whose votes formed a certificate, leaving without a peer's
+    /// vote, counts as a vote that peer missed.
+    fn count_missed_votes<'a>(&mut self, rounds: impl Iterator<Item = &'a VoteSet<BlockVote>>) {
+        let committee = &self.ledger.committee;
+        for votes in rounds {
+            let certified = votes
+                .statements()
+                .iter()
+                .any(|statement| votes.certificate(statement, committee).is_some());
+            if !certified {
+                continue;
+            }
+            for peer in committee.ids() {
+                if votes.vote_of(peer).is_none() {
+                    self.ledger.monitor.missed_vote(peer);
+                }
+            }
+        }
     }
 
     /// Learns a quorum certificate from any source: a higher one becomes the high certificate
@@ -396,6 +416,9 @@ impl Replica {
             ancestry: ancestry.clone(),
         };
         self.ledger.note_seq(leader, body.justify.statement.seq);
+        if self.proposal_seen.is_none_or(|(round, _)| round < body.round) {
+            self.proposal_seen = Some((body.round, self.ledger.now));
+        }
         let parent_header = ancestry.first().cloned();
         let stored = self.chain.insert(
             body.clone(),
@@ -522,12 +545,22 @@ impl Replica {
         }
         let from = vote.signer();
         let votes = self.votes.entry(round).or_default();
-        if votes.insert(vote) == Inserted::Conflict {
-            return Err(Invalid::DuplicateVote {
-                from,
-                view: round,
-                seq: statement.seq,
-            });
+        match votes.insert(vote) {
+            Inserted::Conflict => {
+                return Err(Invalid::DuplicateVote {
+                    from,
+                    view: round,
+                    seq: statement.seq,
+                })
+            }
+            Inserted::New => {
+                let latency = self
+                    .proposal_seen
+                    .filter(|(seen, _)| *seen == round)
+                    .map(|(_, at)| self.ledger.now.saturating_sub(at));
+                self.ledger.monitor.vote(from, latency);
+            }
+            Inserted::Repeat => {}
         }
         if let Some(qc) = votes.certificate(&statement, &self.ledger.committee) {
             self.on_qc(qc);
@@ -621,6 +654,9 @@ impl Replica {
     fn time_out(&mut self) {
         let round = self.round;
         self.timeouts_total += 1;
+        if let Some(leader) = self.leader(round) {
+            self.ledger.monitor.leader_timed_out(leader);
+        }
         self.timer_start = self.ledger.now;
         if self.voted_round < round {
             self.voted_round = round;
@@ -656,15 +692,13 @@ impl Replica {
         }
     }
 
-    /// Whether nothing has come from `peer` for longer than the base view timeout. Every live
-    /// replica is heard from well within it: votes, proposals, checkpoints, and the catch-up
-    /// ping each replica sends to one peer in turn on every retransmission tick.
+    /// Whether the failure detector suspects `peer`: silent for longer than its usual gap
+    /// between messages allows. Every live replica is heard from regularly: votes, proposals,
+    /// checkpoints, and the catch-up ping each replica sends to one peer in turn on every
+    /// retransmission tick. A fixed limit (the view timeout, before) suspected live replicas
+    /// of larger idle clusters, whose pings come round less often.
     fn suspects(&self, peer: ReplicaId) -> bool {
-        if peer == self.ledger.id {
-            return false;
-        }
-        let heard = self.last_heard.get(peer.index()).copied().unwrap_or_default();
-        self.ledger.now > heard + self.ledger.config.view_timeout
+        self.ledger.monitor.suspects(peer, self.ledger.now)
     }
 
     /// As the leader of the current round, holding its justification: propose when there is
@@ -777,6 +811,7 @@ impl Replica {
             Vec::new()
         };
         self.proposed_round = round;
+        self.proposal_seen = Some((round, self.ledger.now));
         let _ = self.chain.insert(
             block.clone(),
             batch.clone(),
@@ -980,6 +1015,7 @@ impl Protocol for Replica {
     fn handle(&mut self, now: Time, input: Input) -> Result<(), Invalid> {
         self.ledger.now = self.ledger.now.max(now);
         let executed_before = self.ledger.last_executed;
+        let mut sender = None;
         let result = match input {
             Input::Request(request) => self.on_request(request, false),
             Input::Timeout => {
@@ -990,10 +1026,13 @@ impl Protocol for Replica {
                 self.ledger.on_persisted(seq);
                 Ok(())
             }
+            Input::Refused { from } => {
+                self.ledger.monitor.refused(from);
+                Ok(())
+            }
             Input::Message { from, message } => {
-                if let Some(heard) = self.last_heard.get_mut(from.index()) {
-                    *heard = now;
-                }
+                self.ledger.monitor.heard(from, now);
+                sender = Some(from);
                 match message {
                     VerifiedMessage::Request(request) => self.on_request(request, true),
                     VerifiedMessage::Propose {
@@ -1048,6 +1087,11 @@ impl Protocol for Replica {
         };
         self.follow_ledger(executed_before);
         self.try_propose();
+        if let (Some(from), Err(e)) = (sender, &result) {
+            if e.is_fault() {
+                self.ledger.monitor.refused(from);
+            }
+        }
         result
     }
 
@@ -1091,6 +1135,10 @@ impl Protocol for Replica {
             view_changes: self.timeouts_total,
             pending_requests: self.ledger.pool.len(),
         }
+    }
+
+    fn peers(&self) -> Vec<crate::reliability::PeerReport> {
+        self.ledger.monitor.reports(self.ledger.now)
     }
 
     fn footprint(&self) -> Footprint {

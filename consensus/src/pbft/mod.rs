@@ -29,6 +29,7 @@ use crate::messages::{
     CommitVote, Message, NewView, PrepareVote, PreparedProof, Proposal, VerifiedMessage, ViewChange,
 };
 use crate::quorum::VoteSet;
+use crate::reliability::PeerReport;
 use crate::safety::SafetyState;
 
 /// The proposal held in a slot.
@@ -50,6 +51,8 @@ struct Slot {
     sent_prepare: bool,
     sent_commit: bool,
     committed: bool,
+    /// When this replica had the proposal: each peer's PREPARE is timed from here.
+    proposed_at: Option<Time>,
     /// When this replica's messages for the slot are sent again.
     resend: Backoff,
 }
@@ -271,6 +274,13 @@ impl Replica {
                 // PBFT 4.5.2: NEW-VIEW did not come in time; try the next view.
                 self.start_view_change(self.view.saturating_add(1));
             }
+            None if self.suspicion_deadline().is_some_and(|deadline| now >= deadline) => {
+                self.ledger.pool.purge(&self.ledger.clients);
+                if self.suspicion_deadline().is_some_and(|deadline| now >= deadline) {
+                    // The failure detector suspects the primary while requests wait.
+                    self.start_view_change(self.view.saturating_add(1));
+                }
+            }
             None if self.request_deadline().is_some_and(|deadline| now >= deadline) => {
                 self.ledger.pool.purge(&self.ledger.clients);
                 if self.request_deadline().is_some_and(|deadline| now >= deadline) {
@@ -303,12 +313,46 @@ impl Replica {
         if stable > self.pruned_at {
             self.pruned_at = stable;
             let keep = stable + 1;
-            self.slots = self.slots.split_off(&keep);
+            let kept = self.slots.split_off(&keep);
+            let pruned = std::mem::replace(&mut self.slots, kept);
+            self.count_missed_votes(pruned.values());
             self.prepared = self.prepared.split_off(&keep);
             self.prepare_votes = self.prepare_votes.split_off(&keep);
             self.next_seq = self.next_seq.max(keep);
         }
         self.ledger.flush_catch_up(self.view);
+    }
+
+    /// A committed slot leaving the window without a peer's PREPARE or COMMIT: that peer
+    /// missed the vote.
+    fn count_missed_votes<'a>(&mut self, slots: impl Iterator<Item = &'a Slot>) {
+        let members: Vec<ReplicaId> = self.ledger.committee.ids().collect();
+        for slot in slots.filter(|slot| slot.committed) {
+            for &peer in &members {
+                if slot.prepares.vote_of(peer).is_none() && slot.commits.vote_of(peer).is_none() {
+                    self.ledger.monitor.missed_vote(peer);
+                }
+            }
+        }
+    }
+
+    /// When a backup gives up on a primary it suspects of having crashed: the failure
+    /// detector suspects it (it has been silent for longer than it usually is) and requests
+    /// have waited, since the last progress, for a quarter of the view timeout at least. Under
+    /// load that replaces a dead primary in a few hundred milliseconds instead of a whole view
+    /// timeout; an idle primary's usual silence is long, so the view timeout still rules
+    /// there. The quarter keeps storage stalls that pause every replica at once (flushes,
+    /// measured up to 150 ms) from looking like a crash.
+    fn suspicion_deadline(&self) -> Option<Time> {
+        if self.is_primary() {
+            return None;
+        }
+        let oldest = self.ledger.pool.oldest_arrival()?;
+        // The view timeout's backoff applies here too, or a primary that is only slow would be
+        // replaced again and again.
+        let waited = oldest.max(self.ledger.last_progress) + self.timeout() / 4;
+        let silent = self.ledger.monitor.suspected_at(self.primary())? + Time::from_micros(1);
+        Some(waited.max(silent))
     }
 
     /// Periodic retransmission of whatever is unfinished, so that lost messages delay the
@@ -365,7 +409,18 @@ impl Protocol for Replica {
     fn handle(&mut self, now: Time, input: Input) -> Result<(), Invalid> {
         self.ledger.now = self.ledger.now.max(now);
         let executed_before = self.ledger.last_executed;
+        let sender = match &input {
+            Input::Message { from, .. } => {
+                self.ledger.monitor.heard(*from, now);
+                Some(*from)
+            }
+            _ => None,
+        };
         let result = match input {
+            Input::Refused { from } => {
+                self.ledger.monitor.refused(from);
+                Ok(())
+            }
             Input::Request(request) => self.on_request(request, false),
             Input::Timeout => {
                 self.on_timeout();
@@ -408,6 +463,11 @@ impl Protocol for Replica {
         };
         self.follow_ledger(executed_before);
         self.try_propose();
+        if let (Some(from), Err(e)) = (sender, &result) {
+            if e.is_fault() {
+                self.ledger.monitor.refused(from);
+            }
+        }
         result
     }
 
@@ -421,6 +481,9 @@ impl Protocol for Replica {
             Some(_) => {}
             None => {
                 if let Some(deadline) = self.request_deadline() {
+                    next = next.min(deadline);
+                }
+                if let Some(deadline) = self.suspicion_deadline() {
                     next = next.min(deadline);
                 }
                 if self.is_primary() && self.has_room() {
@@ -447,6 +510,10 @@ impl Protocol for Replica {
             view_changes: self.view_changes_total,
             pending_requests: self.ledger.pool.len(),
         }
+    }
+
+    fn peers(&self) -> Vec<PeerReport> {
+        self.ledger.monitor.reports(self.ledger.now)
     }
 
     fn footprint(&self) -> Footprint {

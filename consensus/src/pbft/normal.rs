@@ -95,6 +95,7 @@ impl Replica {
             batch,
             signed: Some(proposal),
         });
+        slot.proposed_at = Some(self.ledger.now);
         self.send_prepare(seq, digest, false);
         self.check_prepared(seq);
     }
@@ -171,6 +172,7 @@ impl Replica {
             batch,
             signed: Some(proposal.into_signed()),
         });
+        slot.proposed_at = Some(self.ledger.now);
         if !self.is_primary() {
             self.send_prepare(body.seq, body.digest, true);
         }
@@ -186,12 +188,19 @@ impl Replica {
         self.ledger.check_window(body.seq)?;
         let from = vote.signer();
         let slot = self.slots.entry(body.seq).or_default();
-        if slot.prepares.insert(vote) == Inserted::Conflict {
-            return Err(Invalid::DuplicateVote {
-                from,
-                view: body.view,
-                seq: body.seq,
-            });
+        match slot.prepares.insert(vote) {
+            Inserted::Conflict => {
+                return Err(Invalid::DuplicateVote {
+                    from,
+                    view: body.view,
+                    seq: body.seq,
+                })
+            }
+            Inserted::New => {
+                let latency = slot.proposed_at.map(|at| self.ledger.now.saturating_sub(at));
+                self.ledger.monitor.vote(from, latency);
+            }
+            Inserted::Repeat => {}
         }
         self.check_prepared(body.seq);
         Ok(())

@@ -114,6 +114,10 @@ impl Replica {
         if new_view <= self.view {
             return;
         }
+        // Whatever moved this replica on, the view it leaves did not work out under its
+        // primary.
+        let primary = self.primary();
+        self.ledger.monitor.leader_timed_out(primary);
         self.view = new_view;
         self.failed_views = self.failed_views.saturating_add(1);
         self.view_changes_total += 1;

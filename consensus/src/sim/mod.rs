@@ -101,6 +101,10 @@ pub struct SimConfig {
     pub payload_bytes: usize,
     /// Stop after this many events (a livelock guard).
     pub max_events: u64,
+    /// Voting weights by replica id; empty for equal weights.
+    pub weights: Vec<u64>,
+    /// Replicas whose links are slower than the others (both directions), by this factor.
+    pub slow_links: Vec<(usize, u32)>,
 }
 
 impl SimConfig {
@@ -142,6 +146,8 @@ impl SimConfig {
             liveness_bound: Duration::from_secs(60),
             payload_bytes: 16,
             max_events: 3_000_000,
+            weights: Vec::new(),
+            slow_links: Vec::new(),
         }
     }
 
@@ -328,6 +334,38 @@ pub fn committee(replicas: usize) -> Result<Committee, ordinal_crypto::CryptoErr
     Committee::equal_weights(Digest::of(b"ordinal-sim"), &keys)
 }
 
+/// The committee of a simulated cluster with `weights` (equal if empty), tolerating
+/// f = (n − 1)/3 faults. Fails for an inadmissible vector.
+pub fn weighted_committee(
+    replicas: usize,
+    weights: &[u64],
+) -> Result<Committee, ordinal_crypto::CryptoError> {
+    if weights.is_empty() {
+        return committee(replicas);
+    }
+    if weights.len() != replicas {
+        return Err(ordinal_crypto::CryptoError::BadCommittee(format!(
+            "{} weights for {replicas} replicas",
+            weights.len()
+        )));
+    }
+    let members = weights
+        .iter()
+        .enumerate()
+        .map(|(i, weight)| ordinal_crypto::Member {
+            id: ReplicaId(i as u16),
+            public_key: replica_key(i).public(),
+            weight: *weight,
+        })
+        .collect();
+    Committee::new(
+        Digest::of(b"ordinal-sim"),
+        0,
+        members,
+        replicas.saturating_sub(1) / 3,
+    )
+}
+
 /// One simulation.
 pub struct Simulation {
     config: SimConfig,
@@ -351,10 +389,11 @@ pub struct Simulation {
 impl Simulation {
     /// Sets up a run; fails only for a cluster size no committee can have.
     pub fn new(config: SimConfig) -> Result<Self, ordinal_crypto::CryptoError> {
-        let committee = committee(config.replicas)?;
+        let committee = weighted_committee(config.replicas, &config.weights)?;
         let rng = ChaCha8Rng::seed_from_u64(config.seed);
         let mut network = Network::new((Duration::from_micros(500), Duration::from_millis(5)));
         network.faults = config.link_faults;
+        network.slowdown = config.slow_links.iter().copied().collect();
         let mut instances = Vec::new();
         for replica in 0..config.replicas {
             let behaviour = config
@@ -724,6 +763,15 @@ impl Simulation {
                 Err(e) => {
                     if correct {
                         *self.report.refused.entry(e.reason()).or_default() += 1;
+                    }
+                    // As the node does: a peer's message refused at the edge counts against it.
+                    if let Some(from) = from.filter(|_| e.is_fault()) {
+                        self.input(
+                            instance,
+                            Input::Refused {
+                                from: ReplicaId(from as u16),
+                            },
+                        );
                     }
                     return;
                 }

@@ -75,6 +75,8 @@ pub struct Network<E> {
     pub isolated: BTreeSet<usize>,
     /// A split: replicas in this set reach only each other, the rest only each other.
     pub split: Option<BTreeSet<usize>>,
+    /// Replicas whose links (to and from them) are slower by a factor.
+    pub slowdown: BTreeMap<usize, u32>,
 }
 
 impl<E> Network<E> {
@@ -87,6 +89,7 @@ impl<E> Network<E> {
             delay,
             isolated: BTreeSet::new(),
             split: None,
+            slowdown: BTreeMap::new(),
         }
     }
 
@@ -122,9 +125,16 @@ impl<E> Network<E> {
         if rng.gen_bool(self.faults.drop) {
             return Vec::new();
         }
+        let factor = [from, to]
+            .iter()
+            .flatten()
+            .filter_map(|r| self.slowdown.get(r))
+            .max()
+            .copied()
+            .unwrap_or(1);
         let delay = |rng: &mut ChaCha8Rng| {
             let (lo, hi) = self.delay;
-            let mut d = lo + (hi - lo).mul_f64(rng.gen::<f64>());
+            let mut d = (lo + (hi - lo).mul_f64(rng.gen::<f64>())) * factor;
             if rng.gen_bool(self.faults.reorder) {
                 d += hi.mul_f64(5.0 * rng.gen::<f64>());
             }

@@ -50,6 +50,7 @@ impl Cluster {
             base_port,
             docker: false,
             request_auth,
+            weights: Vec::new(),
         };
         let client_toml = generate(&spec, dir.path()).unwrap();
         let cluster = ordinal_client::load_cluster(&client_toml).unwrap();
