@@ -274,13 +274,6 @@ impl Replica {
                 // PBFT 4.5.2: NEW-VIEW did not come in time; try the next view.
                 self.start_view_change(self.view.saturating_add(1));
             }
-            None if self.suspicion_deadline().is_some_and(|deadline| now >= deadline) => {
-                self.ledger.pool.purge(&self.ledger.clients);
-                if self.suspicion_deadline().is_some_and(|deadline| now >= deadline) {
-                    // The failure detector suspects the primary while requests wait.
-                    self.start_view_change(self.view.saturating_add(1));
-                }
-            }
             None if self.request_deadline().is_some_and(|deadline| now >= deadline) => {
                 self.ledger.pool.purge(&self.ledger.clients);
                 if self.request_deadline().is_some_and(|deadline| now >= deadline) {
@@ -334,25 +327,6 @@ impl Replica {
                 }
             }
         }
-    }
-
-    /// When a backup gives up on a primary it suspects of having crashed: the failure
-    /// detector suspects it (it has been silent for longer than it usually is) and requests
-    /// have waited, since the last progress, for a quarter of the view timeout at least. Under
-    /// load that replaces a dead primary in a few hundred milliseconds instead of a whole view
-    /// timeout; an idle primary's usual silence is long, so the view timeout still rules
-    /// there. The quarter keeps storage stalls that pause every replica at once (flushes,
-    /// measured up to 150 ms) from looking like a crash.
-    fn suspicion_deadline(&self) -> Option<Time> {
-        if self.is_primary() {
-            return None;
-        }
-        let oldest = self.ledger.pool.oldest_arrival()?;
-        // The view timeout's backoff applies here too, or a primary that is only slow would be
-        // replaced again and again.
-        let waited = oldest.max(self.ledger.last_progress) + self.timeout() / 4;
-        let silent = self.ledger.monitor.suspected_at(self.primary())? + Time::from_micros(1);
-        Some(waited.max(silent))
     }
 
     /// Periodic retransmission of whatever is unfinished, so that lost messages delay the
@@ -481,9 +455,6 @@ impl Protocol for Replica {
             Some(_) => {}
             None => {
                 if let Some(deadline) = self.request_deadline() {
-                    next = next.min(deadline);
-                }
-                if let Some(deadline) = self.suspicion_deadline() {
                     next = next.min(deadline);
                 }
                 if self.is_primary() && self.has_room() {

@@ -243,6 +243,8 @@ pub struct Report {
     pub redundant_copies: u64,
     /// Median submission-to-receipt latency.
     pub median_latency: Time,
+    /// Longest submission-to-receipt latency.
+    pub max_latency: Time,
     /// Each replica instance's final status (for replaying a failing seed).
     pub replica_status: Vec<String>,
     /// (replica id, status) of each instance still running at the end.
@@ -586,6 +588,7 @@ impl Simulation {
         }
         latencies.sort();
         self.report.median_latency = latencies.get(latencies.len() / 2).copied().unwrap_or_default();
+        self.report.max_latency = latencies.last().copied().unwrap_or_default();
         self.report.decided_seq = self.decided.keys().next_back().copied().unwrap_or(0);
         let mut ordered = std::collections::HashSet::new();
         for (_, keys) in self.decided.values() {
