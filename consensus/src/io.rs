@@ -28,12 +28,15 @@ pub enum Input {
     },
     /// A client request that passed [`Message::verify`] as `Message::Request`.
     Request(Request),
-    /// A message from replica `from` failed the host's verification (it did not decode, or a
-    /// signature or certificate in it did not verify): it counts against `from`'s
-    /// reliability.
+    /// Messages from replica `from` failed the host's verification (they did not decode, or a
+    /// signature or certificate in them did not verify): they count against `from`'s
+    /// reliability. Hosts report them in bulk (`count` since the last report), so a flood of
+    /// garbage costs the protocol one input, not one per frame.
     Refused {
         /// The authenticated sender.
         from: ReplicaId,
+        /// How many were refused.
+        count: u64,
     },
     /// The deadline given by [`Protocol::poll_timeout`] has passed.
     Timeout,

@@ -43,12 +43,16 @@ pub struct DetectorBounds {
 
 impl DetectorBounds {
     /// The bounds a protocol configuration implies: its `suspicion_timeout_min`, its view
-    /// timeout until measured, and its longest view timeout.
+    /// timeout until measured, and at most four view timeouts (within `view_timeout_max`).
     pub fn from_config(config: &crate::ProtocolConfig) -> Self {
         DetectorBounds {
             min: config.suspicion_timeout_min,
             initial: config.view_timeout,
-            max: config.view_timeout_max,
+            max: config
+                .view_timeout
+                .saturating_mul(4)
+                .min(config.view_timeout_max)
+                .max(config.view_timeout),
         }
     }
 }
@@ -82,7 +86,8 @@ impl Smoothed {
 
     /// Mean plus four deviations: a gap longer than this is unusual for the peer.
     fn bound(&self) -> Option<Duration> {
-        (self.samples > 0).then(|| Duration::from_micros(self.mean.saturating_add(4 * self.deviation)))
+        (self.samples > 0)
+            .then(|| Duration::from_micros(self.mean.saturating_add(self.deviation.saturating_mul(4))))
     }
 }
 
@@ -174,9 +179,13 @@ impl PeerMonitor {
 
     /// A verified message from `peer` arrived at `now`.
     pub fn heard(&mut self, peer: ReplicaId, now: Time) {
+        let longest = self.bounds.initial;
         if let Some(record) = self.record(peer) {
             if let Some(gap) = now.checked_sub(record.last_heard) {
-                record.gaps.add(gap);
+                // A silence longer than a view timeout was an outage (a crash, a partition),
+                // not the peer's usual pace: learning it whole would leave the peer
+                // unsuspected for a long time after it comes back and fails again.
+                record.gaps.add(gap.min(longest));
             }
             record.last_heard = record.last_heard.max(now);
         }
@@ -211,9 +220,16 @@ impl PeerMonitor {
 
     /// A message from `peer` was refused.
     pub fn refused(&mut self, peer: ReplicaId) {
+        self.refused_many(peer, 1);
+    }
+
+    /// `count` messages from `peer` were refused. The score moves as for at most 32 of them:
+    /// by then it is near 0 anyway.
+    pub fn refused_many(&mut self, peer: ReplicaId, count: u64) {
         if let Some(record) = self.record(peer) {
-            record.refused = record.refused.saturating_add(1);
-            record.outcome(false, FAULT_WEIGHT);
+            record.refused = record.refused.saturating_add(count);
+            let times = u32::try_from(count.min(32)).unwrap_or(32) * FAULT_WEIGHT;
+            record.outcome(false, times);
         }
     }
 
@@ -325,13 +341,39 @@ mod tests {
     }
 
     #[test]
+    fn an_outage_is_not_learned_as_the_usual_gap() {
+        let mut monitor = monitor();
+        let peer = ReplicaId(1);
+        for i in 1..=100 {
+            monitor.heard(peer, ms(2 * i));
+        }
+        // Down for a minute, then back: the minute counts as one view timeout, so its timeout
+        // grows to about 1.1 s (learned whole, it would sit at the 4 s maximum).
+        monitor.heard(peer, ms(60_200));
+        let timeout = monitor.suspicion_timeout(peer);
+        assert!(timeout < ms(1200), "{timeout:?}");
+        assert!(monitor.suspects(peer, ms(60_200) + timeout + ms(1)));
+    }
+
+    #[test]
+    fn refusals_in_bulk_move_the_score_a_bounded_amount() {
+        let mut monitor = monitor();
+        monitor.refused_many(ReplicaId(2), 1_000_000);
+        let report = &monitor.reports(ms(0))[1];
+        assert_eq!(report.refused_messages, 1_000_000);
+        assert!(report.reliability < 0.05, "{}", report.reliability);
+    }
+
+    #[test]
     fn a_peer_never_heard_from_is_suspected_after_the_initial_timeout() {
         let mut monitor = monitor();
         assert!(!monitor.suspects(ReplicaId(3), ms(1000)));
         assert!(monitor.suspects(ReplicaId(3), ms(1001)));
-        // However long its usual silence, a peer is suspected after the maximum.
-        monitor.heard(ReplicaId(3), ms(60_000));
-        assert_eq!(monitor.suspicion_timeout(ReplicaId(3)), ms(4000));
+        // However long its silences, a peer is suspected after the maximum at most.
+        for i in 1..=20 {
+            monitor.heard(ReplicaId(3), ms(60_000 * i));
+        }
+        assert!(monitor.suspicion_timeout(ReplicaId(3)) <= ms(4000));
     }
 
     #[test]

@@ -10,8 +10,10 @@
 //! the reports about it from the others; its own report about itself is ignored. With at most f
 //! Byzantine reporters among the n − 1 others (n − 1 ≥ 3f), the median lies between the
 //! lowest and highest value correct reporters gave: a liar can neither make itself look fast
-//! to every correct replica nor make a fast correct replica look slow. A replica nobody has
-//! measured, or one below the reliability floor, is never heavy.
+//! to every correct replica nor make a fast correct replica look slow. That needs at least
+//! 2f + 1 reports per replica (`min_reports`): with fewer, the median may be a liar's value.
+//! Replicas without a standing rank last; they are made heavy only if fewer than 2f replicas
+//! have one.
 
 use std::time::Duration;
 

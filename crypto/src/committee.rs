@@ -278,6 +278,7 @@ impl WeightBounds {
     /// admissible, `[5, 3, 3, 3]` is not), and by more with every spare replica. Returns the
     /// widest such range with `min` as given.
     pub fn always_admissible(n: usize, faults: usize, min: u64) -> Option<WeightBounds> {
+        let min = min.max(1);
         if faults == 0 {
             return Some(WeightBounds { min, max: u64::MAX });
         }

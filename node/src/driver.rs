@@ -55,6 +55,8 @@ pub struct Driver {
     peer_counts: HashMap<ReplicaId, PeerCounts>,
     /// The per-peer measurements as last exported, for `ordinal status`.
     peer_health: Vec<wire::PeerHealth>,
+    /// When refusals counted at the edge were last handed to the protocol.
+    refusals_fed: Option<Instant>,
 }
 
 /// A peer's counters as last exported (Prometheus counters only move by increments).
@@ -90,6 +92,7 @@ impl Driver {
             peers_published: None,
             peer_counts: HashMap::new(),
             peer_health: Vec::new(),
+            refusals_fed: None,
         }
     }
 
@@ -138,6 +141,7 @@ impl Driver {
                 let now = self.now();
                 let _ = self.replica.handle(now, Input::Timeout);
             }
+            self.feed_refusals();
             self.perform()?;
             self.publish_status();
         }
@@ -158,9 +162,6 @@ impl Driver {
     fn handle(&mut self, event: Event) {
         let now = self.now();
         match event {
-            Event::Refused { from } => {
-                let _ = self.replica.handle(now, Input::Refused { from });
-            }
             Event::Peer { from, message } => {
                 if let Err(e) = self.replica.handle(now, Input::Message { from, message }) {
                     self.shared
@@ -350,6 +351,22 @@ impl Driver {
             }
         }
         Ok(())
+    }
+
+    /// Hands the messages refused at the edge to the protocol, in bulk and at most every
+    /// 100 ms.
+    fn feed_refusals(&mut self) {
+        if self
+            .refusals_fed
+            .is_some_and(|at| at.elapsed() < Duration::from_millis(100))
+        {
+            return;
+        }
+        self.refusals_fed = Some(Instant::now());
+        let now = self.now();
+        for (from, count) in self.shared.take_refused() {
+            let _ = self.replica.handle(now, Input::Refused { from, count });
+        }
     }
 
     /// Exports what the replica measured about each peer, and whether the peers it does not

@@ -103,6 +103,9 @@ pub async fn start(loaded: &LoadedConfig) -> anyhow::Result<RunningReplica> {
         clients: ClientRegistry::default(),
         status: Mutex::new(ReplicaStatus::new(id, &recovered, &committee)),
         peer_receive_delay: Duration::from_millis(config.testing.peer_receive_delay_ms),
+        refused: (0..committee.size())
+            .map(|_| std::sync::atomic::AtomicU64::new(0))
+            .collect(),
     });
     let addresses: Vec<String> = config
         .cluster

@@ -50,12 +50,6 @@ pub enum Event {
         /// The message.
         message: VerifiedMessage,
     },
-    /// A message from an authenticated replica that did not decode or verify: it counts
-    /// against the sender's reliability.
-    Refused {
-        /// The sender.
-        from: ReplicaId,
-    },
     /// A client request that passed its checks.
     Request {
         /// The request.
@@ -131,9 +125,33 @@ pub struct Shared {
     /// How long peer messages are held before the protocol sees them (an experiment knob;
     /// zero in production).
     pub peer_receive_delay: Duration,
+    /// Messages refused at the edge per peer (index = id) since the protocol thread last
+    /// took them. Counted here and handed over in bulk, so that a peer sending garbage costs
+    /// the protocol thread one input per interval, not one per frame, and never takes room
+    /// in the event queue from correct peers.
+    pub refused: Vec<AtomicU64>,
 }
 
 impl Shared {
+    /// Counts a message from `from` refused at the edge.
+    pub fn note_refused(&self, from: ReplicaId) {
+        if let Some(count) = self.refused.get(from.index()) {
+            count.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Takes the refusal counts gathered since the last call.
+    pub fn take_refused(&self) -> Vec<(ReplicaId, u64)> {
+        self.refused
+            .iter()
+            .enumerate()
+            .filter_map(|(i, count)| {
+                let n = count.swap(0, Ordering::Relaxed);
+                (n > 0).then_some((ReplicaId(i as u16), n))
+            })
+            .collect()
+    }
+
     /// The largest frame a replica may legitimately send: a NEW-VIEW carrying a quorum of
     /// VIEW-CHANGEs, each with a prepared batch for every sequence number in the window.
     pub fn peer_frame_limit(&self) -> usize {
@@ -378,9 +396,7 @@ async fn read_replica_stream(
             Ok(message) => message,
             Err(_) => {
                 metrics.invalid_messages.with_label_values(&["malformed"]).inc();
-                if shared.peer_events.try_send(Event::Refused { from }).is_err() {
-                    tracing::debug!(peer = from.0, "event queue full; refusal not reported");
-                }
+                shared.note_refused(from);
                 continue;
             }
         };
@@ -393,10 +409,8 @@ async fn read_replica_stream(
             Err(e) => {
                 metrics.invalid_messages.with_label_values(&[e.reason()]).inc();
                 tracing::debug!(peer = from.0, error = %e, "refused message");
-                // Best effort: a flood of garbage must not block this stream's reader, nor
-                // crowd out good messages in the queue.
-                if e.is_fault() && shared.peer_events.try_send(Event::Refused { from }).is_err() {
-                    tracing::debug!(peer = from.0, "event queue full; refusal not reported");
+                if e.is_fault() {
+                    shared.note_refused(from);
                 }
                 continue;
             }

@@ -115,9 +115,9 @@ pub struct Replica {
     last_proposal: Option<(u64, Message)>,
     last_fetch: Option<(Digest, Time)>,
     next_tick: Time,
-    /// The round of the latest proposal this replica had, and when: votes for it are timed
-    /// from then.
-    proposal_seen: Option<(u64, Time)>,
+    /// When this replica first had the proposal of each recent round: votes for it are timed
+    /// from then. Pruned with the votes; rounds beyond the window are not recorded.
+    proposals_seen: BTreeMap<u64, Time>,
 }
 
 impl Replica {
@@ -174,7 +174,7 @@ impl Replica {
             last_timeout: None,
             last_proposal: None,
             last_fetch: None,
-            proposal_seen: None,
+            proposals_seen: BTreeMap::new(),
         };
         replica.ledger.announce_checkpoints();
         replica
@@ -262,6 +262,19 @@ impl Replica {
         )
     }
 
+    /// Who this replica waits for in its round: the collector its vote went to; else, while it
+    /// lacks the round's proposal, the round's leader. `None` when it collects the round's
+    /// votes itself (it waits for many then, and a quorum certificate or the full timeout
+    /// settles it) or leads the round.
+    fn awaited_peer(&self) -> Option<ReplicaId> {
+        let awaited = match &self.last_vote {
+            Some((collector, round, _)) if *round == self.round => *collector,
+            _ if self.proposals_seen.contains_key(&self.round) => return None,
+            _ => self.leader(self.round)?,
+        };
+        (awaited != self.ledger.id).then_some(awaited)
+    }
+
     /// Gives up on the round early when the replica it waits for (the collector its vote went
     /// to, or else the round's leader) is suspected by the failure detector: a crashed
     /// collector then costs a quarter of the round timeout instead of all of it. The quarter
@@ -269,13 +282,7 @@ impl Replica {
     /// from ending rounds that would have finished. A round ended early costs one timeout
     /// certificate; nothing here touches safety.
     fn suspicion_deadline(&self, start: Time) -> Option<Time> {
-        let awaited = match &self.last_vote {
-            Some((collector, round, _)) if *round == self.round => *collector,
-            _ => self.leader(self.round)?,
-        };
-        if awaited == self.ledger.id {
-            return None;
-        }
+        let awaited = self.awaited_peer()?;
         let silent = self.ledger.monitor.suspected_at(awaited)? + Time::from_micros(1);
         Some(silent.max(start + self.timeout() / 4))
     }
@@ -307,6 +314,7 @@ impl Replica {
         let kept = self.votes.split_off(&keep);
         let pruned = std::mem::replace(&mut self.votes, kept);
         self.count_missed_votes(pruned.values());
+        self.proposals_seen = self.proposals_seen.split_off(&keep);
         self.timeouts.prune_below(keep);
         let oldest_view = round.saturating_sub(3);
         self.commit_votes.retain(|(_, view), _| *view >= oldest_view);
@@ -442,8 +450,10 @@ impl Replica {
             ancestry: ancestry.clone(),
         };
         self.ledger.note_seq(leader, body.justify.statement.seq);
-        if self.proposal_seen.is_none_or(|(round, _)| round < body.round) {
-            self.proposal_seen = Some((body.round, self.ledger.now));
+        if body.round >= self.round.saturating_sub(1)
+            && body.round <= self.round + self.ledger.config.log_window
+        {
+            self.proposals_seen.entry(body.round).or_insert(self.ledger.now);
         }
         let parent_header = ancestry.first().cloned();
         let stored = self.chain.insert(
@@ -462,7 +472,13 @@ impl Replica {
         if let Some(tc) = &body.timeout {
             self.on_tc(tc.clone());
         }
-        stored?;
+        if let Err(error) = stored {
+            // Blocks may be relayed (served by fetch): a conflict is the signer's doing.
+            if matches!(error, Invalid::Equivocation { .. }) {
+                self.ledger.monitor.refused(leader);
+            }
+            return Err(error);
+        }
         self.fetch_missing(leader);
         if body.round < self.round {
             return Err(Invalid::Stale);
@@ -560,7 +576,7 @@ impl Replica {
                 });
             }
         }
-        if round + 1 < self.round || round <= self.high_qc.statement.round {
+        if round + 1 < self.round {
             return Err(Invalid::Stale);
         }
         if round > self.round + self.ledger.config.log_window {
@@ -568,6 +584,13 @@ impl Replica {
                 current: self.round,
                 got: round,
             });
+        }
+        // A vote after its round's certificate formed still shows the voter alive and how
+        // slow it is: recorded while this collector holds the round's votes, never counted
+        // towards anything.
+        let late = round <= self.high_qc.statement.round;
+        if late && !self.votes.contains_key(&round) {
+            return Err(Invalid::Stale);
         }
         let from = vote.signer();
         let votes = self.votes.entry(round).or_default();
@@ -581,12 +604,15 @@ impl Replica {
             }
             Inserted::New => {
                 let latency = self
-                    .proposal_seen
-                    .filter(|(seen, _)| *seen == round)
-                    .map(|(_, at)| self.ledger.now.saturating_sub(at));
+                    .proposals_seen
+                    .get(&round)
+                    .map(|at| self.ledger.now.saturating_sub(*at));
                 self.ledger.monitor.vote(from, latency);
             }
             Inserted::Repeat => {}
+        }
+        if late {
+            return Err(Invalid::Stale);
         }
         if let Some(qc) = votes.certificate(&statement, &self.ledger.committee) {
             self.on_qc(qc);
@@ -662,7 +688,7 @@ impl Replica {
                     self.round = join;
                     self.timer_start = self.ledger.now;
                 }
-                self.time_out();
+                self.time_out(false);
             }
         }
         self.check_timeout_certificate(round);
@@ -677,11 +703,16 @@ impl Replica {
 
     /// The round timer fired (or F+1 gave up on this round): never vote in it again, durable
     /// first, and tell the next leader; everyone, if its certificate does not come in time.
-    fn time_out(&mut self) {
+    fn time_out(&mut self, blame: bool) {
         let round = self.round;
         self.timeouts_total += 1;
-        if let Some(leader) = self.leader(round) {
-            self.ledger.monitor.leader_timed_out(leader);
+        // The replica this one waited for failed it: the collector its vote went to, or the
+        // round's leader. Not when others' timeouts carried it along (Bracha's rule): it
+        // waited for nobody then.
+        if blame {
+            if let Some(awaited) = self.awaited_peer() {
+                self.ledger.monitor.leader_timed_out(awaited);
+            }
         }
         self.timer_start = self.ledger.now;
         if self.voted_round < round {
@@ -837,7 +868,7 @@ impl Replica {
             Vec::new()
         };
         self.proposed_round = round;
-        self.proposal_seen = Some((round, self.ledger.now));
+        self.proposals_seen.entry(round).or_insert(self.ledger.now);
         let _ = self.chain.insert(
             block.clone(),
             batch.clone(),
@@ -960,7 +991,7 @@ impl Replica {
                         self.ledger.broadcast(message);
                     }
                 } else {
-                    self.time_out();
+                    self.time_out(true);
                 }
             } else {
                 self.waiting_since = None;
@@ -1052,8 +1083,8 @@ impl Protocol for Replica {
                 self.ledger.on_persisted(seq);
                 Ok(())
             }
-            Input::Refused { from } => {
-                self.ledger.monitor.refused(from);
+            Input::Refused { from, count } => {
+                self.ledger.monitor.refused_many(from, count);
                 Ok(())
             }
             Input::Message { from, message } => {
@@ -1114,7 +1145,7 @@ impl Protocol for Replica {
         self.follow_ledger(executed_before);
         self.try_propose();
         if let (Some(from), Err(e)) = (sender, &result) {
-            if e.is_fault() {
+            if e.is_fault() && !matches!(e, Invalid::Equivocation { .. }) {
                 self.ledger.monitor.refused(from);
             }
         }

@@ -391,8 +391,8 @@ impl Protocol for Replica {
             _ => None,
         };
         let result = match input {
-            Input::Refused { from } => {
-                self.ledger.monitor.refused(from);
+            Input::Refused { from, count } => {
+                self.ledger.monitor.refused_many(from, count);
                 Ok(())
             }
             Input::Request(request) => self.on_request(request, false),
@@ -438,7 +438,8 @@ impl Protocol for Replica {
         self.follow_ledger(executed_before);
         self.try_propose();
         if let (Some(from), Err(e)) = (sender, &result) {
-            if e.is_fault() {
+            // An equivocation is charged to its signer where it is found.
+            if e.is_fault() && !matches!(e, Invalid::Equivocation { .. }) {
                 self.ledger.monitor.refused(from);
             }
         }

@@ -164,6 +164,7 @@ impl Replica {
             };
             // Two signed proposals for one slot prove the primary faulty: replace it now
             // rather than waiting for a timeout.
+            self.ledger.monitor.refused(proposal.signer());
             self.start_view_change(self.view.saturating_add(1));
             return Err(error);
         }

@@ -773,6 +773,7 @@ impl Simulation {
                             instance,
                             Input::Refused {
                                 from: ReplicaId(from as u16),
+                                count: 1,
                             },
                         );
                     }
