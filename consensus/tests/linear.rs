@@ -10,7 +10,7 @@ use std::time::Duration;
 use common::assert_clean;
 
 use ordinal_consensus::messages::{genesis_qc, Block, Message};
-use ordinal_consensus::sim::{committee, replica_key, run, Behaviour, Crash, LinkFaults, SimConfig};
+use ordinal_consensus::sim::{committee, replica_key, run, Behaviour, Crash, SimConfig};
 use ordinal_consensus::{
     linear, Action, Batch, Input, Protocol, ProtocolConfig, ProtocolKind, Request, SafetyState, SafetyUpdate,
 };
@@ -50,14 +50,7 @@ fn every_byzantine_behaviour_under_the_linear_mode() {
             (4, vec![(2, behaviour)]),
             (7, vec![(0, behaviour), (4, Behaviour::Silent)]),
         ] {
-            let mut config = linear_config(3, replicas);
-            config.byzantine = faulty;
-            config.link_faults = LinkFaults {
-                drop: 0.02,
-                duplicate: 0.02,
-                reorder: 0.05,
-            };
-            config.heal_at = Duration::from_secs(2);
+            let config = common::with_byzantine(linear_config(3, replicas), faulty);
             let report = run(config);
             assert_clean(&report, behaviour.name());
         }

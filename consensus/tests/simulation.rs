@@ -11,15 +11,7 @@ use ordinal_consensus::sim::{run, Behaviour, Crash, Isolation, LinkFaults, SimCo
 use ordinal_consensus::RequestAuth;
 
 fn byzantine(seed: u64, replicas: usize, faulty: Vec<(usize, Behaviour)>) -> SimConfig {
-    let mut config = SimConfig::calm(seed, replicas);
-    config.byzantine = faulty;
-    config.link_faults = LinkFaults {
-        drop: 0.02,
-        duplicate: 0.02,
-        reorder: 0.05,
-    };
-    config.heal_at = Duration::from_secs(2);
-    config
+    common::with_byzantine(SimConfig::calm(seed, replicas), faulty)
 }
 
 #[test]

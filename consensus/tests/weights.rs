@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::assert_clean;
 
-use ordinal_consensus::sim::{run, Behaviour, LinkFaults, SimConfig};
+use ordinal_consensus::sim::{run, Behaviour, SimConfig};
 use ordinal_consensus::{ProtocolKind, RequestAuth};
 use ordinal_crypto::{aware_weights, ReplicaId};
 
@@ -71,16 +71,10 @@ fn a_byzantine_replica_with_the_largest_admissible_weight_breaks_nothing() {
     for kind in [ProtocolKind::Pbft, ProtocolKind::Linear] {
         for (replicas, weights) in [(5, vec![2, 2, 1, 1, 1]), (4, vec![4, 3, 3, 3])] {
             for (i, behaviour) in Behaviour::ALL.into_iter().enumerate() {
-                let mut config = SimConfig::calm(40 + i as u64, replicas);
+                let mut config =
+                    common::with_byzantine(SimConfig::calm(40 + i as u64, replicas), vec![(0, behaviour)]);
                 config.kind = kind;
                 config.weights = weights.clone();
-                config.byzantine = vec![(0, behaviour)];
-                config.link_faults = LinkFaults {
-                    drop: 0.02,
-                    duplicate: 0.02,
-                    reorder: 0.05,
-                };
-                config.heal_at = Duration::from_secs(2);
                 let report = run(config);
                 assert_clean(
                     &report,
