@@ -121,6 +121,12 @@ pub enum Invalid {
 }
 
 impl Invalid {
+    /// Whether the replica that delivered the input is to blame: a fault, except an
+    /// equivocation, which may arrive relayed and is charged to its signer where it is found.
+    pub fn blames_sender(&self) -> bool {
+        self.is_fault() && !matches!(self, Invalid::Equivocation { .. })
+    }
+
     /// Whether the sender broke a rule. Old news, a message from a view or window this
     /// replica has not reached, and a full queue happen between correct replicas too; they do
     /// not count against a peer's reliability.

@@ -1145,7 +1145,7 @@ impl Protocol for Replica {
         self.follow_ledger(executed_before);
         self.try_propose();
         if let (Some(from), Err(e)) = (sender, &result) {
-            if e.is_fault() && !matches!(e, Invalid::Equivocation { .. }) {
+            if e.blames_sender() {
                 self.ledger.monitor.refused(from);
             }
         }

@@ -438,8 +438,7 @@ impl Protocol for Replica {
         self.follow_ledger(executed_before);
         self.try_propose();
         if let (Some(from), Err(e)) = (sender, &result) {
-            // An equivocation is charged to its signer where it is found.
-            if e.is_fault() && !matches!(e, Invalid::Equivocation { .. }) {
+            if e.blames_sender() {
                 self.ledger.monitor.refused(from);
             }
         }
