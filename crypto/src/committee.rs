@@ -45,6 +45,10 @@ pub struct Member {
 #[derive(Clone, Debug)]
 pub struct Committee {
     cluster_id: Digest,
+    /// Names the member keys. Signatures cover it instead of the weight epoch, so a vote
+    /// stays valid when only weights change and certificates of every weight epoch verify
+    /// with the same keys. Changes only with membership.
+    key_set: u64,
     epoch: u64,
     members: Vec<Member>,
     keys: Vec<VerifyingKey>,
@@ -94,6 +98,7 @@ impl Committee {
         let thresholds = Thresholds::compute(&weights, faults)?;
         Ok(Committee {
             cluster_id,
+            key_set: 0,
             epoch,
             members,
             keys,
@@ -126,6 +131,77 @@ impl Committee {
     /// The epoch whose weights these are.
     pub fn epoch(&self) -> u64 {
         self.epoch
+    }
+
+    /// The key set signatures are bound to (see the field); 0 until membership can change.
+    pub fn key_set(&self) -> u64 {
+        self.key_set
+    }
+
+    /// The weights in id order.
+    pub fn weights(&self) -> Vec<u64> {
+        self.members.iter().map(|m| m.weight).collect()
+    }
+
+    /// The same members and f with new weights, as weight epoch `epoch`. Refuses a vector of
+    /// the wrong length or one [`Thresholds::compute`] does not admit.
+    pub fn reweighted(&self, epoch: u64, weights: &[u64]) -> Result<Committee, CryptoError> {
+        if weights.len() != self.members.len() {
+            return Err(CryptoError::BadCommittee(format!(
+                "{} weights for {} members",
+                weights.len(),
+                self.members.len()
+            )));
+        }
+        let members = self
+            .members
+            .iter()
+            .zip(weights)
+            .map(|(m, w)| Member {
+                weight: *w,
+                ..m.clone()
+            })
+            .collect();
+        let mut next = Committee::new(self.cluster_id, epoch, members, self.faults)?;
+        next.key_set = self.key_set;
+        Ok(next)
+    }
+
+    /// The most replicas that can stay outside a quorum: the lightest ones, while their
+    /// weight stays within W − Q.
+    fn most_outside_a_quorum(&self) -> usize {
+        let mut weights = self.weights();
+        weights.sort_unstable();
+        let slack = self.total_weight - self.quorum;
+        let mut outside = 0;
+        let mut weight = 0u64;
+        for w in weights {
+            weight += w;
+            if weight > slack {
+                break;
+            }
+            outside += 1;
+        }
+        outside
+    }
+
+    /// Whether a quorum of this committee and a quorum of `other` (same members and f) always
+    /// share a correct replica, so that a certificate of one epoch and a quorum of the next
+    /// cannot miss each other while the log crosses the boundary. Each quorum has at least
+    /// n − M members, M the most replicas that can stay outside one, so two quorums share at
+    /// least n − M₁ − M₂; the rule asks for f + 1. Sufficient, not necessary: moving weight
+    /// from one heavy set straight to another (`[2, 2, 1, 1, 1]` to `[1, 1, 1, 2, 2]`) is
+    /// refused and takes two steps through a flatter vector.
+    pub fn jointly_safe_with(&self, other: &Committee) -> bool {
+        let same_members = self.members.len() == other.members.len()
+            && self.faults == other.faults
+            && self
+                .members
+                .iter()
+                .zip(&other.members)
+                .all(|(a, b)| a.public_key == b.public_key);
+        let n = self.members.len();
+        same_members && n >= self.most_outside_a_quorum() + other.most_outside_a_quorum() + self.faults + 1
     }
 
     /// Number of replicas.
@@ -572,5 +648,78 @@ mod tests {
         let bounds = WeightBounds { min: 1, max: 4 };
         assert!(bounds.check(&[5, 1, 1, 1], 1).is_err());
         assert!(bounds.check(&[0, 1, 1, 1], 1).is_err());
+    }
+
+    /// Over all pairs of quorums, by brute force for n ≤ 8: whenever `jointly_safe_with`
+    /// admits two vectors, every quorum of one shares a correct replica with every quorum of
+    /// the other, for every faulty set of f. The refused pairs include some that are in fact
+    /// safe (the rule is a sufficient bound), and the usual AWARE-to-AWARE swap, which is not.
+    #[test]
+    fn consecutive_epochs_admitted_only_when_their_quorums_meet_in_a_correct_replica() {
+        let mut state = 0x2545f4914f6cdd1du64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let keys: Vec<PublicKey> = (1..=8u8)
+            .map(|i| crate::KeyPair::from_seed([i; 32]).public())
+            .collect();
+        let committee = |weights: &[u64], f: usize| {
+            let members = weights
+                .iter()
+                .enumerate()
+                .map(|(i, w)| Member {
+                    id: ReplicaId(i as u16),
+                    public_key: keys[i],
+                    weight: *w,
+                })
+                .collect();
+            Committee::new(Digest::of(b"joint"), 0, members, f).ok()
+        };
+        let (mut admitted, mut refused) = (0, 0);
+        for n in 4..=8usize {
+            let all = (1usize << n) - 1;
+            for f in 1..=(n - 1) / 3 {
+                for _ in 0..80 {
+                    let spread = 1 + next() % 3;
+                    let a: Vec<u64> = (0..n).map(|_| 1 + next() % spread).collect();
+                    let b: Vec<u64> = (0..n).map(|_| 1 + next() % spread).collect();
+                    let (Some(ca), Some(cb)) = (committee(&a, f), committee(&b, f)) else {
+                        continue;
+                    };
+                    if !ca.jointly_safe_with(&cb) {
+                        refused += 1;
+                        continue;
+                    }
+                    admitted += 1;
+                    assert!(cb.jointly_safe_with(&ca), "symmetric");
+                    let (sa, sb) = (subset_weights(&a), subset_weights(&b));
+                    for qa in (0..=all).filter(|s| sa[*s] >= ca.quorum_weight()) {
+                        for qb in (0..=all).filter(|s| sb[*s] >= cb.quorum_weight()) {
+                            assert!(
+                                (qa & qb).count_ones() as usize > f,
+                                "{a:?} and {b:?} (f={f}): quorums {qa:b} and {qb:b} may meet only in faulty replicas"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        assert!(
+            admitted > 100 && refused > 30,
+            "{admitted} admitted, {refused} refused"
+        );
+        let swap_from = committee(&[2, 2, 1, 1, 1], 1).unwrap();
+        let flat = committee(&[1; 5], 1).unwrap();
+        let swap_to = committee(&[1, 1, 1, 2, 2], 1).unwrap();
+        assert!(!swap_from.jointly_safe_with(&swap_to));
+        assert!(swap_from.jointly_safe_with(&flat) && flat.jointly_safe_with(&swap_to));
+        // Reweighting keeps keys, f and the key set; a bad vector is refused.
+        let re = flat.reweighted(3, &[2, 2, 1, 1, 1]).unwrap();
+        assert_eq!((re.epoch(), re.key_set(), re.faults()), (3, 0, 1));
+        assert!(flat.reweighted(1, &[1, 1, 1]).is_err());
+        assert!(flat.reweighted(1, &[9, 1, 1, 1, 1]).is_err());
     }
 }

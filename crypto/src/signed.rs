@@ -1,8 +1,10 @@
 //! Signed envelopes and quorum certificates.
 //!
-//! Every signature covers `domain tag ‖ cluster id ‖ epoch ‖ postcard(body)`. The domain tag is
-//! distinct per message kind, so a PREPARE signature can never be replayed as a COMMIT, and the
-//! cluster id and epoch keep signatures from crossing clusters or weight epochs.
+//! Every signature covers `domain tag ‖ cluster id ‖ key set ‖ postcard(body)`. The domain tag
+//! is distinct per message kind, so a PREPARE signature can never be replayed as a COMMIT, and
+//! the cluster id and key set keep signatures from crossing clusters or memberships. The weight
+//! epoch is deliberately *not* signed: a vote means the same under any weights, and a
+//! certificate names the epoch whose weights it is counted with ([`Certificate::epoch`]).
 
 use serde::{Deserialize, Serialize};
 
@@ -16,12 +18,12 @@ pub trait Signable: Serialize {
 }
 
 /// The exact bytes a signature over `body` covers.
-pub fn signing_bytes<T: Signable>(cluster_id: &crate::Digest, epoch: u64, body: &T) -> Vec<u8> {
+pub fn signing_bytes<T: Signable>(cluster_id: &crate::Digest, key_set: u64, body: &T) -> Vec<u8> {
     let mut out = Vec::with_capacity(T::DOMAIN.len() + 64);
     out.extend_from_slice(&(T::DOMAIN.len() as u16).to_le_bytes());
     out.extend_from_slice(T::DOMAIN.as_bytes());
     out.extend_from_slice(cluster_id.as_bytes());
-    out.extend_from_slice(&epoch.to_le_bytes());
+    out.extend_from_slice(&key_set.to_le_bytes());
     // Serialising plain data into a Vec cannot fail; an empty body would only make the
     // signature fail to verify, never succeed wrongly.
     let body = postcard::to_allocvec(body).unwrap_or_default();
@@ -44,7 +46,7 @@ pub struct Signed<T> {
 impl<T: Signable> Signed<T> {
     /// Signs `body` as replica `signer` for the committee's cluster and epoch.
     pub fn sign(body: T, signer: ReplicaId, key: &KeyPair, committee: &Committee) -> Self {
-        let bytes = signing_bytes(&committee.cluster_id(), committee.epoch(), &body);
+        let bytes = signing_bytes(&committee.cluster_id(), committee.key_set(), &body);
         let signature = key.sign_raw(&bytes);
         Signed {
             body,
@@ -58,7 +60,7 @@ impl<T: Signable> Signed<T> {
         let key = committee
             .key(self.signer)
             .ok_or(CryptoError::UnknownSigner { signer: self.signer })?;
-        let bytes = signing_bytes(&committee.cluster_id(), committee.epoch(), &self.body);
+        let bytes = signing_bytes(&committee.cluster_id(), committee.key_set(), &self.body);
         let bad = verify_signatures(&[SignatureCheck {
             key,
             message: &bytes,
@@ -78,7 +80,7 @@ impl<T: Signable> Signed<T> {
             .map(|s| {
                 committee
                     .contains(s.signer)
-                    .then(|| signing_bytes(&committee.cluster_id(), committee.epoch(), &s.body))
+                    .then(|| signing_bytes(&committee.cluster_id(), committee.key_set(), &s.body))
             })
             .collect();
         let mut checks = Vec::new();
@@ -162,7 +164,7 @@ impl<T> Verified<T> {
 pub struct Certificate<T> {
     /// The statement every signature covers.
     pub statement: T,
-    /// The epoch whose committee signed.
+    /// The weight epoch whose weights the votes are counted with.
     pub epoch: u64,
     /// (signer, signature) pairs.
     pub votes: Vec<(ReplicaId, Signature)>,
@@ -219,7 +221,7 @@ impl<T: Signable> Certificate<T> {
                 members: committee.size(),
             });
         }
-        let bytes = signing_bytes(&committee.cluster_id(), self.epoch, &self.statement);
+        let bytes = signing_bytes(&committee.cluster_id(), committee.key_set(), &self.statement);
         let mut checks = Vec::with_capacity(self.votes.len());
         for (signer, signature) in &self.votes {
             let key = committee
@@ -378,6 +380,23 @@ mod tests {
         assert!(matches!(
             epoch.verify(&committee),
             Err(CryptoError::WrongEpoch { .. })
+        ));
+
+        // The same signatures counted with the weights of another epoch: votes do not sign
+        // the weight epoch, so only the count changes. Under [4, 3, 3, 3] (Q = 9) replicas
+        // 1, 2, 3 hold 9 and make a quorum; so do 0, 1, 2 (10).
+        let heavier = committee.reweighted(1, &[4, 3, 3, 3]).unwrap();
+        let mut recounted = cert.clone();
+        recounted.epoch = 1;
+        recounted.verify(&heavier).unwrap();
+        assert!(Signed::sign(Vote(7), ReplicaId(3), &keys[3], &committee)
+            .verify(&heavier)
+            .is_ok());
+        let mut short = recounted.clone();
+        short.votes.truncate(2);
+        assert!(matches!(
+            short.verify(&heavier),
+            Err(CryptoError::InsufficientWeight { weight: 7, needed: 9 })
         ));
 
         // Padding beyond n.
