@@ -39,6 +39,7 @@
 pub mod batch;
 pub mod cluster;
 pub mod config;
+pub mod epoch;
 pub mod error;
 pub mod io;
 pub mod leader;

@@ -1,0 +1,402 @@
+//! Weight epochs: which weights count the votes at which sequence number.
+//!
+//! A weight change is an ordinary request in the ordered log, so every correct replica sees the
+//! same changes at the same sequence numbers and derives the same schedule:
+//!
+//! - **Entry.** A member replica signs a [`WeightChange`] as a request with its own key as the
+//!   client key ([`WeightChange::to_request`]). Clients cannot forge one (they lack member
+//!   keys); a payload that merely looks like one from a non-member is an ordinary transaction.
+//! - **Validation at execution**, identical everywhere because it reads only the log: the
+//!   epoch number is the next one; no change is pending (one at a time); every weight lies in
+//!   the cluster's [`WeightBounds`]; the vector is admissible (W > 3F); and its quorums meet
+//!   the current epoch's in a correct replica ([`Committee::jointly_safe_with`]). A refused
+//!   entry changes nothing.
+//! - **Activation.** A change executed at sequence number s takes effect at
+//!   A = c + log_window + 1, with c the first checkpoint at or after s. A replica votes on x
+//!   only inside its window (x ≤ stable + log_window), so by the time any correct replica
+//!   votes under the new weights its stable checkpoint is at or past c, and the replica has
+//!   executed s: it knows the weights ([`Committees::known_through`]). Epochs are at least
+//!   one window apart, so a window of log holds at most two of them.
+//! - **Changing views.** A set of view changes (PBFT) or timeouts (linear) must be a quorum
+//!   under *every* epoch that covers the window it may re-propose ([`Committees::covering`]).
+//!   With consecutive epochs jointly safe, that set meets every commit quorum of that window
+//!   in a correct replica, as in PBFT's proof with one weight vector; a commit further ahead
+//!   would need a correct replica whose checkpoint is beyond the view-change set's highest,
+//!   which the same intersection rules out.
+//!
+//! Votes do not sign the weight epoch (see `ordinal_crypto::signed`): certificates name it, and
+//! the protocol checks that the named epoch is the one in force at the certified sequence
+//! number.
+
+use ordinal_crypto::{Committee, CryptoError, KeyPair, ReplicaId, WeightBounds};
+use serde::{Deserialize, Serialize};
+
+use crate::request::{request_signing_bytes, Request};
+use ordinal_crypto::{verify_signatures, SignatureCheck};
+
+/// Marks a request payload as a weight change.
+pub const WEIGHT_CHANGE_TAG: &[u8] = b"ordinal/weights/v1";
+
+/// Largest accepted encoded weight change (a weight per member, a few bytes each).
+const MAX_CHANGE_BYTES: usize = 16 * 1024;
+
+/// A reconfiguration entry: the weights of the next epoch, in member order.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WeightChange {
+    /// The epoch these weights start; must be the latest epoch plus one.
+    pub epoch: u64,
+    /// One weight per member, in id order.
+    pub weights: Vec<u64>,
+}
+
+impl WeightChange {
+    /// The request that carries this change into the log, signed by member `key`. The nonce
+    /// is the epoch number, so one member proposes at most one vector per epoch.
+    pub fn to_request(&self, key: &KeyPair, cluster_id: &ordinal_crypto::Digest) -> Request {
+        let mut payload = WEIGHT_CHANGE_TAG.to_vec();
+        // Plain integers always serialise.
+        payload.extend(postcard::to_allocvec(self).unwrap_or_default());
+        Request::signed(key, cluster_id, self.epoch, payload)
+    }
+
+    /// The change a request carries and the member that proposed it, if it is one: the client
+    /// key is a member's, the payload has the tag and decodes, and the member's signature
+    /// holds (checked here, whatever the cluster's client authentication mode).
+    pub fn from_request(request: &Request, committee: &Committee) -> Option<(ReplicaId, WeightChange)> {
+        let body = request.payload().strip_prefix(WEIGHT_CHANGE_TAG)?;
+        if body.len() > MAX_CHANGE_BYTES {
+            return None;
+        }
+        let proposer = committee
+            .members()
+            .iter()
+            .find(|m| m.public_key == request.client)?;
+        let change: WeightChange = postcard::from_bytes(body).ok()?;
+        if change.epoch != request.nonce {
+            return None;
+        }
+        let key = committee.key(proposer.id)?;
+        let signature = request.signature?;
+        let message =
+            request_signing_bytes(&committee.cluster_id(), request.nonce, &request.payload_digest());
+        let bad = verify_signatures(&[SignatureCheck {
+            key,
+            message: &message,
+            signature: &signature,
+        }]);
+        bad.is_empty().then_some((proposer.id, change))
+    }
+}
+
+/// Why a weight change in the log changed nothing.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ChangeRefused {
+    /// Weight changes are disabled in this cluster.
+    #[error("weight changes are disabled")]
+    Disabled,
+    /// Not the next epoch number.
+    #[error("epoch {got}, expected {expected}")]
+    WrongEpoch {
+        /// The next epoch.
+        expected: u64,
+        /// The entry's.
+        got: u64,
+    },
+    /// The previous change has not taken effect yet.
+    #[error("epoch {epoch} starts at {start}; one change at a time")]
+    Pending {
+        /// The pending epoch.
+        epoch: u64,
+        /// Where it starts.
+        start: u64,
+    },
+    /// Out of bounds or inadmissible.
+    #[error("weights refused: {0}")]
+    Inadmissible(#[from] CryptoError),
+    /// Its quorums need not meet the current epoch's in a correct replica.
+    #[error("not jointly safe with the current weights; move in smaller steps")]
+    NotJointlySafe,
+}
+
+/// One epoch: its committee (whose `epoch()` is its number) and the first sequence number it
+/// counts.
+#[derive(Clone, Debug)]
+pub struct Epoch {
+    /// The first sequence number whose votes these weights count.
+    pub start: u64,
+    /// Members and weights.
+    pub committee: Committee,
+    /// Where the entry that made it was ordered (0 for the configured epoch).
+    pub decided_at: u64,
+    /// Who proposed it.
+    pub proposer: Option<ReplicaId>,
+}
+
+/// The weight schedule a replica derived from its executed log, also what hosts verify
+/// messages with. Epoch numbers are dense from 0, so lookups by number are an index.
+#[derive(Clone, Debug)]
+pub struct Committees {
+    epochs: Vec<Epoch>,
+    bounds: Option<WeightBounds>,
+    checkpoint_interval: u64,
+    log_window: u64,
+    executed: u64,
+}
+
+impl Committees {
+    /// The configured committee as epoch 0 from sequence number 1. `bounds` enables weight
+    /// changes (None: every entry is refused and the schedule is final everywhere).
+    pub fn new(
+        genesis: Committee,
+        bounds: Option<WeightBounds>,
+        checkpoint_interval: u64,
+        log_window: u64,
+    ) -> Self {
+        Committees {
+            epochs: vec![Epoch {
+                start: 1,
+                committee: genesis,
+                decided_at: 0,
+                proposer: None,
+            }],
+            bounds,
+            checkpoint_interval: checkpoint_interval.max(1),
+            log_window,
+            executed: 0,
+        }
+    }
+
+    /// A fixed committee: one epoch, no changes. For verifiers outside a replica.
+    pub fn fixed(committee: Committee) -> Self {
+        Committees::new(committee, None, 1, 0)
+    }
+
+    /// The configured (first) committee: membership and keys, the same in every epoch.
+    pub fn base(&self) -> &Committee {
+        &self.epochs[0].committee
+    }
+
+    /// The last scheduled epoch's committee (possibly not in force yet).
+    pub fn latest(&self) -> &Committee {
+        &self.epochs[self.epochs.len() - 1].committee
+    }
+
+    /// The committee of epoch `number`, if known.
+    pub fn by_number(&self, number: u64) -> Option<&Committee> {
+        usize::try_from(number)
+            .ok()
+            .and_then(|i| self.epochs.get(i))
+            .map(|e| &e.committee)
+    }
+
+    /// Every epoch, oldest first.
+    pub fn epochs(&self) -> &[Epoch] {
+        &self.epochs
+    }
+
+    /// Whether weight changes are enabled.
+    pub fn changes_enabled(&self) -> bool {
+        self.bounds.is_some()
+    }
+
+    /// The highest sequence number whose weights the executed log already fixes: an entry at
+    /// s only affects numbers above ⌈s/K⌉·K + log_window, so with the log executed through L
+    /// every number up to (⌊L/K⌋ + 1)·K + log_window is settled.
+    pub fn known_through(&self) -> u64 {
+        if self.bounds.is_none() {
+            return u64::MAX;
+        }
+        let k = self.checkpoint_interval;
+        (self.executed / k + 1)
+            .saturating_mul(k)
+            .saturating_add(self.log_window)
+    }
+
+    /// The committee counting votes at `seq`, or None while the log is too far behind to know.
+    pub fn for_seq(&self, seq: u64) -> Option<&Committee> {
+        if seq > self.known_through() {
+            return None;
+        }
+        self.epochs
+            .iter()
+            .rev()
+            .find(|e| e.start <= seq)
+            .or(self.epochs.first())
+            .map(|e| &e.committee)
+    }
+
+    /// The committees of every epoch in force somewhere in `from..=to` (one or two).
+    pub fn covering(&self, from: u64, to: u64) -> Vec<&Committee> {
+        let mut out = Vec::new();
+        for (i, e) in self.epochs.iter().enumerate() {
+            let end = self.epochs.get(i + 1).map_or(u64::MAX, |next| next.start - 1);
+            if e.start <= to && end >= from {
+                out.push(&e.committee);
+            }
+        }
+        out
+    }
+
+    /// Whether `signers` reach the quorum of every epoch covering `from..=to`, all of which
+    /// must be known.
+    pub fn is_quorum_over<I>(&self, signers: I, from: u64, to: u64) -> bool
+    where
+        I: IntoIterator<Item = ReplicaId>,
+        I::IntoIter: Clone,
+    {
+        let signers = signers.into_iter();
+        to.min(u64::MAX - 1) <= self.known_through()
+            && self
+                .covering(from, to)
+                .iter()
+                .all(|c| c.is_quorum(signers.clone()))
+    }
+
+    /// The log executed through `seq` (schedule knowledge follows it).
+    pub(crate) fn executed(&mut self, seq: u64) {
+        self.executed = self.executed.max(seq);
+    }
+
+    /// A weight change executed at `seq`: validates it against the log-derived state and
+    /// schedules it. Returns the epoch's first sequence number.
+    pub fn schedule(
+        &mut self,
+        seq: u64,
+        proposer: ReplicaId,
+        change: &WeightChange,
+    ) -> Result<u64, ChangeRefused> {
+        let bounds = self.bounds.ok_or(ChangeRefused::Disabled)?;
+        let latest = &self.epochs[self.epochs.len() - 1];
+        let expected = latest.committee.epoch() + 1;
+        if change.epoch != expected {
+            return Err(ChangeRefused::WrongEpoch {
+                expected,
+                got: change.epoch,
+            });
+        }
+        if seq < latest.start {
+            return Err(ChangeRefused::Pending {
+                epoch: latest.committee.epoch(),
+                start: latest.start,
+            });
+        }
+        bounds.check(&change.weights, latest.committee.faults())?;
+        let next = latest.committee.reweighted(change.epoch, &change.weights)?;
+        if !next.jointly_safe_with(&latest.committee) {
+            return Err(ChangeRefused::NotJointlySafe);
+        }
+        let k = self.checkpoint_interval;
+        let checkpoint = seq.div_ceil(k).saturating_mul(k);
+        let start = checkpoint.saturating_add(self.log_window).saturating_add(1);
+        self.epochs.push(Epoch {
+            start,
+            committee: next,
+            decided_at: seq,
+            proposer: Some(proposer),
+        });
+        Ok(start)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ordinal_crypto::Digest;
+
+    fn setup(n: usize) -> (Vec<KeyPair>, Committees) {
+        let keys: Vec<KeyPair> = (1..=n as u8).map(|i| KeyPair::from_seed([i; 32])).collect();
+        let publics: Vec<_> = keys.iter().map(|k| k.public()).collect();
+        let committee = Committee::equal_weights(Digest::of(b"epochs"), &publics).unwrap();
+        (
+            keys,
+            Committees::new(committee, Some(WeightBounds { min: 1, max: 2 }), 16, 64),
+        )
+    }
+
+    #[test]
+    fn a_change_takes_effect_a_window_after_the_next_checkpoint() {
+        let (keys, mut committees) = setup(5);
+        let change = WeightChange {
+            epoch: 1,
+            weights: vec![2, 2, 1, 1, 1],
+        };
+        let request = change.to_request(&keys[3], &committees.base().cluster_id());
+        let (proposer, decoded) = WeightChange::from_request(&request, committees.base()).unwrap();
+        assert_eq!((proposer, &decoded), (ReplicaId(3), &change));
+
+        committees.executed(20);
+        assert_eq!(committees.known_through(), 32 + 64);
+        // Executed at 20: the next checkpoint is 32, so seq 97 is the first under epoch 1.
+        assert_eq!(committees.schedule(20, proposer, &decoded), Ok(97));
+        assert_eq!(committees.for_seq(96).unwrap().epoch(), 0);
+        assert!(
+            committees.for_seq(97).is_none(),
+            "not settled until 32 is executed"
+        );
+        committees.executed(32);
+        assert_eq!(committees.for_seq(97).unwrap().epoch(), 1);
+        assert_eq!(committees.for_seq(97).unwrap().quorum_weight(), 5);
+        assert_eq!(committees.covering(90, 100).len(), 2);
+        assert_eq!(committees.covering(97, 150).len(), 1);
+        // 0, 1, 2 reach 5 of 7 under epoch 1 but only 3 of 5 (need 4) under epoch 0.
+        let heavy = [ReplicaId(0), ReplicaId(1), ReplicaId(2)];
+        assert!(committees.is_quorum_over(heavy, 97, 110));
+        assert!(!committees.is_quorum_over(heavy, 90, 110));
+
+        // One at a time, in order, in bounds, jointly safe.
+        let next = |weights: Vec<u64>, epoch| WeightChange { epoch, weights };
+        assert!(matches!(
+            committees.schedule(40, ReplicaId(0), &next(vec![1; 5], 2)),
+            Err(ChangeRefused::Pending { epoch: 1, start: 97 })
+        ));
+        assert!(matches!(
+            committees.schedule(100, ReplicaId(0), &next(vec![1; 5], 3)),
+            Err(ChangeRefused::WrongEpoch { expected: 2, got: 3 })
+        ));
+        assert!(matches!(
+            committees.schedule(100, ReplicaId(0), &next(vec![1, 1, 1, 3, 1], 2)),
+            Err(ChangeRefused::Inadmissible(_))
+        ));
+        assert_eq!(
+            committees.schedule(100, ReplicaId(0), &next(vec![1, 1, 1, 2, 2], 2)),
+            Err(ChangeRefused::NotJointlySafe)
+        );
+        assert_eq!(
+            committees.schedule(100, ReplicaId(0), &next(vec![1; 5], 2)),
+            Ok(112 + 64 + 1)
+        );
+    }
+
+    #[test]
+    fn only_members_signing_a_tagged_payload_propose() {
+        let (keys, committees) = setup(4);
+        let cluster = committees.base().cluster_id();
+        let change = WeightChange {
+            epoch: 1,
+            weights: vec![1; 4],
+        };
+        // A client key is not a member.
+        let outsider = KeyPair::from_seed([99; 32]);
+        assert!(
+            WeightChange::from_request(&change.to_request(&outsider, &cluster), committees.base()).is_none()
+        );
+        // A member's request with another member's name and signature bytes does not verify.
+        let mut forged = change.to_request(&keys[0], &cluster);
+        forged.client = keys[1].public();
+        assert!(WeightChange::from_request(&forged, committees.base()).is_none());
+        // An ordinary payload is not a change; garbage after the tag neither.
+        let plain = Request::signed(&keys[0], &cluster, 1, b"hello".to_vec());
+        assert!(WeightChange::from_request(&plain, committees.base()).is_none());
+        let mut garbage = WEIGHT_CHANGE_TAG.to_vec();
+        garbage.extend([0xff; 9]);
+        let garbage = Request::signed(&keys[0], &cluster, 1, garbage);
+        assert!(WeightChange::from_request(&garbage, committees.base()).is_none());
+        // Disabled clusters refuse every change and know every epoch.
+        let mut fixed = Committees::fixed(committees.base().clone());
+        assert_eq!(fixed.known_through(), u64::MAX);
+        assert_eq!(
+            fixed.schedule(5, ReplicaId(0), &change),
+            Err(ChangeRefused::Disabled)
+        );
+    }
+}
