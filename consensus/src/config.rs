@@ -65,6 +65,11 @@ pub struct ProtocolConfig {
     /// `client.toml`), so it is not read from a replica's own protocol table.
     #[serde(skip)]
     pub request_auth: RequestAuth,
+    /// The range weights may move in, from the cluster configuration; `None` (the default)
+    /// disables weight changes: every change in the log is refused and the configured
+    /// weights hold for ever. Consensus-critical, so never a per-replica setting.
+    #[serde(skip)]
+    pub weight_bounds: Option<ordinal_crypto::WeightBounds>,
     /// Per-client nonce window of the de-duplication table.
     pub client_nonce_window: u64,
     /// Most batches sent in one state-transfer reply.
@@ -88,6 +93,7 @@ impl Default for ProtocolConfig {
             max_pending_requests: 100_000,
             max_pending_bytes: 32 << 20,
             request_auth: RequestAuth::Signed,
+            weight_bounds: None,
             client_nonce_window: 1024,
             state_transfer_chunk: 32,
         }

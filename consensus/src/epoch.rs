@@ -298,6 +298,46 @@ impl Committees {
     }
 }
 
+/// What verifying a message needs to know about weights: the keys (the same in every
+/// epoch) and which epoch's weights count at a sequence number. A single [`Committee`] is a
+/// schedule of one epoch.
+pub trait Weights {
+    /// Membership and keys, for signatures.
+    fn base(&self) -> &Committee;
+    /// The committee counting votes at `seq`, None if not known yet.
+    fn for_seq(&self, seq: u64) -> Option<&Committee>;
+    /// Whether `signers` reach the quorum of every epoch in force in `from..=to`.
+    fn is_quorum_over(&self, signers: &[ReplicaId], from: u64, to: u64) -> bool;
+}
+
+impl Weights for Committee {
+    fn base(&self) -> &Committee {
+        self
+    }
+
+    fn for_seq(&self, _seq: u64) -> Option<&Committee> {
+        Some(self)
+    }
+
+    fn is_quorum_over(&self, signers: &[ReplicaId], _from: u64, _to: u64) -> bool {
+        self.is_quorum(signers.iter().copied())
+    }
+}
+
+impl Weights for Committees {
+    fn base(&self) -> &Committee {
+        Committees::base(self)
+    }
+
+    fn for_seq(&self, seq: u64) -> Option<&Committee> {
+        Committees::for_seq(self, seq)
+    }
+
+    fn is_quorum_over(&self, signers: &[ReplicaId], from: u64, to: u64) -> bool {
+        Committees::is_quorum_over(self, signers.iter().copied(), from, to)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

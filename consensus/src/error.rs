@@ -7,6 +7,13 @@ use thiserror::Error;
 /// An input the core refused. Never fatal: the replica's state is unchanged.
 #[derive(Clone, Debug, Error, PartialEq, Eq)]
 pub enum Invalid {
+    /// A certificate for a sequence number whose weights this replica's log does not fix
+    /// yet (it is behind); not the sender's fault.
+    #[error("weights at {seq} not known yet")]
+    UnknownEpoch {
+        /// The sequence number.
+        seq: u64,
+    },
     /// A signature, signer or certificate failed.
     #[error("crypto: {0}")]
     Crypto(#[from] CryptoError),
@@ -138,6 +145,7 @@ impl Invalid {
                 | Invalid::Overloaded
                 | Invalid::Duplicate
                 | Invalid::Stale
+                | Invalid::UnknownEpoch { .. }
         )
     }
 
@@ -145,6 +153,7 @@ impl Invalid {
     pub fn reason(&self) -> &'static str {
         match self {
             Invalid::Crypto(_) => "crypto",
+            Invalid::UnknownEpoch { .. } => "unknown_epoch",
             Invalid::Malformed => "malformed",
             Invalid::RequestTooLarge { .. } => "request_too_large",
             Invalid::UnsignedRequest => "unsigned_request",

@@ -40,6 +40,13 @@ pub enum Input {
     },
     /// The deadline given by [`Protocol::poll_timeout`] has passed.
     Timeout,
+    /// Propose the next weight epoch with these weights (one per member, in id order): the
+    /// replica signs a weight change and submits it for ordering like a request. Every
+    /// replica validates it when it executes (`crate::epoch`); a refused change does nothing.
+    ProposeWeights {
+        /// The weights.
+        weights: Vec<u64>,
+    },
     /// Every batch up to and including `seq` is durable in the host's store.
     Persisted {
         /// Highest durable sequence number.
@@ -95,6 +102,8 @@ pub enum Action {
 pub struct Status {
     /// Current view.
     pub view: u64,
+    /// The weight epoch in force at the next sequence number to execute.
+    pub weight_epoch: u64,
     /// The view's leader.
     pub leader: ReplicaId,
     /// Whether a view change is under way.
@@ -171,4 +180,7 @@ pub trait Protocol {
     fn footprint(&self) -> Footprint;
     /// What this replica measured about each peer, in id order (itself excluded).
     fn peers(&self) -> Vec<crate::reliability::PeerReport>;
+    /// The weight schedule the replica derived from its log: what the host verifies incoming
+    /// messages with, and what it reports as the current weights.
+    fn committees(&self) -> &crate::epoch::Committees;
 }

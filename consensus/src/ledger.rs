@@ -13,6 +13,7 @@ use ordinal_crypto::{Committee, Digest, KeyPair, ReplicaId, Signable, Signed, Ve
 
 use crate::batch::CommittedBatch;
 use crate::config::{ProtocolConfig, RequestAuth};
+use crate::epoch::{ChangeRefused, Committees, WeightChange};
 use crate::error::Invalid;
 use crate::io::{Action, Time};
 use crate::messages::{extend_log_digest, genesis_log_digest, CheckpointVote, Message, StableCheckpoint};
@@ -35,7 +36,8 @@ pub(crate) enum Admitted {
 pub(crate) struct Ledger {
     pub(crate) id: ReplicaId,
     pub(crate) key: KeyPair,
-    pub(crate) committee: Committee,
+    /// The weight schedule derived from the executed log; `base()` for keys and membership.
+    pub(crate) committees: Committees,
     pub(crate) config: ProtocolConfig,
     pub(crate) now: Time,
     pub(crate) actions: Vec<Action>,
@@ -66,7 +68,13 @@ pub(crate) struct Ledger {
     /// A checkpoint proved the log behind: ask a peer for batches once the protocol adds its
     /// view to the request ([`Ledger::flush_catch_up`]).
     catch_up_due: bool,
+    /// Weight changes executed (where, and what became of them), for status and metrics;
+    /// the most recent [`MAX_CHANGE_HISTORY`].
+    pub(crate) weight_changes: Vec<(u64, Result<u64, ChangeRefused>)>,
 }
+
+/// How many executed weight changes [`Ledger::weight_changes`] remembers.
+const MAX_CHANGE_HISTORY: usize = 32;
 
 impl Ledger {
     /// An empty log whose stable checkpoint is `stable` (genesis for a fresh replica).
@@ -79,11 +87,17 @@ impl Ledger {
         stable: StableCheckpoint,
     ) -> Self {
         let monitor = PeerMonitor::new(id, committee.size(), DetectorBounds::from_config(&config), now);
+        let committees = Committees::new(
+            committee,
+            config.weight_bounds,
+            config.checkpoint_interval,
+            config.log_window,
+        );
         Ledger {
             id,
             key,
             clients: ClientTable::new(config.client_nonce_window),
-            committee,
+            committees,
             config,
             now,
             actions: Vec::new(),
@@ -104,6 +118,7 @@ impl Ledger {
             monitor,
             served: BTreeMap::new(),
             catch_up_due: false,
+            weight_changes: Vec::new(),
         }
     }
 
@@ -120,8 +135,30 @@ impl Ledger {
         self.known_high_seq = self.stable.seq.max(self.last_executed);
     }
 
+    /// A weight change for the next epoch, signed by this replica, as a request to order.
+    pub(crate) fn weight_change_request(&self, weights: Vec<u64>) -> Request {
+        let change = WeightChange {
+            epoch: self.committees.latest().epoch() + 1,
+            weights,
+        };
+        change.to_request(&self.key, &self.committees.base().cluster_id())
+    }
+
+    /// Whether `request` is a weight change signed by a member.
+    pub(crate) fn is_weight_change(&self, request: &Request) -> bool {
+        WeightChange::from_request(request, self.committees.base()).is_some()
+    }
+
+    /// The weight epoch in force at the next sequence number to execute.
+    pub(crate) fn weight_epoch(&self) -> u64 {
+        self.committees
+            .for_seq(self.last_executed + 1)
+            .unwrap_or(self.committees.latest())
+            .epoch()
+    }
+
     pub(crate) fn sign<T: Signable>(&self, body: T) -> Signed<T> {
-        Signed::sign(body, self.id, &self.key, &self.committee)
+        Signed::sign(body, self.id, &self.key, &self.committees.base())
     }
 
     pub(crate) fn broadcast(&mut self, message: Message) {
@@ -155,6 +192,11 @@ impl Ledger {
                 high: self.window_high(),
             });
         }
+        // A replica behind its own stable checkpoint may not know the weights here yet
+        // (`crate::epoch`): it votes only once its log has caught up.
+        if self.committees.for_seq(seq).is_none() {
+            return Err(Invalid::UnknownEpoch { seq });
+        }
         Ok(())
     }
 
@@ -162,7 +204,8 @@ impl Ledger {
     /// a retry of an ordered request with its original position, and otherwise makes it wait.
     pub(crate) fn admit(&mut self, request: Request, forwarded: bool) -> Result<Admitted, Invalid> {
         request.check_shape(&self.config)?;
-        if forwarded && self.config.request_auth == RequestAuth::Unsigned {
+        if forwarded && self.config.request_auth == RequestAuth::Unsigned && !self.is_weight_change(&request)
+        {
             // Without client signatures a forwarded request proves nothing about its client:
             // any Byzantine replica could forge one.
             return Err(Invalid::UnsignedRequest);
@@ -222,6 +265,15 @@ impl Ledger {
                 Seen::New => {
                     self.clients.record(&key, position);
                     replies.push((key, position));
+                    if let Some((proposer, change)) =
+                        WeightChange::from_request(request, self.committees.base())
+                    {
+                        let outcome = self.committees.schedule(seq, proposer, &change);
+                        if self.weight_changes.len() == MAX_CHANGE_HISTORY {
+                            self.weight_changes.drain(..1);
+                        }
+                        self.weight_changes.push((seq, outcome));
+                    }
                 }
                 Seen::Ordered(original) => replies.push((key, original)),
                 Seen::Stale => {}
@@ -230,6 +282,7 @@ impl Ledger {
         }
         self.log_digest = extend_log_digest(&self.log_digest, seq, &committed.certificate.statement.digest);
         self.last_executed = seq;
+        self.committees.executed(seq);
         self.known_high_seq = self.known_high_seq.max(seq);
         if seq % self.config.checkpoint_interval == 0 && seq > self.stable.seq {
             self.own_checkpoints.insert(seq, self.log_digest);
@@ -259,7 +312,7 @@ impl Ledger {
     /// Remembers the highest sequence number a peer has shown it reached. One peer's claim
     /// proves nothing; see [`Ledger::evidenced_seq`].
     pub(crate) fn note_seq(&mut self, from: ReplicaId, seq: u64) {
-        if self.committee.contains(from) && from != self.id {
+        if self.committees.base().contains(from) && from != self.id {
             let seen = self.seq_seen.entry(from).or_insert(0);
             *seen = (*seen).max(seq);
         }
@@ -272,8 +325,8 @@ impl Ledger {
         seen.sort_unstable_by(|a, b| b.cmp(a));
         let mut weight = 0;
         for (seq, id) in seen {
-            weight += self.committee.weight(id).unwrap_or(0);
-            if weight > self.committee.faulty_weight() {
+            weight += self.committees.base().weight(id).unwrap_or(0);
+            if weight > self.committees.base().faulty_weight() {
                 return seq;
             }
         }
@@ -359,10 +412,13 @@ impl Ledger {
         let Some(votes) = self.checkpoint_votes.get(&seq) else {
             return;
         };
+        let Some(committee) = self.committees.for_seq(seq) else {
+            return;
+        };
         let proof = votes
             .statements()
             .into_iter()
-            .find_map(|statement| votes.certificate(&statement, &self.committee));
+            .find_map(|statement| votes.certificate(&statement, committee));
         if let Some(certificate) = proof {
             self.make_stable(StableCheckpoint {
                 seq,
@@ -394,7 +450,7 @@ impl Ledger {
     /// as a status ping: a peer that is behind learns it from it, and a peer that is ahead
     /// answers with what we lack. Rotating peers gets past silent Byzantine ones.
     pub(crate) fn ping_peer(&mut self, view: u64) {
-        self.catch_up_peer = (self.catch_up_peer + 1) % self.committee.size();
+        self.catch_up_peer = (self.catch_up_peer + 1) % self.committees.base().size();
         self.request_catch_up(view);
     }
 
@@ -406,7 +462,7 @@ impl Ledger {
     }
 
     pub(crate) fn request_catch_up(&mut self, view: u64) {
-        let n = self.committee.size();
+        let n = self.committees.base().size();
         if n < 2 {
             return;
         }
@@ -448,7 +504,7 @@ impl Ledger {
         stable_seq: u64,
         view_proof: bool,
     ) -> bool {
-        if from == self.id || !self.committee.contains(from) {
+        if from == self.id || !self.committees.base().contains(from) {
             return false;
         }
         self.note_seq(from, next_seq.saturating_sub(1));

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::batch::{Batch, CommittedBatch};
 use crate::config::ProtocolConfig;
+use crate::epoch::Weights;
 use crate::error::Invalid;
 use crate::leader::{fallback_leader, leader_of, successor};
 use crate::request::{verify_requests, Request};
@@ -93,8 +94,8 @@ impl StableCheckpoint {
         }
     }
 
-    /// Checks the proof.
-    pub fn verify(&self, committee: &Committee) -> Result<(), Invalid> {
+    /// Checks the proof, counted with the weights in force at its sequence number.
+    pub fn verify(&self, weights: &dyn Weights) -> Result<(), Invalid> {
         match &self.certificate {
             None if self.seq == 0 && self.log_digest == genesis_log_digest() => Ok(()),
             None => Err(Invalid::BadViewChange("checkpoint without certificate")),
@@ -104,11 +105,17 @@ impl StableCheckpoint {
                         "checkpoint certificate for another statement",
                     ));
                 }
-                cert.verify(committee)?;
+                cert.verify(committee_at(weights, self.seq)?)?;
                 Ok(())
             }
         }
     }
+}
+
+/// The committee counting votes at `seq`, or a refusal that does not blame the sender: this
+/// replica's log is too far behind to know the weights there yet.
+pub fn committee_at(weights: &dyn Weights, seq: u64) -> Result<&Committee, Invalid> {
+    weights.for_seq(seq).ok_or(Invalid::UnknownEpoch { seq })
 }
 
 /// The running hash of the empty log.
@@ -623,7 +630,8 @@ impl Message {
 
     /// Checks everything that needs no replica state: signatures, signers, embedded
     /// certificates, digests against batches, sizes.
-    pub fn verify(self, committee: &Committee, config: &ProtocolConfig) -> Result<VerifiedMessage, Invalid> {
+    pub fn verify(self, weights: &dyn Weights, config: &ProtocolConfig) -> Result<VerifiedMessage, Invalid> {
+        let committee = weights.base();
         Ok(match self {
             Message::Request(request) => {
                 request.check_shape(config)?;
@@ -649,10 +657,8 @@ impl Message {
             Message::Prepare(vote) => VerifiedMessage::Prepare(vote.verify(committee)?),
             Message::Commit(vote) => VerifiedMessage::Commit(vote.verify(committee)?),
             Message::Checkpoint(vote) => VerifiedMessage::Checkpoint(vote.verify(committee)?),
-            Message::ViewChange(vc) => {
-                VerifiedMessage::ViewChange(verify_view_change(vc, committee, config)?)
-            }
-            Message::NewView(nv) => VerifiedMessage::NewView(verify_new_view(nv, committee, config)?),
+            Message::ViewChange(vc) => VerifiedMessage::ViewChange(verify_view_change(vc, weights, config)?),
+            Message::NewView(nv) => VerifiedMessage::NewView(verify_new_view(nv, weights, config)?),
             Message::CatchUp {
                 next_seq,
                 view,
@@ -671,15 +677,16 @@ impl Message {
                 }
                 for b in &batches {
                     b.batch.check_limits(config)?;
-                    b.verify(committee).map_err(|_| Invalid::BadTransfer {
-                        seq: b.seq(),
-                        reason: "certificate does not verify",
-                    })?;
+                    b.verify(committee_at(weights, b.seq())?)
+                        .map_err(|_| Invalid::BadTransfer {
+                            seq: b.seq(),
+                            reason: "certificate does not verify",
+                        })?;
                 }
                 VerifiedMessage::Batches(batches)
             }
             Message::Stable(stable) => {
-                stable.verify(committee)?;
+                stable.verify(weights)?;
                 VerifiedMessage::Stable(stable)
             }
             Message::Propose {
@@ -838,20 +845,20 @@ fn verify_batch(
 
 fn verify_view_change(
     vc: Signed<ViewChange>,
-    committee: &Committee,
+    weights: &dyn Weights,
     config: &ProtocolConfig,
 ) -> Result<Verified<ViewChange>, Invalid> {
-    let vc = vc.verify(committee)?;
-    check_view_change_body(vc.body(), committee, config)?;
+    let vc = vc.verify(weights.base())?;
+    check_view_change_body(vc.body(), weights, config)?;
     Ok(vc)
 }
 
 fn check_view_change_body(
     body: &ViewChange,
-    committee: &Committee,
+    weights: &dyn Weights,
     config: &ProtocolConfig,
 ) -> Result<(), Invalid> {
-    body.stable.verify(committee)?;
+    body.stable.verify(weights)?;
     if body.prepared.len() as u64 > config.log_window {
         return Err(Invalid::BadViewChange("more prepared entries than the window"));
     }
@@ -871,12 +878,12 @@ fn check_view_change_body(
                 "prepared in a view not below the new view",
             ));
         }
-        proof.certificate.verify(committee)?;
+        proof.certificate.verify(committee_at(weights, statement.seq)?)?;
         verify_batch(
             &proof.batch,
             &statement.digest,
             statement.seq,
-            committee,
+            weights.base(),
             config,
             false,
         )?;
@@ -886,9 +893,10 @@ fn check_view_change_body(
 
 fn verify_new_view(
     nv: Signed<NewView>,
-    committee: &Committee,
+    weights: &dyn Weights,
     config: &ProtocolConfig,
 ) -> Result<Verified<NewView>, Invalid> {
+    let committee = weights.base();
     let nv = nv.verify(committee)?;
     let view = nv.body().view;
     let expected = leader_of(view, committee);
@@ -917,9 +925,17 @@ fn verify_new_view(
         result?;
     }
     for vc in view_changes {
-        check_view_change_body(&vc.body, committee, config)?;
+        check_view_change_body(&vc.body, weights, config)?;
     }
-    if !committee.is_quorum(signers.iter().copied()) {
+    // The new view may re-propose anything above the highest stable checkpoint, up to a
+    // window beyond it: the set must be a quorum under every epoch in force there
+    // (`crate::epoch`).
+    let low = view_changes
+        .iter()
+        .map(|vc| vc.body.stable.seq)
+        .max()
+        .unwrap_or(0);
+    if !weights.is_quorum_over(&signers, low + 1, low + config.log_window) {
         return Err(Invalid::BadViewChange("view changes do not reach a quorum"));
     }
     Ok(nv)

@@ -38,6 +38,9 @@ pub enum ReceiptError {
     /// The Merkle path does not lead to the certified digest.
     #[error("inclusion proof does not verify")]
     BadProof,
+    /// The verifier does not know the weights in force at the receipt's sequence number.
+    #[error("weights at the receipt's sequence number not known")]
+    UnknownEpoch,
 }
 
 impl Receipt {

@@ -208,7 +208,7 @@ impl Replica {
 
     /// The committee it runs with.
     pub fn committee(&self) -> &Committee {
-        &self.ledger.committee
+        &self.ledger.committees.base()
     }
 
     /// The protocol configuration.
@@ -222,7 +222,7 @@ impl Replica {
     }
 
     fn primary(&self) -> ReplicaId {
-        leader_of(self.view, &self.ledger.committee)
+        leader_of(self.view, &self.ledger.committees.base())
     }
 
     fn is_primary(&self) -> bool {
@@ -319,7 +319,7 @@ impl Replica {
     /// A committed slot leaving the window without a peer's PREPARE or COMMIT: that peer
     /// missed the vote.
     fn count_missed_votes<'a>(&mut self, slots: impl Iterator<Item = &'a Slot>) {
-        let members: Vec<ReplicaId> = self.ledger.committee.ids().collect();
+        let members: Vec<ReplicaId> = self.ledger.committees.base().ids().collect();
         for slot in slots.filter(|slot| slot.committed) {
             for &peer in &members {
                 if slot.prepares.vote_of(peer).is_none() && slot.commits.vote_of(peer).is_none() {
@@ -396,6 +396,10 @@ impl Protocol for Replica {
                 Ok(())
             }
             Input::Request(request) => self.on_request(request, false),
+            Input::ProposeWeights { weights } => {
+                let request = self.ledger.weight_change_request(weights);
+                self.on_request(request, false)
+            }
             Input::Timeout => {
                 self.on_timeout();
                 Ok(())
@@ -473,6 +477,7 @@ impl Protocol for Replica {
 
     fn status(&self) -> Status {
         Status {
+            weight_epoch: self.ledger.weight_epoch(),
             view: self.view,
             leader: self.primary(),
             changing_view: self.changing.is_some(),
@@ -485,6 +490,10 @@ impl Protocol for Replica {
 
     fn peers(&self) -> Vec<PeerReport> {
         self.ledger.monitor.reports(self.ledger.now)
+    }
+
+    fn committees(&self) -> &crate::epoch::Committees {
+        &self.ledger.committees
     }
 
     fn footprint(&self) -> Footprint {

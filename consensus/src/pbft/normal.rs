@@ -22,9 +22,13 @@ impl Replica {
             if self.batch_deadline.is_none() {
                 self.batch_deadline = Some(self.ledger.now + self.ledger.config.batch_delay);
             }
-        } else if !forwarded && self.ledger.config.request_auth == crate::config::RequestAuth::Signed {
+        } else if !forwarded
+            && (self.ledger.config.request_auth == crate::config::RequestAuth::Signed
+                || key.client == self.ledger.key.public())
+        {
             // PBFT 4.1: make sure the primary has it before suspecting the primary of
-            // ignoring it, so a client cannot force view changes by skipping the primary.
+            // ignoring it, so a client cannot force view changes by skipping the primary. Our
+            // own weight changes go to the primary in every mode (they are member-signed).
             let primary = self.primary();
             if let Some(request) = self.ledger.pool.get(&key) {
                 let message = Message::Request(request.clone());
@@ -67,6 +71,7 @@ impl Replica {
     pub(super) fn has_room(&self) -> bool {
         self.next_seq.saturating_sub(self.ledger.last_executed + 1) < self.ledger.config.max_inflight_batches
             && self.next_seq <= self.ledger.window_high()
+            && self.ledger.committees.for_seq(self.next_seq).is_some()
     }
 
     /// PBFT 4.2: the primary assigns the next sequence number and multicasts PRE-PREPARE.
@@ -243,7 +248,10 @@ impl Replica {
             seq,
             digest: proposal.digest,
         };
-        let Some(certificate) = slot.prepares.certificate(&statement, &self.ledger.committee) else {
+        let Some(committee) = self.ledger.committees.for_seq(seq) else {
+            return;
+        };
+        let Some(certificate) = slot.prepares.certificate(&statement, committee) else {
             return;
         };
         let proof = PreparedProof {
@@ -280,7 +288,10 @@ impl Replica {
             seq,
             digest: proposal.digest,
         };
-        let Some(certificate) = slot.commits.certificate(&statement, &self.ledger.committee) else {
+        let Some(committee) = self.ledger.committees.for_seq(seq) else {
+            return;
+        };
+        let Some(certificate) = slot.commits.certificate(&statement, committee) else {
             return;
         };
         slot.committed = true;

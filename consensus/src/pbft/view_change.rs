@@ -206,7 +206,8 @@ impl Replica {
         let ahead = self.view_changes.ahead_of(self.view);
         if self
             .ledger
-            .committee
+            .committees
+            .base()
             .includes_correct(ahead.iter().map(|(id, _)| *id))
         {
             if let Some(smallest) = ahead.iter().map(|(_, view)| *view).min() {
@@ -224,8 +225,17 @@ impl Replica {
             return;
         };
         let view = self.view;
-        let signers = self.view_changes.for_view(view).map(|vc| vc.signer());
-        if !self.ledger.committee.is_quorum(signers) {
+        let signers: Vec<ReplicaId> = self.view_changes.for_view(view).map(|vc| vc.signer()).collect();
+        // The same rule the NEW-VIEW is checked with: a quorum under every epoch in force in
+        // the window above the set's highest checkpoint (`crate::epoch`).
+        let low = self
+            .view_changes
+            .for_view(view)
+            .map(|vc| vc.body().stable.seq)
+            .max()
+            .unwrap_or(0);
+        let high = low + self.ledger.config.log_window;
+        if !self.ledger.committees.is_quorum_over(signers, low + 1, high) {
             return;
         }
         if changing.quorum_since.is_none() {

@@ -105,6 +105,9 @@ pub struct SimConfig {
     pub weights: Vec<u64>,
     /// Replicas whose links are slower than the others (both directions), by this factor.
     pub slow_links: Vec<(usize, u32)>,
+    /// Weight changes to propose: at this time, through every instance of this replica, these
+    /// weights (`Input::ProposeWeights`). Takes effect only with `protocol.weight_bounds`.
+    pub weight_proposals: Vec<(Time, usize, Vec<u64>)>,
 }
 
 impl SimConfig {
@@ -148,6 +151,7 @@ impl SimConfig {
             max_events: 3_000_000,
             weights: Vec::new(),
             slow_links: Vec::new(),
+            weight_proposals: Vec::new(),
         }
     }
 
@@ -249,6 +253,8 @@ pub struct Report {
     pub replica_status: Vec<String>,
     /// (replica id, status) of each instance still running at the end.
     pub final_status: Vec<(usize, crate::io::Status)>,
+    /// The weight epochs the correct replicas derived: (first sequence number, weights).
+    pub weight_epochs: Vec<(u64, Vec<u64>)>,
 }
 
 struct Store {
@@ -304,6 +310,10 @@ enum Event {
     },
     Crash {
         replica: usize,
+    },
+    ProposeWeights {
+        replica: usize,
+        weights: Vec<u64>,
     },
     Restart {
         replica: usize,
@@ -491,6 +501,10 @@ impl Simulation {
             });
         }
         self.report.submitted = self.config.clients * self.config.requests_per_client;
+        for (at, replica, weights) in self.config.weight_proposals.clone() {
+            self.network
+                .schedule(at, Event::ProposeWeights { replica, weights });
+        }
         for crash in self.config.crashes.clone() {
             self.network.schedule(
                 crash.at,
@@ -565,7 +579,48 @@ impl Simulation {
         self.finish()
     }
 
+    /// The committee counting votes at `seq`, as the correct replicas' logs fix it (a client
+    /// that follows the certified log learns the same): from the correct replica that knows
+    /// the most of the schedule.
+    fn committee_at(&self, seq: u64) -> Option<Committee> {
+        self.instances
+            .iter()
+            .filter(|i| !self.config.is_byzantine(i.replica))
+            .filter_map(|i| i.node.as_ref())
+            .max_by_key(|n| n.committees().known_through())
+            .and_then(|n| n.committees().for_seq(seq).cloned())
+    }
+
+    /// Every correct replica derived the same weight epochs (start, weights), as far as each
+    /// got; the longest schedule goes into the report.
+    fn check_schedules(&mut self) {
+        let schedules: Vec<(usize, Vec<(u64, Vec<u64>)>)> = self
+            .instances
+            .iter()
+            .filter(|i| !self.config.is_byzantine(i.replica))
+            .filter_map(|i| i.node.as_ref().map(|n| (i.replica, n)))
+            .map(|(replica, n)| {
+                let epochs = n.committees().epochs().iter();
+                (
+                    replica,
+                    epochs.map(|e| (e.start, e.committee.weights())).collect(),
+                )
+            })
+            .collect();
+        let Some((_, longest)) = schedules.iter().max_by_key(|(_, s)| s.len()).cloned() else {
+            return;
+        };
+        for (replica, schedule) in &schedules {
+            if !longest.starts_with(schedule) {
+                let detail = format!("replica {replica} has epochs {schedule:?}, another {longest:?}");
+                self.violation("weights", detail);
+            }
+        }
+        self.report.weight_epochs = longest;
+    }
+
     fn finish(mut self) -> Report {
+        self.check_schedules();
         let mut latencies = Vec::new();
         let mut missing = 0;
         for client in &self.clients {
@@ -671,6 +726,15 @@ impl Simulation {
                 }
             }
             Event::Restart { replica } => self.restart(replica),
+            Event::ProposeWeights { replica, weights } => {
+                let instances: Vec<usize> = (0..self.instances.len())
+                    .filter(|i| self.instances[*i].replica == replica)
+                    .collect();
+                for instance in instances {
+                    let weights = weights.clone();
+                    self.input(instance, Input::ProposeWeights { weights });
+                }
+            }
             Event::Isolate { replica } => {
                 self.network.isolated.insert(replica);
             }
@@ -760,26 +824,32 @@ impl Simulation {
             return;
         }
         let correct = !self.config.is_byzantine(replica);
-        let message =
-            match Message::decode(&bytes).and_then(|m| m.verify(&self.committee, &self.config.protocol)) {
-                Ok(m) => m,
-                Err(e) => {
-                    if correct {
-                        *self.report.refused.entry(e.reason()).or_default() += 1;
-                    }
-                    // As the node does: a peer's message refused at the edge counts against it.
-                    if let Some(from) = from.filter(|_| e.is_fault()) {
-                        self.input(
-                            instance,
-                            Input::Refused {
-                                from: ReplicaId(from as u16),
-                                count: 1,
-                            },
-                        );
-                    }
-                    return;
-                }
+        // Each replica verifies with the weight schedule its own log gave it.
+        let verified = {
+            let Some(node) = self.instances[instance].node.as_ref() else {
+                return;
             };
+            Message::decode(&bytes).and_then(|m| m.verify(node.committees(), &self.config.protocol))
+        };
+        let message = match verified {
+            Ok(m) => m,
+            Err(e) => {
+                if correct {
+                    *self.report.refused.entry(e.reason()).or_default() += 1;
+                }
+                // As the node does: a peer's message refused at the edge counts against it.
+                if let Some(from) = from.filter(|_| e.is_fault()) {
+                    self.input(
+                        instance,
+                        Input::Refused {
+                            from: ReplicaId(from as u16),
+                            count: 1,
+                        },
+                    );
+                }
+                return;
+            }
+        };
         let input = match (from, message) {
             (None, crate::messages::VerifiedMessage::Request(request)) => Input::Request(request),
             (None, _) => return,
@@ -944,7 +1014,13 @@ impl Simulation {
     /// persists.
     fn check_committed(&mut self, replica: usize, committed: &CommittedBatch) {
         let seq = committed.seq();
-        if let Err(e) = committed.verify(&self.committee) {
+        // Counted with the weights the replica's own log puts in force at `seq`; the
+        // `weights` invariant checks that every correct replica derives the same schedule.
+        let verdict = match self.committee_at(seq) {
+            Some(committee) => committed.verify(&committee).map_err(|e| e.to_string()),
+            None => Err("weights at this sequence number unknown".to_string()),
+        };
+        if let Err(e) = verdict {
             self.violation("certificate", format!("replica {replica} seq {seq}: {e}"));
         }
         let digest = committed.certificate.statement.digest;
@@ -1044,7 +1120,10 @@ impl Simulation {
         let verdict = if self.verified_certificates.contains(&certificate_id) {
             receipt.verify_inclusion(&request)
         } else {
-            receipt.verify(&request, &self.committee)
+            match self.committee_at(receipt.seq) {
+                Some(committee) => receipt.verify(&request, &committee),
+                None => Err(crate::receipt::ReceiptError::UnknownEpoch),
+            }
         };
         if verdict.is_ok() {
             self.verified_certificates.insert(certificate_id);
