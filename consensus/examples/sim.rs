@@ -221,6 +221,17 @@ fn main() -> ExitCode {
             }
         }
     }
+    let changed = reports.iter().filter(|r| r.weight_epochs.len() > 1).count();
+    let epochs: usize = reports
+        .iter()
+        .map(|r| r.weight_epochs.len().saturating_sub(1))
+        .sum();
+    if changed > 0 {
+        println!(
+            "weights: {changed} of {} runs changed weights through the log ({epochs} changes in all)",
+            reports.len()
+        );
+    }
     let failed: Vec<u64> = reports
         .iter()
         .filter(|r| !r.violations.is_empty())
