@@ -70,6 +70,11 @@ pub struct ProtocolConfig {
     /// weights hold for ever. Consensus-critical, so never a per-replica setting.
     #[serde(skip)]
     pub weight_bounds: Option<ordinal_crypto::WeightBounds>,
+    /// With weight changes enabled, each replica orders a latency report at every this many
+    /// stable checkpoints, and the weights follow the reports (`crate::epoch`); 0 leaves
+    /// weights to explicit changes. From the cluster configuration.
+    #[serde(skip)]
+    pub weight_reports_every: u64,
     /// Per-client nonce window of the de-duplication table.
     pub client_nonce_window: u64,
     /// Most batches sent in one state-transfer reply.
@@ -94,6 +99,7 @@ impl Default for ProtocolConfig {
             max_pending_bytes: 32 << 20,
             request_auth: RequestAuth::Signed,
             weight_bounds: None,
+            weight_reports_every: 0,
             client_nonce_window: 1024,
             state_transfer_chunk: 32,
         }

@@ -3,9 +3,12 @@
 //! A weight change is an ordinary request in the ordered log, so every correct replica sees the
 //! same changes at the same sequence numbers and derives the same schedule:
 //!
-//! - **Entry.** A member replica signs a [`WeightChange`] as a request with its own key as the
-//!   client key ([`WeightChange::to_request`]). Clients cannot forge one (they lack member
-//!   keys); a payload that merely looks like one from a non-member is an ordinary transaction.
+//! - **Entries.** A member replica signs a [`QuorumEntry`] as a request with its own key as
+//!   the client key ([`QuorumEntry::to_request`]): either a [`WeightChange`] (an operator's or
+//!   a test's explicit vector) or a [`LatencyReport`] (its measurements). Once enough reports
+//!   are in, every replica derives the same next weights from their medians
+//!   ([`Committees::record_report`]). Clients cannot forge an entry (they lack member keys); a
+//!   payload that merely looks like one from a non-member is an ordinary transaction.
 //! - **Validation at execution**, identical everywhere because it reads only the log: the
 //!   epoch number is the next one; no change is pending (one at a time); every weight lies in
 //!   the cluster's [`WeightBounds`]; the vector is admissible (W > 3F); and its quorums meet
@@ -31,14 +34,18 @@
 use ordinal_crypto::{Committee, CryptoError, KeyPair, ReplicaId, WeightBounds};
 use serde::{Deserialize, Serialize};
 
+use std::collections::BTreeMap;
+use std::time::Duration;
+
 use crate::request::{request_signing_bytes, Request};
+use crate::weighting::{choose_weights, median_latencies};
 use ordinal_crypto::{verify_signatures, SignatureCheck};
 
-/// Marks a request payload as a weight change.
-pub const WEIGHT_CHANGE_TAG: &[u8] = b"ordinal/weights/v1";
+/// Marks a request payload as a quorum-manager entry.
+pub const ENTRY_TAG: &[u8] = b"ordinal/quorum/v1";
 
-/// Largest accepted encoded weight change (a weight per member, a few bytes each).
-const MAX_CHANGE_BYTES: usize = 16 * 1024;
+/// Largest accepted encoded entry (a few bytes per member).
+const MAX_ENTRY_BYTES: usize = 16 * 1024;
 
 /// A reconfiguration entry: the weights of the next epoch, in member order.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -49,33 +56,52 @@ pub struct WeightChange {
     pub weights: Vec<u64>,
 }
 
-impl WeightChange {
-    /// The request that carries this change into the log, signed by member `key`. The nonce
-    /// is the epoch number, so one member proposes at most one vector per epoch.
-    pub fn to_request(&self, key: &KeyPair, cluster_id: &ordinal_crypto::Digest) -> Request {
-        let mut payload = WEIGHT_CHANGE_TAG.to_vec();
+/// A member's measurements, ordered through the log so that every replica computes the next
+/// weights from the same reports ([`Committees::record_report`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LatencyReport {
+    /// The epoch the latencies were measured in (the latest scheduled when sent).
+    pub epoch: u64,
+    /// The smoothed vote latency of each member in microseconds, in id order; `None` for
+    /// the reporter itself and for members it has no measurement of.
+    pub latencies_us: Vec<Option<u32>>,
+}
+
+/// What a member can put into the log for the quorum manager.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum QuorumEntry {
+    /// Proposes the next epoch's weights.
+    Weights(WeightChange),
+    /// Reports measurements.
+    Latencies(LatencyReport),
+}
+
+impl QuorumEntry {
+    /// The request that carries this entry into the log, signed by member `key`. Members
+    /// number their entries with `nonce`, taken from their executed log so that it grows
+    /// across restarts ([`entry_nonce`]).
+    pub fn to_request(&self, key: &KeyPair, cluster_id: &ordinal_crypto::Digest, nonce: u64) -> Request {
+        let mut payload = ENTRY_TAG.to_vec();
         // Plain integers always serialise.
         payload.extend(postcard::to_allocvec(self).unwrap_or_default());
-        Request::signed(key, cluster_id, self.epoch, payload)
+        Request::signed(key, cluster_id, nonce, payload)
     }
 
-    /// The change a request carries and the member that proposed it, if it is one: the client
-    /// key is a member's, the payload has the tag and decodes, and the member's signature
-    /// holds (checked here, whatever the cluster's client authentication mode).
-    pub fn from_request(request: &Request, committee: &Committee) -> Option<(ReplicaId, WeightChange)> {
-        let body = request.payload().strip_prefix(WEIGHT_CHANGE_TAG)?;
-        if body.len() > MAX_CHANGE_BYTES {
+    /// The entry a request carries and the member that signed it, if it is one: the client key
+    /// is a member's, the payload has the tag and decodes, and the member's signature holds
+    /// (checked here, whatever the cluster's client authentication mode). Anything else is an
+    /// ordinary transaction.
+    pub fn from_request(request: &Request, committee: &Committee) -> Option<(ReplicaId, QuorumEntry)> {
+        let body = request.payload().strip_prefix(ENTRY_TAG)?;
+        if body.len() > MAX_ENTRY_BYTES {
             return None;
         }
-        let proposer = committee
+        let member = committee
             .members()
             .iter()
             .find(|m| m.public_key == request.client)?;
-        let change: WeightChange = postcard::from_bytes(body).ok()?;
-        if change.epoch != request.nonce {
-            return None;
-        }
-        let key = committee.key(proposer.id)?;
+        let entry: QuorumEntry = postcard::from_bytes(body).ok()?;
+        let key = committee.key(member.id)?;
         let signature = request.signature?;
         let message =
             request_signing_bytes(&committee.cluster_id(), request.nonce, &request.payload_digest());
@@ -84,8 +110,15 @@ impl WeightChange {
             message: &message,
             signature: &signature,
         }]);
-        bad.is_empty().then_some((proposer.id, change))
+        bad.is_empty().then_some((member.id, entry))
     }
+}
+
+/// The nonce for a member's next entry of `kind` (0 weights, 1 latencies) with its log
+/// executed through `executed`: grows with the log, so it survives restarts and never falls
+/// behind the de-duplication window.
+pub fn entry_nonce(executed: u64, kind: u64) -> u64 {
+    executed.saturating_mul(2).saturating_add(kind & 1)
 }
 
 /// Why a weight change in the log changed nothing.
@@ -141,6 +174,8 @@ pub struct Committees {
     checkpoint_interval: u64,
     log_window: u64,
     executed: u64,
+    /// The latest measurements of each reporter for the latest epoch.
+    reports: BTreeMap<ReplicaId, Vec<Option<Duration>>>,
 }
 
 impl Committees {
@@ -163,6 +198,7 @@ impl Committees {
             checkpoint_interval: checkpoint_interval.max(1),
             log_window,
             executed: 0,
+            reports: BTreeMap::new(),
         }
     }
 
@@ -257,6 +293,77 @@ impl Committees {
         self.executed = self.executed.max(seq);
     }
 
+    /// A latency report executed at `seq`. Once reports from 2f + 2 members (all of them if
+    /// fewer) are in for the latest epoch, after it took effect, every replica computes the
+    /// same next weights from them: AWARE weights on the 2f members with the lowest median
+    /// latency as the others reported it ([`crate::weighting`]). A Byzantine member moves a
+    /// median only within the range correct reports span. A heavy member stays heavy until
+    /// another is twice as fast (hysteresis). When that vector cannot follow the
+    /// current one directly (not jointly safe), the flat vector is the step between. Returns
+    /// what became of a change, if one was due.
+    pub fn record_report(
+        &mut self,
+        seq: u64,
+        reporter: ReplicaId,
+        report: &LatencyReport,
+    ) -> Option<Result<u64, ChangeRefused>> {
+        let bounds = self.bounds?;
+        let latest = &self.epochs[self.epochs.len() - 1];
+        let n = latest.committee.size();
+        if report.epoch != latest.committee.epoch() || seq < latest.start || report.latencies_us.len() != n {
+            return None;
+        }
+        let latencies = report
+            .latencies_us
+            .iter()
+            .enumerate()
+            .map(|(i, l)| {
+                l.filter(|_| i != reporter.index())
+                    .map(|us| Duration::from_micros(u64::from(us)))
+            })
+            .collect();
+        self.reports.insert(reporter, latencies);
+        let faults = latest.committee.faults();
+        if self.reports.len() < (2 * faults + 2).min(n) {
+            return None;
+        }
+        let reports: Vec<(ReplicaId, crate::weighting::LatencyReport)> =
+            self.reports.iter().map(|(id, l)| (*id, l.clone())).collect();
+        let mut standing = median_latencies(n, &reports, (2 * faults + 1).min(n - 1));
+        let current = latest.committee.weights();
+        // Hysteresis: a heavy replica keeps its place unless another is twice as fast.
+        // Without it, replicas of about equal speed trade places on noise, and every trade
+        // costs two epochs through the flat vector.
+        let lightest = current.iter().copied().min().unwrap_or(1);
+        for (latency, weight) in standing.iter_mut().zip(&current) {
+            if *weight > lightest {
+                *latency = latency.map(|l| l / 2);
+            }
+        }
+        let target = choose_weights(n, faults, &standing)?;
+        if target == current {
+            return None;
+        }
+        let direct = latest
+            .committee
+            .reweighted(latest.committee.epoch() + 1, &target)
+            .is_ok_and(|next| next.jointly_safe_with(&latest.committee));
+        let next = if direct {
+            target
+        } else {
+            vec![bounds.min.max(1); n]
+        };
+        if next == current {
+            return None;
+        }
+        let change = WeightChange {
+            epoch: latest.committee.epoch() + 1,
+            weights: next,
+        };
+        let outcome = self.schedule(seq, reporter, &change);
+        Some(outcome)
+    }
+
     /// A weight change executed at `seq`: validates it against the log-derived state and
     /// schedules it. Returns the epoch's first sequence number.
     pub fn schedule(
@@ -294,6 +401,8 @@ impl Committees {
             decided_at: seq,
             proposer: Some(proposer),
         });
+        // Measurements taken under the old weights say nothing about the new ones.
+        self.reports.clear();
         Ok(start)
     }
 }
@@ -360,9 +469,11 @@ mod tests {
             epoch: 1,
             weights: vec![2, 2, 1, 1, 1],
         };
-        let request = change.to_request(&keys[3], &committees.base().cluster_id());
-        let (proposer, decoded) = WeightChange::from_request(&request, committees.base()).unwrap();
-        assert_eq!((proposer, &decoded), (ReplicaId(3), &change));
+        let entry = QuorumEntry::Weights(change.clone());
+        let request = entry.to_request(&keys[3], &committees.base().cluster_id(), 7);
+        let (proposer, decoded) = QuorumEntry::from_request(&request, committees.base()).unwrap();
+        assert_eq!((proposer, &decoded), (ReplicaId(3), &entry));
+        let decoded = change;
 
         committees.executed(20);
         assert_eq!(committees.known_through(), 32 + 64);
@@ -415,22 +526,22 @@ mod tests {
             epoch: 1,
             weights: vec![1; 4],
         };
+        let entry = QuorumEntry::Weights(change.clone());
         // A client key is not a member.
         let outsider = KeyPair::from_seed([99; 32]);
-        assert!(
-            WeightChange::from_request(&change.to_request(&outsider, &cluster), committees.base()).is_none()
-        );
+        let from_outsider = entry.to_request(&outsider, &cluster, 1);
+        assert!(QuorumEntry::from_request(&from_outsider, committees.base()).is_none());
         // A member's request with another member's name and signature bytes does not verify.
-        let mut forged = change.to_request(&keys[0], &cluster);
+        let mut forged = entry.to_request(&keys[0], &cluster, 1);
         forged.client = keys[1].public();
-        assert!(WeightChange::from_request(&forged, committees.base()).is_none());
-        // An ordinary payload is not a change; garbage after the tag neither.
+        assert!(QuorumEntry::from_request(&forged, committees.base()).is_none());
+        // An ordinary payload is not an entry; garbage after the tag neither.
         let plain = Request::signed(&keys[0], &cluster, 1, b"hello".to_vec());
-        assert!(WeightChange::from_request(&plain, committees.base()).is_none());
-        let mut garbage = WEIGHT_CHANGE_TAG.to_vec();
+        assert!(QuorumEntry::from_request(&plain, committees.base()).is_none());
+        let mut garbage = ENTRY_TAG.to_vec();
         garbage.extend([0xff; 9]);
         let garbage = Request::signed(&keys[0], &cluster, 1, garbage);
-        assert!(WeightChange::from_request(&garbage, committees.base()).is_none());
+        assert!(QuorumEntry::from_request(&garbage, committees.base()).is_none());
         // Disabled clusters refuse every change and know every epoch.
         let mut fixed = Committees::fixed(committees.base().clone());
         assert_eq!(fixed.known_through(), u64::MAX);
@@ -438,5 +549,44 @@ mod tests {
             fixed.schedule(5, ReplicaId(0), &change),
             Err(ChangeRefused::Disabled)
         );
+    }
+
+    /// n = 5: replica 4 is slow in everyone's eyes, 1 and 3 fastest. Once four reports of the
+    /// current epoch are in (2f + 2), every replica schedules AWARE weights on 1 and 3; a
+    /// Byzantine reporter (0) calling itself fast and 1 slow moves no median far enough.
+    #[test]
+    fn weights_follow_the_median_of_reports_in_the_log() {
+        let (_, mut committees) = setup(5);
+        let truth = [900, 200, 500, 300, 9_000];
+        let honest = |reporter: usize| LatencyReport {
+            epoch: 0,
+            latencies_us: (0..5).map(|i| (i != reporter).then_some(truth[i])).collect(),
+        };
+        let liar = LatencyReport {
+            epoch: 0,
+            latencies_us: vec![None, Some(50_000), Some(50_000), Some(50_000), Some(1)],
+        };
+        committees.executed(10);
+        assert_eq!(committees.record_report(10, ReplicaId(0), &liar), None);
+        assert_eq!(committees.record_report(11, ReplicaId(1), &honest(1)), None);
+        // A report measured in another epoch is ignored.
+        let stale = LatencyReport {
+            epoch: 3,
+            ..honest(2)
+        };
+        assert_eq!(committees.record_report(12, ReplicaId(2), &stale), None);
+        assert_eq!(committees.record_report(12, ReplicaId(2), &honest(2)), None);
+        assert_eq!(
+            committees.record_report(13, ReplicaId(3), &honest(3)),
+            Some(Ok(16 + 64 + 1))
+        );
+        assert_eq!(committees.latest().weights(), vec![1, 2, 1, 2, 1]);
+        assert_eq!(committees.epochs()[1].proposer, Some(ReplicaId(3)));
+        // Reports start over in the new epoch, and only once it is in force.
+        let next = LatencyReport {
+            epoch: 1,
+            ..honest(4)
+        };
+        assert_eq!(committees.record_report(40, ReplicaId(4), &next), None);
     }
 }

@@ -13,7 +13,7 @@ use ordinal_crypto::{Committee, Digest, KeyPair, ReplicaId, Signable, Signed, Ve
 
 use crate::batch::CommittedBatch;
 use crate::config::{ProtocolConfig, RequestAuth};
-use crate::epoch::{ChangeRefused, Committees, WeightChange};
+use crate::epoch::{entry_nonce, ChangeRefused, Committees, LatencyReport, QuorumEntry, WeightChange};
 use crate::error::Invalid;
 use crate::io::{Action, Time};
 use crate::messages::{extend_log_digest, genesis_log_digest, CheckpointVote, Message, StableCheckpoint};
@@ -71,6 +71,8 @@ pub(crate) struct Ledger {
     /// Weight changes executed (where, and what became of them), for status and metrics;
     /// the most recent [`MAX_CHANGE_HISTORY`].
     pub(crate) weight_changes: Vec<(u64, Result<u64, ChangeRefused>)>,
+    /// A stable checkpoint made a latency report due ([`Ledger::take_report_due`]).
+    report_due: bool,
 }
 
 /// How many executed weight changes [`Ledger::weight_changes`] remembers.
@@ -119,6 +121,7 @@ impl Ledger {
             served: BTreeMap::new(),
             catch_up_due: false,
             weight_changes: Vec::new(),
+            report_due: false,
         }
     }
 
@@ -141,12 +144,37 @@ impl Ledger {
             epoch: self.committees.latest().epoch() + 1,
             weights,
         };
-        change.to_request(&self.key, &self.committees.base().cluster_id())
+        let nonce = entry_nonce(self.last_executed, 0);
+        QuorumEntry::Weights(change).to_request(&self.key, &self.committees.base().cluster_id(), nonce)
     }
 
-    /// Whether `request` is a weight change signed by a member.
-    pub(crate) fn is_weight_change(&self, request: &Request) -> bool {
-        WeightChange::from_request(request, self.committees.base()).is_some()
+    /// This replica's measurements of its peers for the latest epoch, as a request to order.
+    pub(crate) fn latency_report_request(&self) -> Request {
+        let mut latencies_us = vec![None; self.committees.base().size()];
+        for report in self.monitor.reports(self.now) {
+            if let Some(slot) = latencies_us.get_mut(report.peer.index()) {
+                *slot = report
+                    .vote_latency
+                    .map(|l| u32::try_from(l.as_micros()).unwrap_or(u32::MAX));
+            }
+        }
+        let report = LatencyReport {
+            epoch: self.committees.latest().epoch(),
+            latencies_us,
+        };
+        let nonce = entry_nonce(self.last_executed, 1);
+        QuorumEntry::Latencies(report).to_request(&self.key, &self.committees.base().cluster_id(), nonce)
+    }
+
+    /// Whether a latency report is due (set at every `weight_reports_every`-th stable
+    /// checkpoint); clears it.
+    pub(crate) fn take_report_due(&mut self) -> bool {
+        std::mem::take(&mut self.report_due)
+    }
+
+    /// Whether `request` is a quorum-manager entry signed by a member.
+    pub(crate) fn is_member_entry(&self, request: &Request) -> bool {
+        QuorumEntry::from_request(request, self.committees.base()).is_some()
     }
 
     /// The weight epoch in force at the next sequence number to execute.
@@ -204,8 +232,7 @@ impl Ledger {
     /// a retry of an ordered request with its original position, and otherwise makes it wait.
     pub(crate) fn admit(&mut self, request: Request, forwarded: bool) -> Result<Admitted, Invalid> {
         request.check_shape(&self.config)?;
-        if forwarded && self.config.request_auth == RequestAuth::Unsigned && !self.is_weight_change(&request)
-        {
+        if forwarded && self.config.request_auth == RequestAuth::Unsigned && !self.is_member_entry(&request) {
             // Without client signatures a forwarded request proves nothing about its client:
             // any Byzantine replica could forge one.
             return Err(Invalid::UnsignedRequest);
@@ -265,10 +292,16 @@ impl Ledger {
                 Seen::New => {
                     self.clients.record(&key, position);
                     replies.push((key, position));
-                    if let Some((proposer, change)) =
-                        WeightChange::from_request(request, self.committees.base())
-                    {
-                        let outcome = self.committees.schedule(seq, proposer, &change);
+                    let outcome = match QuorumEntry::from_request(request, self.committees.base()) {
+                        Some((proposer, QuorumEntry::Weights(change))) => {
+                            Some(self.committees.schedule(seq, proposer, &change))
+                        }
+                        Some((reporter, QuorumEntry::Latencies(report))) => {
+                            self.committees.record_report(seq, reporter, &report)
+                        }
+                        None => None,
+                    };
+                    if let Some(outcome) = outcome {
                         if self.weight_changes.len() == MAX_CHANGE_HISTORY {
                             self.weight_changes.drain(..1);
                         }
@@ -443,6 +476,13 @@ impl Ledger {
         self.known_high_seq = self.known_high_seq.max(seq);
         if self.last_executed < seq {
             self.catch_up_due = true;
+        }
+        let every = self.config.weight_reports_every;
+        if every > 0
+            && self.committees.changes_enabled()
+            && (seq / self.config.checkpoint_interval) % every == 0
+        {
+            self.report_due = true;
         }
     }
 

@@ -131,6 +131,45 @@ fn weight_changes_under_faults_keep_every_invariant() {
     );
 }
 
+/// Nobody names a vector: every replica orders its latency measurements at each checkpoint,
+/// and once 2f + 2 reports are in every replica derives the same AWARE weights from their
+/// medians. With replica 4 ten times slower, it never becomes heavy; two fast replicas do, and
+/// the run is faster than with equal weights throughout.
+#[test]
+fn weights_follow_measured_latency_through_the_log() {
+    let (mut before, mut after) = (Vec::new(), Vec::new());
+    for seed in 0..3 {
+        let mut config = slow_replica(seed);
+        config.protocol.weight_bounds = None;
+        let unchanged = run(config);
+        assert_clean(&unchanged, "equal weights throughout");
+
+        let mut config = slow_replica(seed);
+        config.protocol.weight_reports_every = 1;
+        let report = run(config);
+        assert_clean(&report, "weights from measurements");
+        let epochs = &report.weight_epochs;
+        println!(
+            "seed {seed}: epochs {epochs:?}, decided through {}",
+            report.decided_seq
+        );
+        assert!(epochs.len() >= 2, "{epochs:?}");
+        // Moves to AWARE weights heavy on two fast replicas, and settles there: at most one
+        // re-ranking among the fast four (through the flat vector), never the slow one heavy.
+        assert!(epochs.len() <= 4, "flapping: {epochs:?}");
+        for (_, weights) in &epochs[1..] {
+            assert_eq!(weights[4], 1, "the slow replica never becomes heavy: {epochs:?}");
+        }
+        let last = &epochs[epochs.len() - 1].1;
+        assert_eq!(last.iter().filter(|w| **w == 2).count(), 2, "{epochs:?}");
+        before.push(unchanged.median_latency);
+        after.push(report.median_latency);
+    }
+    println!("median latency, equal weights {before:?}; weights from reports {after:?}");
+    let sum = |v: &[Duration]| v.iter().sum::<Duration>();
+    assert!(sum(&after) < sum(&before), "{after:?} against {before:?}");
+}
+
 /// The linear mode does not support weight changes yet: an entry is ordered like any request
 /// and refused by every replica alike.
 #[test]

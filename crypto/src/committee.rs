@@ -201,7 +201,15 @@ impl Committee {
                 .zip(&other.members)
                 .all(|(a, b)| a.public_key == b.public_key);
         let n = self.members.len();
-        same_members && n >= self.most_outside_a_quorum() + other.most_outside_a_quorum() + self.faults + 1
+        // The same weights: two quorums of one vector already share more than F.
+        let same_weights = self
+            .members
+            .iter()
+            .zip(&other.members)
+            .all(|(a, b)| a.weight == b.weight);
+        same_members && same_weights
+            || same_members
+                && n >= self.most_outside_a_quorum() + other.most_outside_a_quorum() + self.faults + 1
     }
 
     /// Number of replicas.
@@ -716,6 +724,7 @@ mod tests {
         let swap_to = committee(&[1, 1, 1, 2, 2], 1).unwrap();
         assert!(!swap_from.jointly_safe_with(&swap_to));
         assert!(swap_from.jointly_safe_with(&flat) && flat.jointly_safe_with(&swap_to));
+        assert!(swap_from.jointly_safe_with(&swap_from.clone()));
         // Reweighting keeps keys, f and the key set; a bad vector is refused.
         let re = flat.reweighted(3, &[2, 2, 1, 1, 1]).unwrap();
         assert_eq!((re.epoch(), re.key_set(), re.faults()), (3, 0, 1));

@@ -440,6 +440,11 @@ impl Protocol for Replica {
             },
         };
         self.follow_ledger(executed_before);
+        if self.ledger.take_report_due() {
+            let report = self.ledger.latency_report_request();
+            // A refusal (a full pool) only skips this report; the next checkpoint sends one.
+            let _ = self.on_request(report, false);
+        }
         self.try_propose();
         if let (Some(from), Err(e)) = (sender, &result) {
             if e.blames_sender() {

@@ -1056,7 +1056,7 @@ impl Simulation {
         let mut keys = Vec::new();
         for request in &committed.batch.requests {
             // Weight changes come from members, signed with their keys (`crate::epoch`).
-            let from_member = || crate::epoch::WeightChange::from_request(request, &self.committee).is_some();
+            let from_member = || crate::epoch::QuorumEntry::from_request(request, &self.committee).is_some();
             if check_origin && !self.submitted_digests.contains(&request.digest()) && !from_member() {
                 let detail = format!("replica {replica} seq {seq}: request never submitted");
                 self.violation("validity", detail);
