@@ -293,6 +293,37 @@ impl Committees {
         self.executed = self.executed.max(seq);
     }
 
+    /// The highest sequence number whose batch has been applied.
+    pub fn applied_through(&self) -> u64 {
+        self.executed
+    }
+
+    /// Applies the committed batch at `seq` (the next one: `applied_through() + 1`): every
+    /// quorum-manager entry in it, in order, then the sequence number. Replicas call it as they
+    /// execute, and a client following the certified log calls it on the batches it reads:
+    /// both see every entry, repeats included (an entry ordered twice is refused or changes
+    /// nothing the second time), so both derive the same schedule. Returns what became of each
+    /// change that was due.
+    pub fn apply_batch(&mut self, seq: u64, batch: &crate::Batch) -> Vec<(u64, Result<u64, ChangeRefused>)> {
+        let mut outcomes = Vec::new();
+        if self.bounds.is_some() && seq == self.executed + 1 {
+            for request in &batch.requests {
+                let outcome = match QuorumEntry::from_request(request, self.base()) {
+                    Some((proposer, QuorumEntry::Weights(change))) => {
+                        Some(self.schedule(seq, proposer, &change))
+                    }
+                    Some((reporter, QuorumEntry::Latencies(report))) => {
+                        self.record_report(seq, reporter, &report)
+                    }
+                    None => None,
+                };
+                outcomes.extend(outcome.map(|o| (seq, o)));
+            }
+        }
+        self.executed(seq);
+        outcomes
+    }
+
     /// A latency report executed at `seq`. Once reports from 2f + 2 members (all of them if
     /// fewer) are in for the latest epoch, after it took effect, every replica computes the
     /// same next weights from them: AWARE weights on the 2f members with the lowest median

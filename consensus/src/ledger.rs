@@ -292,21 +292,6 @@ impl Ledger {
                 Seen::New => {
                     self.clients.record(&key, position);
                     replies.push((key, position));
-                    let outcome = match QuorumEntry::from_request(request, self.committees.base()) {
-                        Some((proposer, QuorumEntry::Weights(change))) => {
-                            Some(self.committees.schedule(seq, proposer, &change))
-                        }
-                        Some((reporter, QuorumEntry::Latencies(report))) => {
-                            self.committees.record_report(seq, reporter, &report)
-                        }
-                        None => None,
-                    };
-                    if let Some(outcome) = outcome {
-                        if self.weight_changes.len() == MAX_CHANGE_HISTORY {
-                            self.weight_changes.drain(..1);
-                        }
-                        self.weight_changes.push((seq, outcome));
-                    }
                 }
                 Seen::Ordered(original) => replies.push((key, original)),
                 Seen::Stale => {}
@@ -314,8 +299,15 @@ impl Ledger {
             self.pool.remove(&key);
         }
         self.log_digest = extend_log_digest(&self.log_digest, seq, &committed.certificate.statement.digest);
+        // Quorum-manager entries count wherever they appear, repeats included, so that a
+        // client replaying the certified log derives the same schedule.
+        for outcome in self.committees.apply_batch(seq, &committed.batch) {
+            if self.weight_changes.len() == MAX_CHANGE_HISTORY {
+                self.weight_changes.drain(..1);
+            }
+            self.weight_changes.push(outcome);
+        }
         self.last_executed = seq;
-        self.committees.executed(seq);
         self.known_high_seq = self.known_high_seq.max(seq);
         if seq % self.config.checkpoint_interval == 0 && seq > self.stable.seq {
             self.own_checkpoints.insert(seq, self.log_digest);

@@ -204,6 +204,9 @@ impl SimConfig {
         // around random heavy sets, and random vectors, most of which are refused.
         if f > 0 && rng.gen_bool(0.5) {
             config.protocol.weight_bounds = Some(ordinal_crypto::WeightBounds { min: 1, max: 3 });
+            if rng.gen_bool(0.5) {
+                config.protocol.weight_reports_every = rng.gen_range(1..=2);
+            }
             for _ in 0..rng.gen_range(1..=4) {
                 let at = Duration::from_millis(rng.gen_range(0..=config.submit_window.as_millis() as u64));
                 let proposer = rng.gen_range(0..replicas);
