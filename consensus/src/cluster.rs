@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use ordinal_crypto::{Committee, Digest, Member, PublicKey, ReplicaId};
+use ordinal_crypto::{Committee, Digest, Member, PublicKey, ReplicaId, WeightBounds};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{ProtocolConfig, RequestAuth};
@@ -64,8 +64,29 @@ pub struct ClusterConfig {
     /// How clients authenticate requests.
     #[serde(default)]
     pub request_auth: RequestAuth,
+    /// Weight changes through the ordered log (PBFT only); absent, the configured weights
+    /// hold for ever.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weights: Option<WeightsConfig>,
     /// The replicas in id order.
     pub replicas: Vec<ReplicaEntry>,
+}
+
+/// The `[weights]` table of a cluster: how far weights may move, and whether they follow
+/// measurements. Consensus-critical, so it lives with the cluster, identical everywhere.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WeightsConfig {
+    /// The least weight a replica may hold (at least 1).
+    #[serde(default = "one")]
+    pub min: u64,
+    /// The most.
+    pub max: u64,
+    /// Each replica orders a latency report every this many stable checkpoints and the
+    /// weights follow the reports (AWARE weights on the fastest 2f, by the median of reports);
+    /// 0 leaves weights to explicit changes.
+    #[serde(default)]
+    pub reports_every: u64,
 }
 
 /// A configuration problem, naming the field.
@@ -130,6 +151,26 @@ impl ClusterConfig {
                 weight: entry.weight,
             });
         }
+        if let Some(weights) = &self.weights {
+            if weights.min == 0 || weights.max < weights.min {
+                return Err(ConfigError::new("weights", "need 1 <= min <= max"));
+            }
+            if self.protocol != ProtocolKind::Pbft {
+                return Err(ConfigError::new(
+                    "weights",
+                    "weight changes are supported with protocol = \"pbft\" only",
+                ));
+            }
+            if let Some(i) = members
+                .iter()
+                .position(|m| m.weight < weights.min || m.weight > weights.max)
+            {
+                return Err(ConfigError::new(
+                    format!("replicas[{i}].weight"),
+                    format!("outside [weights] min {} max {}", weights.min, weights.max),
+                ));
+            }
+        }
         Committee::new(cluster_id, 0, members, self.faults).map_err(|e| ConfigError::new("replicas", e))
     }
 
@@ -137,6 +178,8 @@ impl ClusterConfig {
     /// on (request authentication); the rest comes from the replica's own configuration.
     pub fn apply_to(&self, protocol: &mut ProtocolConfig) {
         protocol.request_auth = self.request_auth;
+        protocol.weight_bounds = self.weights.map(|w| WeightBounds { min: w.min, max: w.max });
+        protocol.weight_reports_every = self.weights.map_or(0, |w| w.reports_every);
     }
 }
 
@@ -151,6 +194,7 @@ mod tests {
             protocol: ProtocolKind::Pbft,
             faults: (n - 1) / 3,
             request_auth: RequestAuth::Signed,
+            weights: None,
             replicas: (0..n)
                 .map(|i| ReplicaEntry {
                     id: i as u16,
@@ -187,6 +231,23 @@ mod tests {
         let mut too_many_faults = cluster(4);
         too_many_faults.faults = 2;
         assert_eq!(too_many_faults.committee().unwrap_err().field, "replicas");
+
+        let mut weights = cluster(5);
+        weights.weights = Some(WeightsConfig {
+            min: 1,
+            max: 2,
+            reports_every: 4,
+        });
+        weights.committee().unwrap();
+        let mut protocol = ProtocolConfig::default();
+        weights.apply_to(&mut protocol);
+        assert_eq!(protocol.weight_bounds, Some(WeightBounds { min: 1, max: 2 }));
+        assert_eq!(protocol.weight_reports_every, 4);
+        weights.replicas[2].weight = 3;
+        assert_eq!(weights.committee().unwrap_err().field, "replicas[2].weight");
+        weights.replicas[2].weight = 1;
+        weights.protocol = ProtocolKind::Linear;
+        assert_eq!(weights.committee().unwrap_err().field, "weights");
 
         let mut bad_id_hex = cluster(4);
         bad_id_hex.cluster_id = "123".into();

@@ -217,6 +217,11 @@ impl Committees {
         &self.epochs[self.epochs.len() - 1].committee
     }
 
+    /// The committee in force at the next sequence number to apply.
+    pub fn current(&self) -> &Committee {
+        self.for_seq(self.executed + 1).unwrap_or(self.latest())
+    }
+
     /// The committee of epoch `number`, if known.
     pub fn by_number(&self, number: u64) -> Option<&Committee> {
         usize::try_from(number)

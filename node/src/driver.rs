@@ -50,6 +50,10 @@ pub struct Driver {
     /// Requests that came from their client directly, until their receipt is due.
     arrivals: HashMap<RequestKey, Arrival>,
     view_changes_seen: u64,
+    /// (epochs, known-through) of the schedule last handed to the transport.
+    schedule_shape: Option<(usize, u64)>,
+    /// Epochs already logged.
+    schedule_shape_epochs: usize,
     /// When the per-peer measurements were last exported, and the counters as exported then.
     peers_published: Option<Instant>,
     peer_counts: HashMap<ReplicaId, PeerCounts>,
@@ -89,6 +93,8 @@ impl Driver {
             recent: BTreeMap::new(),
             arrivals: HashMap::new(),
             view_changes_seen,
+            schedule_shape: None,
+            schedule_shape_epochs: 1,
             peers_published: None,
             peer_counts: HashMap::new(),
             peer_health: Vec::new(),
@@ -425,7 +431,37 @@ impl Driver {
             .set(i64::from(!committee.is_quorum(reachable)));
     }
 
+    /// Hands the transport a new weight schedule when the log changed it (a new epoch, or
+    /// more of the log known): messages are verified with the weights in force where they
+    /// certify.
+    fn publish_schedule(&mut self) {
+        let committees = self.replica.committees();
+        let shape = (committees.epochs().len(), committees.known_through());
+        if self.schedule_shape == Some(shape) {
+            return;
+        }
+        self.schedule_shape = Some(shape);
+        if shape.0 > 1 && self.schedule_shape_epochs < shape.0 {
+            self.schedule_shape_epochs = shape.0;
+            if let Some(epoch) = committees.epochs().last() {
+                tracing::info!(
+                    epoch = epoch.committee.epoch(),
+                    start = epoch.start,
+                    decided_at = epoch.decided_at,
+                    weights = ?epoch.committee.weights(),
+                    "weight epoch scheduled"
+                );
+            }
+        }
+        let snapshot = Arc::new(committees.clone());
+        match self.shared.committees.write() {
+            Ok(mut guard) => *guard = snapshot,
+            Err(poisoned) => *poisoned.into_inner() = snapshot,
+        }
+    }
+
     fn publish_status(&mut self) {
+        self.publish_schedule();
         let status = self.replica.status();
         let metrics = &self.shared.metrics;
         metrics.committed_seq.set(status.committed_seq as i64);
@@ -454,7 +490,17 @@ impl Driver {
             self.peers_published = Some(Instant::now());
             self.publish_peers();
         }
-        let mut published = ReplicaStatus::new(self.shared.id, &status, &self.shared.committee);
+        let committees = self.replica.committees();
+        let current = committees.current();
+        let metrics = &self.shared.metrics;
+        for member in current.members() {
+            metrics
+                .replica_weight
+                .with_label_values(&[&member.id.0.to_string()])
+                .set(i64::try_from(member.weight).unwrap_or(i64::MAX));
+        }
+        metrics.weight_epoch.set(i64::try_from(current.epoch()).unwrap_or(i64::MAX));
+        let mut published = ReplicaStatus::new(self.shared.id, &status, current);
         published.peers.clone_from(&self.peer_health);
         if let Ok(mut shared) = self.shared.status.lock() {
             *shared = published;

@@ -79,6 +79,7 @@ pub fn spec(replicas: usize, protocol: ordinal_consensus::ProtocolKind, base_por
         docker: false,
         request_auth: ordinal_consensus::RequestAuth::Unsigned,
         weights: Vec::new(),
+        weight_changes: None,
     }
 }
 

@@ -56,6 +56,14 @@ enum Command {
         /// admissible: the f heaviest replicas hold less than a third of the total.
         #[arg(long, value_delimiter = ',')]
         weights: Vec<u64>,
+        /// Let weights change through the ordered log within MIN,MAX (PBFT only; writes the
+        /// cluster's `[weights]` table).
+        #[arg(long, value_delimiter = ',', num_args = 2, value_names = ["MIN", "MAX"])]
+        weight_bounds: Vec<u64>,
+        /// With --weight-bounds: each replica orders its latency measurements every this many
+        /// stable checkpoints and the weights follow them (0: explicit changes only).
+        #[arg(long, default_value_t = 0)]
+        weight_reports_every: u64,
         /// Output directory.
         #[arg(long)]
         out: PathBuf,
@@ -181,6 +189,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             docker,
             request_auth,
             weights,
+            weight_bounds,
+            weight_reports_every,
             out,
             keep_existing,
         } => {
@@ -192,6 +202,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 docker,
                 request_auth: auth(request_auth),
                 weights,
+                weight_changes: match weight_bounds.as_slice() {
+                    [min, max] => Some(ordinal_consensus::WeightsConfig {
+                        min: *min,
+                        max: *max,
+                        reports_every: weight_reports_every,
+                    }),
+                    _ => None,
+                },
             };
             let existing = out.join("client.toml");
             let client = if keep_existing && existing.exists() {

@@ -26,6 +26,8 @@ pub struct Metrics {
     pub batch_transactions: Histogram,
     /// Voting weight per replica.
     pub replica_weight: IntGaugeVec,
+    /// The weight epoch in force.
+    pub weight_epoch: IntGauge,
     /// QUIC round-trip time per peer.
     pub peer_rtt: GaugeVec,
     /// Smoothed time from a proposal to each peer's vote for it.
@@ -100,6 +102,10 @@ impl Metrics {
                 vec![
                     1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 2048.0,
                 ],
+            )?,
+            weight_epoch: IntGauge::new(
+                "ordinal_weight_epoch",
+                "Weight epoch in force at the next sequence number to execute",
             )?,
             replica_weight: IntGaugeVec::new(
                 Opts::new(
@@ -216,6 +222,7 @@ impl Metrics {
         r.register(Box::new(metrics.commit_latency.clone()))?;
         r.register(Box::new(metrics.batch_transactions.clone()))?;
         r.register(Box::new(metrics.replica_weight.clone()))?;
+        r.register(Box::new(metrics.weight_epoch.clone()))?;
         r.register(Box::new(metrics.peer_rtt.clone()))?;
         r.register(Box::new(metrics.peer_vote_latency.clone()))?;
         r.register(Box::new(metrics.peer_reliability.clone()))?;

@@ -92,6 +92,7 @@ pub async fn start(loaded: &LoadedConfig) -> anyhow::Result<RunningReplica> {
     let shared = Arc::new(Shared {
         id,
         committee: committee.clone(),
+        committees: std::sync::RwLock::new(Arc::new(replica.committees().clone())),
         config: config.protocol.clone(),
         cluster_id,
         metrics: metrics.clone(),

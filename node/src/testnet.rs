@@ -30,6 +30,8 @@ pub struct TestnetSpec {
     pub request_auth: RequestAuth,
     /// Voting weights by replica id; empty for all 1. Checked like any cluster's weights.
     pub weights: Vec<u64>,
+    /// Weight changes through the log, if enabled.
+    pub weight_changes: Option<ordinal_consensus::WeightsConfig>,
 }
 
 /// Writes `client.toml` and, per replica, `node-i/config.toml` and `node-i/key` (mode 0600).
@@ -80,6 +82,7 @@ pub fn generate(spec: &TestnetSpec, out: &Path) -> anyhow::Result<PathBuf> {
         protocol: spec.protocol,
         faults: (spec.replicas - 1) / 3,
         request_auth: spec.request_auth,
+        weights: spec.weight_changes,
         replicas: keys
             .iter()
             .enumerate()
@@ -146,6 +149,7 @@ mod tests {
             docker: false,
             request_auth: RequestAuth::Signed,
             weights: Vec::new(),
+            weight_changes: None,
         }
     }
 

@@ -19,6 +19,7 @@ use ordinal_client::wire::{
     self, ClientReply, ClientRequest, Frame, FrameReceiver, FrameSender, RejectKind, ReplicaStatus, WireError,
 };
 use ordinal_consensus::request::verify_requests;
+use ordinal_consensus::epoch::Committees;
 use ordinal_consensus::{Message, ProtocolConfig, Request, RequestAuth, VerifiedMessage};
 use ordinal_crypto::tls::PeerIdentity;
 use ordinal_crypto::{Committee, Digest, PublicKey, ReplicaId};
@@ -99,8 +100,11 @@ impl ClientRegistry {
 pub struct Shared {
     /// This replica.
     pub id: ReplicaId,
-    /// The committee.
+    /// The committee as configured (membership and keys).
     pub committee: Committee,
+    /// The weight schedule the replica derived from its log, published by the driver when it
+    /// changes: what incoming messages are verified with.
+    pub committees: std::sync::RwLock<Arc<Committees>>,
     /// Protocol parameters.
     pub config: ProtocolConfig,
     /// Cluster id (client signatures cover it).
@@ -133,6 +137,14 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// The weight schedule to verify with (a snapshot; the driver replaces it).
+    pub fn schedule(&self) -> Arc<Committees> {
+        match self.committees.read() {
+            Ok(guard) => guard.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
     /// Counts a message from `from` refused at the edge.
     pub fn note_refused(&self, from: ReplicaId) {
         if let Some(count) = self.refused.get(from.index()) {
@@ -404,7 +416,8 @@ async fn read_replica_stream(
             .messages_received
             .with_label_values(&[message.kind()])
             .inc();
-        let message = match message.verify(&shared.committee, &shared.config) {
+        let committees = shared.schedule();
+        let message = match message.verify(&*committees, &shared.config) {
             Ok(message) => message,
             Err(e) => {
                 metrics.invalid_messages.with_label_values(&[e.reason()]).inc();

@@ -51,6 +51,7 @@ impl Cluster {
             docker: false,
             request_auth,
             weights: Vec::new(),
+            weight_changes: None,
         };
         let client_toml = generate(&spec, dir.path()).unwrap();
         let cluster = ordinal_client::load_cluster(&client_toml).unwrap();
