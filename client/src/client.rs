@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use ordinal_consensus::epoch::Committees;
 use ordinal_consensus::messages::CommitVote;
 use ordinal_consensus::{ClusterConfig, CommittedBatch, Receipt, Request, RequestAuth};
 use ordinal_crypto::{Certificate, Committee, Digest, KeyPair, ReplicaId};
@@ -160,6 +161,11 @@ struct Link {
 
 struct Inner {
     committee: Committee,
+    /// The weight schedule learnt from the certified log: receipts and batches are verified
+    /// with the weights in force at their sequence number.
+    schedule: Mutex<Committees>,
+    /// A task is reading the log to learn newer weights.
+    syncing: AtomicBool,
     cluster_id: Digest,
     auth: RequestAuth,
     key: KeyPair,
@@ -239,8 +245,13 @@ impl Client {
                 }
             })
             .collect::<Vec<_>>();
+        let schedule = cluster
+            .committees()
+            .map_err(|e| ClientError::Config(e.to_string()))?;
         let inner = Arc::new(Inner {
             committee,
+            schedule: Mutex::new(schedule),
+            syncing: AtomicBool::new(false),
             cluster_id,
             auth: cluster.request_auth,
             key,
@@ -485,8 +496,8 @@ impl Client {
                     batch.seq()
                 )));
             }
-            batch
-                .verify(&self.inner.committee)
+            self.inner
+                .verify_batch(batch)
                 .map_err(|e| invalid(format!("batch {}: {e}", batch.seq())))?;
         }
         Ok((batches, committed_seq))
@@ -580,6 +591,9 @@ impl Drop for PendingGuard<'_> {
     }
 }
 
+/// Batches per read while learning weights from the log.
+const SCHEDULE_READ_BATCHES: u32 = 64;
+
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
@@ -613,7 +627,51 @@ impl Inner {
         }
     }
 
-    fn dispatch(&self, from: ReplicaId, reply: ClientReply) {
+    /// Checks a committed batch with the weights in force at its sequence number, and, when it
+    /// is the next the schedule lacks, learns from it.
+    fn verify_batch(&self, batch: &CommittedBatch) -> Result<(), String> {
+        let mut schedule = lock(&self.schedule);
+        let seq = batch.seq();
+        let committee = schedule.for_seq(seq).ok_or_else(|| {
+            format!(
+                "weights at {seq} unknown: read the log from {}",
+                schedule.applied_through() + 1
+            )
+        })?;
+        batch.verify(committee).map_err(|e| e.to_string())?;
+        if seq == schedule.applied_through() + 1 {
+            schedule.apply_batch(seq, &batch.batch);
+        }
+        Ok(())
+    }
+
+    /// Starts a task that reads the certified log until the schedule covers `seq`, unless one
+    /// is running.
+    fn learn_schedule(self: &Arc<Self>, seq: u64) {
+        if self.syncing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let client = Client { inner: self.clone() };
+        tokio::spawn(async move {
+            let replicas = client.inner.links.len().max(1);
+            let mut failures = 0;
+            while lock(&client.inner.schedule).for_seq(seq).is_none() && failures < 3 * replicas {
+                let from = lock(&client.inner.schedule).applied_through() + 1;
+                let replica = client.inner.pick_responder();
+                match client.read_batches(replica, from, SCHEDULE_READ_BATCHES).await {
+                    Ok((batches, _)) if !batches.is_empty() => failures = 0,
+                    Ok(_) => failures += 1,
+                    Err(e) => {
+                        tracing::debug!(replica, error = %e, "reading the log for weights failed");
+                        failures += 1;
+                    }
+                }
+            }
+            client.inner.syncing.store(false, Ordering::Release);
+        });
+    }
+
+    fn dispatch(self: &Arc<Self>, from: ReplicaId, reply: ClientReply) {
         match reply {
             ClientReply::Committed { nonce, receipt } => {
                 let Some(leaf) = lock(&self.pending)
@@ -637,8 +695,16 @@ impl Inner {
                 if let Some(verified) = cached {
                     receipt.certificate = verified;
                 } else {
+                    // The weights in force at the receipt's sequence number; a receipt from
+                    // an epoch this client has not learnt yet waits for the retry while a
+                    // task reads the certified log that far.
+                    let committee = lock(&self.schedule).for_seq(receipt.seq).cloned();
+                    let Some(committee) = committee else {
+                        self.learn_schedule(receipt.seq);
+                        return;
+                    };
                     // Verified without holding any lock: other replies keep flowing meanwhile.
-                    if let Err(e) = receipt.certificate.verify(&self.committee) {
+                    if let Err(e) = receipt.certificate.verify(&committee) {
                         tracing::warn!(replica = from.0, nonce, error = %e, "receipt certificate does not verify");
                         return;
                     }

@@ -87,6 +87,22 @@ pub struct WeightsConfig {
     /// 0 leaves weights to explicit changes.
     #[serde(default)]
     pub reports_every: u64,
+    /// The checkpoint interval every replica uses: weights change only a window past a
+    /// checkpoint, so with `[weights]` these replace the replicas' own `[protocol]` values,
+    /// and clients derive the schedule with them too.
+    #[serde(default = "default_checkpoint_interval")]
+    pub checkpoint_interval: u64,
+    /// The log window every replica uses (see `checkpoint_interval`).
+    #[serde(default = "default_log_window")]
+    pub log_window: u64,
+}
+
+fn default_checkpoint_interval() -> u64 {
+    ProtocolConfig::default().checkpoint_interval
+}
+
+fn default_log_window() -> u64 {
+    ProtocolConfig::default().log_window
 }
 
 /// A configuration problem, naming the field.
@@ -155,6 +171,13 @@ impl ClusterConfig {
             if weights.min == 0 || weights.max < weights.min {
                 return Err(ConfigError::new("weights", "need 1 <= min <= max"));
             }
+            let k = weights.checkpoint_interval;
+            if k == 0 || weights.log_window < 2 * k || weights.log_window % k != 0 {
+                return Err(ConfigError::new(
+                    "weights",
+                    "log_window must be a multiple of checkpoint_interval, at least twice it",
+                ));
+            }
             if self.protocol != ProtocolKind::Pbft {
                 return Err(ConfigError::new(
                     "weights",
@@ -178,8 +201,33 @@ impl ClusterConfig {
     /// on (request authentication); the rest comes from the replica's own configuration.
     pub fn apply_to(&self, protocol: &mut ProtocolConfig) {
         protocol.request_auth = self.request_auth;
-        protocol.weight_bounds = self.weights.map(|w| WeightBounds { min: w.min, max: w.max });
+        protocol.weight_bounds = self.weights.map(|w| WeightBounds {
+            min: w.min,
+            max: w.max,
+        });
         protocol.weight_reports_every = self.weights.map_or(0, |w| w.reports_every);
+        if let Some(weights) = self.weights {
+            protocol.checkpoint_interval = weights.checkpoint_interval;
+            protocol.log_window = weights.log_window;
+        }
+    }
+
+    /// The weight schedule a verifier starts from: the configured committee as epoch 0, and,
+    /// with `[weights]`, the rules to follow changes in the certified log.
+    pub fn committees(&self) -> Result<crate::epoch::Committees, ConfigError> {
+        let committee = self.committee()?;
+        Ok(match self.weights {
+            Some(w) => crate::epoch::Committees::new(
+                committee,
+                Some(WeightBounds {
+                    min: w.min,
+                    max: w.max,
+                }),
+                w.checkpoint_interval,
+                w.log_window,
+            ),
+            None => crate::epoch::Committees::fixed(committee),
+        })
     }
 }
 
@@ -237,12 +285,15 @@ mod tests {
             min: 1,
             max: 2,
             reports_every: 4,
+            checkpoint_interval: 8,
+            log_window: 32,
         });
         weights.committee().unwrap();
         let mut protocol = ProtocolConfig::default();
         weights.apply_to(&mut protocol);
         assert_eq!(protocol.weight_bounds, Some(WeightBounds { min: 1, max: 2 }));
         assert_eq!(protocol.weight_reports_every, 4);
+        assert_eq!((protocol.checkpoint_interval, protocol.log_window), (8, 32));
         weights.replicas[2].weight = 3;
         assert_eq!(weights.committee().unwrap_err().field, "replicas[2].weight");
         weights.replicas[2].weight = 1;

@@ -499,7 +499,9 @@ impl Driver {
                 .with_label_values(&[&member.id.0.to_string()])
                 .set(i64::try_from(member.weight).unwrap_or(i64::MAX));
         }
-        metrics.weight_epoch.set(i64::try_from(current.epoch()).unwrap_or(i64::MAX));
+        metrics
+            .weight_epoch
+            .set(i64::try_from(current.epoch()).unwrap_or(i64::MAX));
         let mut published = ReplicaStatus::new(self.shared.id, &status, current);
         published.peers.clone_from(&self.peer_health);
         if let Ok(mut shared) = self.shared.status.lock() {

@@ -207,6 +207,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                         min: *min,
                         max: *max,
                         reports_every: weight_reports_every,
+                        checkpoint_interval: ordinal_consensus::ProtocolConfig::default().checkpoint_interval,
+                        log_window: ordinal_consensus::ProtocolConfig::default().log_window,
                     }),
                     _ => None,
                 },

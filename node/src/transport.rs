@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 use ordinal_client::wire::{
     self, ClientReply, ClientRequest, Frame, FrameReceiver, FrameSender, RejectKind, ReplicaStatus, WireError,
 };
-use ordinal_consensus::request::verify_requests;
 use ordinal_consensus::epoch::Committees;
+use ordinal_consensus::request::verify_requests;
 use ordinal_consensus::{Message, ProtocolConfig, Request, RequestAuth, VerifiedMessage};
 use ordinal_crypto::tls::PeerIdentity;
 use ordinal_crypto::{Committee, Digest, PublicKey, ReplicaId};
