@@ -164,8 +164,8 @@ struct Inner {
     /// The weight schedule learnt from the certified log: receipts and batches are verified
     /// with the weights in force at their sequence number.
     schedule: Mutex<Committees>,
-    /// A task is reading the log to learn newer weights.
-    syncing: AtomicBool,
+    /// Held by the task reading the log to learn newer weights.
+    schedule_reader: tokio::sync::Mutex<()>,
     cluster_id: Digest,
     auth: RequestAuth,
     key: KeyPair,
@@ -251,7 +251,7 @@ impl Client {
         let inner = Arc::new(Inner {
             committee,
             schedule: Mutex::new(schedule),
-            syncing: AtomicBool::new(false),
+            schedule_reader: tokio::sync::Mutex::new(()),
             cluster_id,
             auth: cluster.request_auth,
             key,
@@ -645,30 +645,25 @@ impl Inner {
         Ok(())
     }
 
-    /// Starts a task that reads the certified log until the schedule covers `seq`, unless one
-    /// is running.
-    fn learn_schedule(self: &Arc<Self>, seq: u64) {
-        if self.syncing.swap(true, Ordering::AcqRel) {
-            return;
-        }
+    /// Reads the certified log until the schedule covers `seq` (one reader at a time; the
+    /// others wait for it and find the schedule learnt).
+    async fn learn_schedule(self: &Arc<Self>, seq: u64) {
+        let _reader = self.schedule_reader.lock().await;
         let client = Client { inner: self.clone() };
-        tokio::spawn(async move {
-            let replicas = client.inner.links.len().max(1);
-            let mut failures = 0;
-            while lock(&client.inner.schedule).for_seq(seq).is_none() && failures < 3 * replicas {
-                let from = lock(&client.inner.schedule).applied_through() + 1;
-                let replica = client.inner.pick_responder();
-                match client.read_batches(replica, from, SCHEDULE_READ_BATCHES).await {
-                    Ok((batches, _)) if !batches.is_empty() => failures = 0,
-                    Ok(_) => failures += 1,
-                    Err(e) => {
-                        tracing::debug!(replica, error = %e, "reading the log for weights failed");
-                        failures += 1;
-                    }
+        let replicas = self.links.len().max(1);
+        let mut failures = 0;
+        while lock(&self.schedule).for_seq(seq).is_none() && failures < 3 * replicas {
+            let from = lock(&self.schedule).applied_through() + 1;
+            let replica = self.pick_responder();
+            match client.read_batches(replica, from, SCHEDULE_READ_BATCHES).await {
+                Ok((batches, _)) if !batches.is_empty() => failures = 0,
+                Ok(_) => failures += 1,
+                Err(e) => {
+                    tracing::debug!(replica, error = %e, "reading the log for weights failed");
+                    failures += 1;
                 }
             }
-            client.inner.syncing.store(false, Ordering::Release);
-        });
+        }
     }
 
     fn dispatch(self: &Arc<Self>, from: ReplicaId, reply: ClientReply) {
@@ -700,7 +695,14 @@ impl Inner {
                     // task reads the certified log that far.
                     let committee = lock(&self.schedule).for_seq(receipt.seq).cloned();
                     let Some(committee) = committee else {
-                        self.learn_schedule(receipt.seq);
+                        let inner = self.clone();
+                        let seq = receipt.seq;
+                        tokio::spawn(async move {
+                            inner.learn_schedule(seq).await;
+                            if lock(&inner.schedule).for_seq(seq).is_some() {
+                                inner.dispatch(from, ClientReply::Committed { nonce, receipt });
+                            }
+                        });
                         return;
                     };
                     // Verified without holding any lock: other replies keep flowing meanwhile.

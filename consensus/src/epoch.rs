@@ -334,7 +334,7 @@ impl Committees {
     /// same next weights from them: AWARE weights on the 2f members with the lowest median
     /// latency as the others reported it ([`crate::weighting`]). A Byzantine member moves a
     /// median only within the range correct reports span. A heavy member stays heavy until
-    /// another is twice as fast (hysteresis). When that vector cannot follow the
+    /// another is twice as fast and a millisecond faster (hysteresis). When that vector cannot follow the
     /// current one directly (not jointly safe), the flat vector is the step between. Returns
     /// what became of a change, if one was due.
     pub fn record_report(
@@ -367,13 +367,14 @@ impl Committees {
             self.reports.iter().map(|(id, l)| (*id, l.clone())).collect();
         let mut standing = median_latencies(n, &reports, (2 * faults + 1).min(n - 1));
         let current = latest.committee.weights();
-        // Hysteresis: a heavy replica keeps its place unless another is twice as fast.
-        // Without it, replicas of about equal speed trade places on noise, and every trade
-        // costs two epochs through the flat vector.
+        // Hysteresis: a heavy replica keeps its place unless another is more than twice as
+        // fast and by more than a millisecond. Without it, replicas of about equal speed trade
+        // places on noise (seen on a loaded two-core machine), and every trade costs two
+        // epochs through the flat vector.
         let lightest = current.iter().copied().min().unwrap_or(1);
         for (latency, weight) in standing.iter_mut().zip(&current) {
             if *weight > lightest {
-                *latency = latency.map(|l| l / 2);
+                *latency = latency.map(|l| (l / 2).saturating_sub(Duration::from_millis(1)));
             }
         }
         let target = choose_weights(n, faults, &standing)?;

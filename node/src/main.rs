@@ -58,7 +58,7 @@ enum Command {
         weights: Vec<u64>,
         /// Let weights change through the ordered log within MIN,MAX (PBFT only; writes the
         /// cluster's `[weights]` table).
-        #[arg(long, value_delimiter = ',', num_args = 2, value_names = ["MIN", "MAX"])]
+        #[arg(long, value_delimiter = ',', value_name = "MIN,MAX")]
         weight_bounds: Vec<u64>,
         /// With --weight-bounds: each replica orders its latency measurements every this many
         /// stable checkpoints and the weights follow them (0: explicit changes only).
@@ -203,6 +203,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 request_auth: auth(request_auth),
                 weights,
                 weight_changes: match weight_bounds.as_slice() {
+                    [] => None,
                     [min, max] => Some(ordinal_consensus::WeightsConfig {
                         min: *min,
                         max: *max,
@@ -210,7 +211,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                         checkpoint_interval: ordinal_consensus::ProtocolConfig::default().checkpoint_interval,
                         log_window: ordinal_consensus::ProtocolConfig::default().log_window,
                     }),
-                    _ => None,
+                    _ => anyhow::bail!("--weight-bounds takes MIN,MAX"),
                 },
             };
             let existing = out.join("client.toml");
