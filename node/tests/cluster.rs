@@ -8,9 +8,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{positions, serial, Cluster};
+use common::{assert_receipts_in_log, assert_same_logs, positions, serial, Cluster};
 use futures::StreamExt as _;
-use ordinal_client::{Client, CommittedBatch, Receipt};
+use ordinal_client::{Client, Receipt};
 use ordinal_consensus::ProtocolKind;
 use ordinal_consensus::RequestAuth;
 
@@ -66,52 +66,6 @@ async fn collect(handles: Vec<tokio::task::JoinHandle<(Vec<Receipt>, u64)>>) -> 
         failed += failures;
     }
     (all, failed)
-}
-
-/// Every receipt names a request that sits exactly there in `log`.
-fn assert_receipts_in_log(receipts: &[Receipt], log: &[CommittedBatch]) {
-    for receipt in receipts {
-        let batch = &log[receipt.seq as usize - 1];
-        assert_eq!(batch.seq(), receipt.seq);
-        let request = &batch.batch.requests[receipt.index as usize];
-        assert_eq!(
-            request.digest(),
-            receipt.request_digest,
-            "acknowledged request lost at {}",
-            receipt.seq
-        );
-    }
-}
-
-/// The same batches at the same sequence numbers. Each replica keeps the commit certificate it
-/// assembled or received first, so signer sets, and the view or round a certificate was formed
-/// in, may differ; the certified (seq, digest) may not, and each was verified when read.
-fn assert_same_logs(logs: &[Vec<CommittedBatch>]) {
-    let shortest = logs.iter().map(Vec::len).min().unwrap();
-    let entries = |log: &[CommittedBatch]| -> Vec<_> {
-        log[..shortest]
-            .iter()
-            .map(|b| {
-                (
-                    b.seq(),
-                    b.batch.digest(),
-                    b.certificate.statement.seq,
-                    b.certificate.statement.digest,
-                )
-            })
-            .collect()
-    };
-    let reference = entries(&logs[0]);
-    for (i, log) in logs.iter().enumerate() {
-        let mine = entries(log);
-        if let Some(k) = (0..shortest).find(|&k| mine[k] != reference[k]) {
-            panic!(
-                "replica {i} disagrees with the first log at position {k}: {:?} against {:?} \
-                 (certificates {:?} against {:?})",
-                mine[k], reference[k], log[k].certificate.statement, logs[0][k].certificate.statement
-            );
-        }
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

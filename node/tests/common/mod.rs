@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use ordinal_client::{Client, ClientOptions, ClusterConfig, CommittedBatch};
+use ordinal_client::{Client, ClientOptions, ClusterConfig, CommittedBatch, Receipt};
 use ordinal_consensus::{ProtocolKind, RequestAuth};
 use ordinal_node::testnet::{generate, TestnetSpec};
 
@@ -42,6 +42,17 @@ impl Cluster {
         request_auth: RequestAuth,
         protocol: ProtocolKind,
     ) -> Cluster {
+        Self::generate_weighted(replicas, base_port, request_auth, protocol, None)
+    }
+
+    /// Generates a cluster whose weights change through the log as `weight_changes` says.
+    pub fn generate_weighted(
+        replicas: usize,
+        base_port: u16,
+        request_auth: RequestAuth,
+        protocol: ProtocolKind,
+        weight_changes: Option<ordinal_consensus::WeightsConfig>,
+    ) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
         let spec = TestnetSpec {
             replicas,
@@ -51,7 +62,7 @@ impl Cluster {
             docker: false,
             request_auth,
             weights: Vec::new(),
-            weight_changes: None,
+            weight_changes,
         };
         let client_toml = generate(&spec, dir.path()).unwrap();
         let cluster = ordinal_client::load_cluster(&client_toml).unwrap();
@@ -267,4 +278,50 @@ pub fn wait_for(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) 
 
 pub fn path_str(path: &Path) -> &str {
     path.to_str().unwrap()
+}
+
+/// Every receipt names a request that sits exactly there in `log`.
+pub fn assert_receipts_in_log(receipts: &[Receipt], log: &[CommittedBatch]) {
+    for receipt in receipts {
+        let batch = &log[receipt.seq as usize - 1];
+        assert_eq!(batch.seq(), receipt.seq);
+        let request = &batch.batch.requests[receipt.index as usize];
+        assert_eq!(
+            request.digest(),
+            receipt.request_digest,
+            "acknowledged request lost at {}",
+            receipt.seq
+        );
+    }
+}
+
+/// The same batches at the same sequence numbers. Each replica keeps the commit certificate it
+/// assembled or received first, so signer sets, and the view or round a certificate was formed
+/// in, may differ; the certified (seq, digest) may not, and each was verified when read.
+pub fn assert_same_logs(logs: &[Vec<CommittedBatch>]) {
+    let shortest = logs.iter().map(Vec::len).min().unwrap();
+    let entries = |log: &[CommittedBatch]| -> Vec<_> {
+        log[..shortest]
+            .iter()
+            .map(|b| {
+                (
+                    b.seq(),
+                    b.batch.digest(),
+                    b.certificate.statement.seq,
+                    b.certificate.statement.digest,
+                )
+            })
+            .collect()
+    };
+    let reference = entries(&logs[0]);
+    for (i, log) in logs.iter().enumerate() {
+        let mine = entries(log);
+        if let Some(k) = (0..shortest).find(|&k| mine[k] != reference[k]) {
+            panic!(
+                "replica {i} disagrees with the first log at position {k}: {:?} against {:?} \
+                 (certificates {:?} against {:?})",
+                mine[k], reference[k], log[k].certificate.statement, logs[0][k].certificate.statement
+            );
+        }
+    }
 }

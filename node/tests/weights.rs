@@ -1,0 +1,78 @@
+//! Weights that follow measurements on a real cluster: five `ordinal-node` processes, replica
+//! 4 slowed by the receive-delay knob, each replica ordering its latency reports at every
+//! stable checkpoint. The weights move off the slow replica through the log, every replica and
+//! the client agree on them, and nothing acknowledged is lost.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::io::Write as _;
+use std::time::Duration;
+
+use common::{serial, Cluster};
+use ordinal_consensus::{ProtocolKind, RequestAuth, WeightsConfig};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weights_move_off_a_slow_replica_through_the_log() {
+    let _serial = serial().await;
+    let mut cluster = Cluster::generate_weighted(
+        5,
+        21_500,
+        RequestAuth::Unsigned,
+        ProtocolKind::Pbft,
+        Some(WeightsConfig {
+            min: 1,
+            max: 2,
+            reports_every: 1,
+            checkpoint_interval: 4,
+            log_window: 16,
+        }),
+    );
+    let mut config = std::fs::OpenOptions::new()
+        .append(true)
+        .open(cluster.node_dir(4).join("config.toml"))
+        .unwrap();
+    writeln!(config, "\n[testing]\npeer_receive_delay_ms = 20").unwrap();
+    for i in 0..5 {
+        cluster.start_replica(i);
+    }
+    let client = cluster.client().await;
+    let mut receipts = Vec::new();
+    for round in 0..120 {
+        let payloads: Vec<Vec<u8>> = (0..5).map(|i| format!("w{round}-{i}").into_bytes()).collect();
+        for result in client.submit_many(payloads).await {
+            receipts.push(result.expect("submission failed"));
+        }
+    }
+    assert_eq!(receipts.len(), 600);
+    let high = receipts.iter().map(|r| r.seq).max().unwrap();
+
+    // The client verified every receipt with the weights of its epoch; the logs agree.
+    let mut logs = Vec::new();
+    for i in 0..5 {
+        logs.push(cluster.log_of(&client, i, high, Duration::from_secs(30)).await);
+    }
+    common::assert_same_logs(&logs);
+    common::assert_receipts_in_log(&receipts, &logs[0]);
+    let epochs: std::collections::BTreeSet<u64> = logs[0].iter().map(|b| b.certificate.epoch).collect();
+    println!("certificate epochs in the log: {epochs:?}");
+    assert!(
+        epochs.len() >= 2,
+        "certificates of more than one epoch: {epochs:?}"
+    );
+
+    // Once every log holds the acknowledged batches, every replica reports the same weights in force, heavy on two fast replicas.
+    let mut weights = Vec::new();
+    for i in 0..5 {
+        let status = client.replica_status(i).await.expect("status");
+        weights.push(status.weights);
+    }
+    println!("weights in force as each replica reports them: {weights:?} (log through {high})");
+    assert!(weights.iter().all(|w| *w == weights[0]), "{weights:?}");
+    assert_ne!(weights[0], vec![1; 5], "the weights never moved");
+    assert_eq!(weights[0][4], 1, "the slow replica is not heavy: {weights:?}");
+    assert_eq!(weights[0].iter().filter(|w| **w == 2).count(), 2);
+    let scrape = common::scrape(cluster.metrics_port(0));
+    let epoch = common::metric(&scrape, "ordinal_weight_epoch").unwrap();
+    assert!(epoch >= 1.0, "ordinal_weight_epoch {epoch}");
+}
