@@ -186,7 +186,7 @@ impl Ledger {
     }
 
     pub(crate) fn sign<T: Signable>(&self, body: T) -> Signed<T> {
-        Signed::sign(body, self.id, &self.key, &self.committees.base())
+        Signed::sign(body, self.id, &self.key, self.committees.base())
     }
 
     pub(crate) fn broadcast(&mut self, message: Message) {

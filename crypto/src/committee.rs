@@ -207,9 +207,10 @@ impl Committee {
             .iter()
             .zip(&other.members)
             .all(|(a, b)| a.weight == b.weight);
-        same_members && same_weights
-            || same_members
-                && n >= self.most_outside_a_quorum() + other.most_outside_a_quorum() + self.faults + 1
+        // Quorums share at least n − M₁ − M₂ members; a correct one needs f + 1.
+        same_members
+            && (same_weights
+                || n > self.most_outside_a_quorum() + other.most_outside_a_quorum() + self.faults)
     }
 
     /// Number of replicas.

@@ -61,7 +61,8 @@ async fn weights_move_off_a_slow_replica_through_the_log() {
         "certificates of more than one epoch: {epochs:?}"
     );
 
-    // Once every log holds the acknowledged batches, every replica reports the same weights in force, heavy on two fast replicas.
+    // Once every log holds the acknowledged batches, every replica reports the same weights
+    // in force, heavy on two fast replicas.
     let mut weights = Vec::new();
     for i in 0..5 {
         let status = client.replica_status(i).await.expect("status");

@@ -202,7 +202,7 @@ impl Replica {
     /// timeout certificate) the fallback leader that certificate gives. `None` while that
     /// block is not here.
     fn leader(&self, round: u64) -> Option<ReplicaId> {
-        let committee = &self.ledger.committees.base();
+        let committee = self.ledger.committees.base();
         let justify = &self.high_qc.statement;
         if justify.round + 1 != round {
             return Some(match &self.last_tc {
@@ -330,7 +330,7 @@ impl Replica {
     /// As a collector: a round whose votes formed a certificate, leaving without a peer's
     /// vote, counts as a vote that peer missed.
     fn count_missed_votes<'a>(&mut self, rounds: impl Iterator<Item = &'a VoteSet<BlockVote>>) {
-        let committee = &self.ledger.committees.base();
+        let committee = self.ledger.committees.base();
         for votes in rounds {
             let certified = votes
                 .statements()
@@ -431,7 +431,7 @@ impl Replica {
         }
         let votes = self.commit_votes.entry((seq, statement.view)).or_default();
         votes.insert(vote);
-        if let Some(certificate) = votes.certificate(&statement, &self.ledger.committees.base()) {
+        if let Some(certificate) = votes.certificate(&statement, self.ledger.committees.base()) {
             self.commit_votes.retain(|(voted_seq, _), _| *voted_seq != seq);
             self.fresh_certificates.insert(seq, certificate.clone());
             self.on_commit_certificate(certificate);
@@ -621,7 +621,7 @@ impl Replica {
         if late {
             return Err(Invalid::Stale);
         }
-        if let Some(qc) = votes.certificate(&statement, &self.ledger.committees.base()) {
+        if let Some(qc) = votes.certificate(&statement, self.ledger.committees.base()) {
             self.on_qc(qc);
         }
         Ok(())
@@ -689,7 +689,7 @@ impl Replica {
         self.timeouts.insert(timeout);
         // Bracha's amplification: more than F weight gave up on a round at or beyond ours, so
         // a correct replica did; give up there too.
-        if let Some(join) = self.timeouts.join_round(&self.ledger.committees.base()) {
+        if let Some(join) = self.timeouts.join_round(self.ledger.committees.base()) {
             if join >= self.round && join > self.voted_round {
                 if join > self.round {
                     self.round = join;
@@ -703,7 +703,7 @@ impl Replica {
     }
 
     fn check_timeout_certificate(&mut self, round: u64) {
-        if let Some(tc) = self.timeouts.certificate(round, &self.ledger.committees.base()) {
+        if let Some(tc) = self.timeouts.certificate(round, self.ledger.committees.base()) {
             self.on_tc(tc);
         }
     }
@@ -745,7 +745,7 @@ impl Replica {
         // A timeout certificate makes the round-robin leader the next round's, so it collects
         // the timeouts; but not if it has been silent for a whole view timeout (a crash, most
         // likely): then everyone collects at once, instead of half a timeout later.
-        let next = leader_of(self.round + 1, &self.ledger.committees.base());
+        let next = leader_of(self.round + 1, self.ledger.committees.base());
         if !self.timeout_broadcast && self.suspects(next) {
             self.timeout_broadcast = true;
         }
@@ -842,13 +842,13 @@ impl Replica {
             .get(&self.high_qc.statement.block)
             .map(|stored| stored.block.header());
         let Some(recent) =
-            block.expected_recent_leaders(self.ledger.id, parent.as_ref(), &self.ledger.committees.base())
+            block.expected_recent_leaders(self.ledger.id, parent.as_ref(), self.ledger.committees.base())
         else {
             // Unreachable: leading a round that extends the one before needs the parent here.
             return;
         };
         block.recent_leaders = recent;
-        block.next_leader = block.successor_for(self.ledger.id, &self.ledger.committees.base());
+        block.next_leader = block.successor_for(self.ledger.id, self.ledger.committees.base());
         let signed = self.ledger.sign(block.clone());
         let signature = signed.signature;
         // Voters refuse more certificates than the window; the rest wait for the next proposal.
@@ -1195,7 +1195,7 @@ impl Protocol for Replica {
             view: self.round,
             leader: self
                 .leader(self.round)
-                .unwrap_or_else(|| leader_of(self.round, &self.ledger.committees.base())),
+                .unwrap_or_else(|| leader_of(self.round, self.ledger.committees.base())),
             changing_view: self.voted_round >= self.round
                 && self.proposed_round < self.round
                 && self.last_timeout.as_ref().is_some_and(|(r, _)| *r == self.round),

@@ -208,7 +208,7 @@ impl Replica {
 
     /// The committee it runs with.
     pub fn committee(&self) -> &Committee {
-        &self.ledger.committees.base()
+        self.ledger.committees.base()
     }
 
     /// The protocol configuration.
@@ -222,7 +222,7 @@ impl Replica {
     }
 
     fn primary(&self) -> ReplicaId {
-        leader_of(self.view, &self.ledger.committees.base())
+        leader_of(self.view, self.ledger.committees.base())
     }
 
     fn is_primary(&self) -> bool {

@@ -230,6 +230,9 @@ impl SimConfig {
     }
 }
 
+/// Weight epochs as (first sequence number, weights).
+type Schedule = Vec<(u64, Vec<u64>)>;
+
 /// A broken invariant.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Violation {
@@ -617,7 +620,7 @@ impl Simulation {
     /// Every correct replica derived the same weight epochs (start, weights), as far as each
     /// got; the longest schedule goes into the report.
     fn check_schedules(&mut self) {
-        let schedules: Vec<(usize, Vec<(u64, Vec<u64>)>)> = self
+        let schedules: Vec<(usize, Schedule)> = self
             .instances
             .iter()
             .filter(|i| !self.config.is_byzantine(i.replica))
