@@ -137,6 +137,10 @@ impl LoadedConfig {
             .validate()
             .with_context(|| format!("in {}", path.display()))?;
         config.cluster.apply_to(&mut config.protocol);
+        // `[cluster.weights]` may replace the checkpoint interval and window: check again.
+        config.protocol.validate().map_err(|reason| {
+            anyhow::anyhow!("in {}: protocol with [cluster.weights]: {reason}", path.display())
+        })?;
         let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
         Ok(LoadedConfig {
             config,
