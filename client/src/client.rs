@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use ordinal_consensus::epoch::Committees;
 use ordinal_consensus::messages::CommitVote;
 use ordinal_consensus::{ClusterConfig, CommittedBatch, Receipt, Request, RequestAuth};
-use ordinal_crypto::{Certificate, Committee, Digest, KeyPair, ReplicaId};
+use ordinal_crypto::{Certificate, Committee, Digest, KeyPair, ReplicaId, Threshold};
 use tokio::sync::{oneshot, Semaphore};
 
 use crate::retransmit::RetransmitTimer;
@@ -695,6 +695,17 @@ impl Inner {
                     // task reads the certified log that far.
                     let committee = lock(&self.schedule).for_seq(receipt.seq).cloned();
                     let Some(committee) = committee else {
+                        // Read the log only for a certificate more than f members signed (a
+                        // vote's signature does not depend on weights): one Byzantine replica
+                        // must not send the client reading for a made-up sequence number.
+                        let signed = self
+                            .committee
+                            .reweighted(receipt.certificate.epoch, &self.committee.weights())
+                            .and_then(|keys| receipt.certificate.verify_with(&keys, Threshold::OneCorrect));
+                        if let Err(e) = signed {
+                            tracing::warn!(replica = from.0, nonce, error = %e, "receipt certificate does not verify");
+                            return;
+                        }
                         let inner = self.clone();
                         let seq = receipt.seq;
                         tokio::spawn(async move {

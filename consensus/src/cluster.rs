@@ -217,12 +217,13 @@ impl ClusterConfig {
     pub fn committees(&self) -> Result<crate::epoch::Committees, ConfigError> {
         let committee = self.committee()?;
         Ok(match self.weights {
-            Some(w) => crate::epoch::Committees::new(
+            Some(w) => crate::epoch::Committees::with_policy(
                 committee,
                 Some(WeightBounds {
                     min: w.min,
                     max: w.max,
                 }),
+                w.reports_every > 0,
                 w.checkpoint_interval,
                 w.log_window,
             ),

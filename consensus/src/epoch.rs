@@ -127,6 +127,9 @@ pub enum ChangeRefused {
     /// Weight changes are disabled in this cluster.
     #[error("weight changes are disabled")]
     Disabled,
+    /// Weights follow measurements in this cluster; explicit vectors are refused.
+    #[error("weights follow measurements here; explicit changes are refused")]
+    Measured,
     /// Not the next epoch number.
     #[error("epoch {got}, expected {expected}")]
     WrongEpoch {
@@ -176,6 +179,8 @@ pub struct Committees {
     executed: u64,
     /// The latest measurements of each reporter for the latest epoch.
     reports: BTreeMap<ReplicaId, Vec<Option<Duration>>>,
+    /// Weights follow reports only (explicit changes refused).
+    measured: bool,
 }
 
 impl Committees {
@@ -187,7 +192,22 @@ impl Committees {
         checkpoint_interval: u64,
         log_window: u64,
     ) -> Self {
+        Self::with_policy(genesis, bounds, false, checkpoint_interval, log_window)
+    }
+
+    /// Like [`Committees::new`]; with `measured`, weights follow latency reports only and
+    /// explicit [`WeightChange`] entries are refused: any one member may order an entry, so
+    /// an explicit vector would let a single Byzantine member pin the weights (within the
+    /// bounds) and, ordered again at every epoch, keep measurements from ever mattering.
+    pub fn with_policy(
+        genesis: Committee,
+        bounds: Option<WeightBounds>,
+        measured: bool,
+        checkpoint_interval: u64,
+        log_window: u64,
+    ) -> Self {
         Committees {
+            measured,
             epochs: vec![Epoch {
                 start: 1,
                 committee: genesis,
@@ -314,6 +334,7 @@ impl Committees {
         if self.bounds.is_some() && seq == self.executed + 1 {
             for request in &batch.requests {
                 let outcome = match QuorumEntry::from_request(request, self.base()) {
+                    Some((_, QuorumEntry::Weights(_))) if self.measured => Some(Err(ChangeRefused::Measured)),
                     Some((proposer, QuorumEntry::Weights(change))) => {
                         Some(self.schedule(seq, proposer, &change))
                     }
@@ -625,5 +646,32 @@ mod tests {
             ..honest(4)
         };
         assert_eq!(committees.record_report(40, ReplicaId(4), &next), None);
+    }
+
+    /// Where weights follow measurements, an explicit vector in the log changes nothing: one
+    /// member cannot pin the weights.
+    #[test]
+    fn measured_clusters_refuse_explicit_vectors() {
+        let (keys, committees) = setup(5);
+        let mut measured = Committees::with_policy(
+            committees.base().clone(),
+            Some(WeightBounds { min: 1, max: 2 }),
+            true,
+            16,
+            64,
+        );
+        let entry = QuorumEntry::Weights(WeightChange {
+            epoch: 1,
+            weights: vec![2, 2, 1, 1, 1],
+        });
+        let batch = crate::Batch {
+            requests: vec![entry.to_request(&keys[0], &measured.base().cluster_id(), 1)],
+        };
+        assert_eq!(
+            measured.apply_batch(1, &batch),
+            vec![(1, Err(ChangeRefused::Measured))]
+        );
+        assert_eq!(measured.epochs().len(), 1);
+        assert_eq!(measured.applied_through(), 1);
     }
 }

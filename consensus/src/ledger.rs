@@ -89,9 +89,10 @@ impl Ledger {
         stable: StableCheckpoint,
     ) -> Self {
         let monitor = PeerMonitor::new(id, committee.size(), DetectorBounds::from_config(&config), now);
-        let committees = Committees::new(
+        let committees = Committees::with_policy(
             committee,
             config.weight_bounds,
+            config.weight_reports_every > 0,
             config.checkpoint_interval,
             config.log_window,
         );

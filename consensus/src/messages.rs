@@ -675,6 +675,12 @@ impl Message {
                         reason: "too many batches",
                     });
                 }
+                let mut batches = batches;
+                // Batches past what this replica's log fixes the weights of cannot be checked
+                // yet: keep the prefix it can check (the rest comes with the next request).
+                if let Some(unknown) = batches.iter().position(|b| weights.for_seq(b.seq()).is_none()) {
+                    batches.truncate(unknown);
+                }
                 for b in &batches {
                     b.batch.check_limits(config)?;
                     b.verify(committee_at(weights, b.seq())?)

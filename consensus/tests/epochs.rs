@@ -82,6 +82,7 @@ fn weight_changes_under_faults_keep_every_invariant() {
         let mut config = SimConfig::random(seed, 5);
         config.kind = ProtocolKind::Pbft;
         config.protocol.weight_bounds = Some(BOUNDS);
+        config.protocol.weight_reports_every = 0;
         // Enough batches for three epochs, proposals spread over the faulty period.
         config.requests_per_client = 30;
         config.submit_window = Duration::from_secs(3);
