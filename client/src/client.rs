@@ -484,6 +484,8 @@ impl Client {
                 reason: format!("{} batches where at most {max} were asked for", batches.len()),
             });
         }
+        let mut batches = batches;
+        let mut known = batches.len();
         for (offset, batch) in batches.iter().enumerate() {
             let invalid = |reason: String| ClientError::Invalid {
                 replica: replica as u16,
@@ -496,10 +498,18 @@ impl Client {
                     batch.seq()
                 )));
             }
-            self.inner
+            let verdict = self
+                .inner
                 .verify_batch(batch)
                 .map_err(|e| invalid(format!("batch {}: {e}", batch.seq())))?;
+            if verdict == Verdict::WeightsUnknown {
+                // Past what this client has learnt of the weights: return the checked prefix
+                // (a caller reading in order learns as it goes; see `Subscription`).
+                known = offset;
+                break;
+            }
         }
+        batches.truncate(known);
         Ok((batches, committed_seq))
     }
 
@@ -557,6 +567,11 @@ impl Subscription {
     }
 
     async fn fill(&mut self) -> Result<(), ClientError> {
+        if !self.client.inner.knows_weights_at(self.next) {
+            // Starting past what this client knows of the weights: learn them from the log
+            // up to here first.
+            self.client.inner.learn_schedule(self.next).await;
+        }
         let replicas = self.client.inner.links.len();
         let replica = self.replica.unwrap_or(self.rotate % replicas.max(1));
         match self.client.read_batches(replica, self.next, 64).await {
@@ -589,6 +604,15 @@ impl Drop for PendingGuard<'_> {
     fn drop(&mut self) {
         lock(&self.inner.pending).remove(&self.nonce);
     }
+}
+
+/// What checking one batch found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Verdict {
+    /// The certificate verifies with the weights in force at its sequence number.
+    Valid,
+    /// This client does not know those weights yet.
+    WeightsUnknown,
 }
 
 /// Batches per read while learning weights from the log.
@@ -629,20 +653,22 @@ impl Inner {
 
     /// Checks a committed batch with the weights in force at its sequence number, and, when it
     /// is the next the schedule lacks, learns from it.
-    fn verify_batch(&self, batch: &CommittedBatch) -> Result<(), String> {
+    fn verify_batch(&self, batch: &CommittedBatch) -> Result<Verdict, String> {
         let mut schedule = lock(&self.schedule);
         let seq = batch.seq();
-        let committee = schedule.for_seq(seq).ok_or_else(|| {
-            format!(
-                "weights at {seq} unknown: read the log from {}",
-                schedule.applied_through() + 1
-            )
-        })?;
+        let Some(committee) = schedule.for_seq(seq) else {
+            return Ok(Verdict::WeightsUnknown);
+        };
         batch.verify(committee).map_err(|e| e.to_string())?;
         if seq == schedule.applied_through() + 1 {
             schedule.apply_batch(seq, &batch.batch);
         }
-        Ok(())
+        Ok(Verdict::Valid)
+    }
+
+    /// Whether the schedule knows the weights at `seq`.
+    fn knows_weights_at(&self, seq: u64) -> bool {
+        lock(&self.schedule).for_seq(seq).is_some()
     }
 
     /// Reads the certified log until the schedule covers `seq` (one reader at a time; the

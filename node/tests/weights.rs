@@ -61,6 +61,17 @@ async fn weights_move_off_a_slow_replica_through_the_log() {
         "certificates of more than one epoch: {epochs:?}"
     );
 
+    // A fresh client subscribing past the weight change learns the epochs from the log first,
+    // then checks the batches it reads with their epoch's weights.
+    let fresh = cluster.client().await;
+    let mut tail = fresh.subscribe(high - 2);
+    let batch = tokio::time::timeout(Duration::from_secs(30), tail.next())
+        .await
+        .expect("subscription timed out")
+        .expect("subscription from past the weight change");
+    assert_eq!(batch.seq(), high - 2);
+    assert!(batch.certificate.epoch >= 1, "epoch {}", batch.certificate.epoch);
+
     // Once every log holds the acknowledged batches, every replica reports the same weights
     // in force, heavy on two fast replicas.
     let mut weights = Vec::new();
