@@ -223,8 +223,19 @@ async fn killing_the_primary_changes_the_view_and_loses_nothing() {
         );
     }
     assert_same_logs(&logs);
-    positions(&logs[0]);
     assert_receipts_in_log(&receipts, &logs[0]);
+    // Each acknowledged request was acknowledged where it was ordered first, never at a
+    // redundant copy a view change left in a later batch.
+    let ordered = positions(&logs[0]);
+    for receipt in &receipts {
+        let batch = &logs[0][receipt.seq as usize - 1];
+        let request = &batch.batch.requests[receipt.index as usize];
+        assert_eq!(
+            ordered.get(&(request.client.to_hex(), request.nonce)),
+            Some(&(receipt.seq, receipt.index)),
+            "acknowledged at a copy"
+        );
+    }
     assert!(
         receipts.iter().any(|r| r.view() >= 1),
         "no receipt from the new view"
