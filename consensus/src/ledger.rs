@@ -13,7 +13,7 @@ use ordinal_crypto::{Committee, Digest, KeyPair, ReplicaId, Signable, Signed, Ve
 
 use crate::batch::CommittedBatch;
 use crate::config::{ProtocolConfig, RequestAuth};
-use crate::epoch::{entry_nonce, ChangeRefused, Committees, LatencyReport, QuorumEntry, WeightChange};
+use crate::epoch::{entry_nonce, Committees, LatencyReport, QuorumEntry, WeightChange};
 use crate::error::Invalid;
 use crate::io::{Action, Time};
 use crate::messages::{extend_log_digest, genesis_log_digest, CheckpointVote, Message, StableCheckpoint};
@@ -68,15 +68,9 @@ pub(crate) struct Ledger {
     /// A checkpoint proved the log behind: ask a peer for batches once the protocol adds its
     /// view to the request ([`Ledger::flush_catch_up`]).
     catch_up_due: bool,
-    /// Weight changes executed (where, and what became of them), for status and metrics;
-    /// the most recent [`MAX_CHANGE_HISTORY`].
-    pub(crate) weight_changes: Vec<(u64, Result<u64, ChangeRefused>)>,
     /// A stable checkpoint made a latency report due ([`Ledger::take_report_due`]).
     report_due: bool,
 }
-
-/// How many executed weight changes [`Ledger::weight_changes`] remembers.
-const MAX_CHANGE_HISTORY: usize = 32;
 
 impl Ledger {
     /// An empty log whose stable checkpoint is `stable` (genesis for a fresh replica).
@@ -121,7 +115,6 @@ impl Ledger {
             monitor,
             served: BTreeMap::new(),
             catch_up_due: false,
-            weight_changes: Vec::new(),
             report_due: false,
         }
     }
@@ -302,12 +295,8 @@ impl Ledger {
         self.log_digest = extend_log_digest(&self.log_digest, seq, &committed.certificate.statement.digest);
         // Quorum-manager entries count wherever they appear, repeats included, so that a
         // client replaying the certified log derives the same schedule.
-        for outcome in self.committees.apply_batch(seq, &committed.batch) {
-            if self.weight_changes.len() == MAX_CHANGE_HISTORY {
-                self.weight_changes.drain(..1);
-            }
-            self.weight_changes.push(outcome);
-        }
+        // (What became of each change is not reported yet; the schedule itself is.)
+        self.committees.apply_batch(seq, &committed.batch);
         self.last_executed = seq;
         self.known_high_seq = self.known_high_seq.max(seq);
         if seq % self.config.checkpoint_interval == 0 && seq > self.stable.seq {
