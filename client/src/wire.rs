@@ -381,7 +381,7 @@ impl ReplicaStatus {
             changing_view: status.changing_view,
             committed_seq: status.committed_seq,
             stable_seq: status.stable_seq,
-            weights: committee.members().iter().map(|m| m.weight).collect(),
+            weights: committee.weights(),
             peers: Vec::new(),
         }
     }

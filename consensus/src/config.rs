@@ -75,6 +75,10 @@ pub struct ProtocolConfig {
     /// weights to explicit changes. From the cluster configuration.
     #[serde(skip)]
     pub weight_reports_every: u64,
+    /// The key that may add and remove replicas through the log (`crate::epoch`); `None`
+    /// disables membership changes. From the cluster configuration.
+    #[serde(skip)]
+    pub membership_operator: Option<ordinal_crypto::PublicKey>,
     /// Per-client nonce window of the de-duplication table.
     pub client_nonce_window: u64,
     /// Most batches sent in one state-transfer reply.
@@ -100,6 +104,7 @@ impl Default for ProtocolConfig {
             request_auth: RequestAuth::Signed,
             weight_bounds: None,
             weight_reports_every: 0,
+            membership_operator: None,
             client_nonce_window: 1024,
             state_transfer_chunk: 32,
         }

@@ -31,7 +31,9 @@
 //! the protocol checks that the named epoch is the one in force at the certified sequence
 //! number.
 
-use ordinal_crypto::{Committee, CryptoError, KeyPair, ReplicaId, WeightBounds};
+use ordinal_crypto::{
+    Committee, CryptoError, KeyPair, Member, MembershipEdit, PublicKey, ReplicaId, WeightBounds,
+};
 use serde::{Deserialize, Serialize};
 
 use std::collections::BTreeMap;
@@ -67,13 +69,40 @@ pub struct LatencyReport {
     pub latencies_us: Vec<Option<u32>>,
 }
 
-/// What a member can put into the log for the quorum manager.
+/// Longest replica address a membership entry carries.
+pub const MAX_ADDRESS_LEN: usize = 256;
+
+/// A reconfiguration entry: a replica joins or leaves. Only the cluster's operator key signs
+/// these (see [`Committees::schedule_membership`] for the authority model).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MembershipChange {
+    /// The epoch the new membership starts; must be the latest epoch plus one.
+    pub epoch: u64,
+    /// Who joins (its key; it takes the next free id) or leaves (its id).
+    pub edit: MembershipEdit,
+    /// Where a joining replica listens for its peers (`host:port`); empty for a leave.
+    pub address: String,
+}
+
+/// What a member (or, for membership, the operator) can put into the log for the quorum
+/// manager.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum QuorumEntry {
     /// Proposes the next epoch's weights.
     Weights(WeightChange),
     /// Reports measurements.
     Latencies(LatencyReport),
+    /// Adds or removes a replica.
+    Membership(MembershipChange),
+}
+
+/// Who signed a quorum entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Author {
+    /// A replica with a slot, by id.
+    Replica(ReplicaId),
+    /// The operator key named in the cluster configuration.
+    Operator,
 }
 
 impl QuorumEntry {
@@ -87,30 +116,35 @@ impl QuorumEntry {
         Request::signed(key, cluster_id, nonce, payload)
     }
 
-    /// The entry a request carries and the member that signed it, if it is one: the client key
-    /// is a member's, the payload has the tag and decodes, and the member's signature holds
-    /// (checked here, whatever the cluster's client authentication mode). Anything else is an
-    /// ordinary transaction.
-    pub fn from_request(request: &Request, committee: &Committee) -> Option<(ReplicaId, QuorumEntry)> {
+    /// The entry a request carries and who signed it, if it is one: the client key is a
+    /// replica's (any slot of `committee`) or the operator's, the payload has the tag and
+    /// decodes, and the signature holds (checked here, whatever the cluster's client
+    /// authentication mode). Anything else is an ordinary transaction. Whether that author
+    /// may make that entry is [`Committees::apply_batch`]'s call.
+    pub fn from_request(
+        request: &Request,
+        committee: &Committee,
+        operator: Option<&PublicKey>,
+    ) -> Option<(Author, QuorumEntry)> {
         let body = request.payload().strip_prefix(ENTRY_TAG)?;
         if body.len() > MAX_ENTRY_BYTES {
             return None;
         }
-        let member = committee
-            .members()
-            .iter()
-            .find(|m| m.public_key == request.client)?;
+        let (author, key) = match committee.slot_of(&request.client) {
+            Some(member) => (Author::Replica(member.id), *committee.key(member.id)?),
+            None if operator == Some(&request.client) => (Author::Operator, request.client.decode().ok()?),
+            None => return None,
+        };
         let entry: QuorumEntry = postcard::from_bytes(body).ok()?;
-        let key = committee.key(member.id)?;
         let signature = request.signature?;
         let message =
             request_signing_bytes(&committee.cluster_id(), request.nonce, &request.payload_digest());
         let bad = verify_signatures(&[SignatureCheck {
-            key,
+            key: &key,
             message: &message,
             signature: &signature,
         }]);
-        bad.is_empty().then_some((member.id, entry))
+        bad.is_empty().then_some((author, entry))
     }
 }
 
@@ -152,6 +186,16 @@ pub enum ChangeRefused {
     /// Its quorums need not meet the current epoch's in a correct replica.
     #[error("not jointly safe with the current weights; move in smaller steps")]
     NotJointlySafe,
+    /// The author may not make this entry: membership is the operator's, weights and reports
+    /// are the members'.
+    #[error("not authorised to make this entry")]
+    NotAuthorised,
+    /// Membership changes are disabled (no operator key configured).
+    #[error("membership changes are disabled (no operator key)")]
+    MembershipDisabled,
+    /// A joining replica's address is empty or too long.
+    #[error("a joining replica needs an address of at most {MAX_ADDRESS_LEN} bytes")]
+    BadAddress,
 }
 
 /// One epoch: its committee (whose `epoch()` is its number) and the first sequence number it
@@ -164,8 +208,11 @@ pub struct Epoch {
     pub committee: Committee,
     /// Where the entry that made it was ordered (0 for the configured epoch).
     pub decided_at: u64,
-    /// Who proposed it.
+    /// Who proposed it (a member's report or vector; `None` for the configured epoch and
+    /// for the operator's membership changes).
     pub proposer: Option<ReplicaId>,
+    /// The replica that joins with this epoch and its address, if one does.
+    pub joined: Option<(ReplicaId, String)>,
 }
 
 /// The weight schedule a replica derived from its executed log, also what hosts verify
@@ -181,6 +228,11 @@ pub struct Committees {
     reports: BTreeMap<ReplicaId, Vec<Option<Duration>>>,
     /// Weights follow reports only (explicit changes refused).
     measured: bool,
+    /// The key that may change membership; `None` disables membership changes.
+    operator: Option<PublicKey>,
+    /// Every replica that is or was a member of a scheduled epoch, weight 1, over the latest
+    /// slot table: what signatures are checked against. Never used to count.
+    signers: Committee,
 }
 
 impl Committees {
@@ -208,11 +260,14 @@ impl Committees {
     ) -> Self {
         Committees {
             measured,
+            operator: None,
+            signers: genesis.clone(),
             epochs: vec![Epoch {
                 start: 1,
                 committee: genesis,
                 decided_at: 0,
                 proposer: None,
+                joined: None,
             }],
             bounds,
             checkpoint_interval: checkpoint_interval.max(1),
@@ -222,14 +277,42 @@ impl Committees {
         }
     }
 
+    /// Lets `operator` add and remove replicas through the log (membership changes are
+    /// disabled without it).
+    pub fn with_operator(mut self, operator: Option<PublicKey>) -> Self {
+        self.operator = operator;
+        self
+    }
+
+    /// The operator key, if membership can change.
+    pub fn operator(&self) -> Option<&PublicKey> {
+        self.operator.as_ref()
+    }
+
     /// A fixed committee: one epoch, no changes. For verifiers outside a replica.
     pub fn fixed(committee: Committee) -> Self {
         Committees::new(committee, None, 1, 0)
     }
 
-    /// The configured (first) committee: membership and keys, the same in every epoch.
+    /// The configured (first) committee.
     pub fn base(&self) -> &Committee {
         &self.epochs[0].committee
+    }
+
+    /// Every replica that is or was a member of a scheduled epoch, each with weight 1: what
+    /// signatures are checked against (a vote only counts where the epoch of its sequence
+    /// number gives the signer weight). Its slot table is the latest one.
+    pub fn signers(&self) -> &Committee {
+        &self.signers
+    }
+
+    /// The address a replica that joined through the log announced.
+    pub fn joined_address(&self, id: ReplicaId) -> Option<&str> {
+        self.epochs
+            .iter()
+            .filter_map(|e| e.joined.as_ref())
+            .find(|(joined, _)| *joined == id)
+            .map(|(_, address)| address.as_str())
     }
 
     /// The last scheduled epoch's committee (possibly not in force yet).
@@ -255,16 +338,16 @@ impl Committees {
         &self.epochs
     }
 
-    /// Whether weight changes are enabled.
+    /// Whether weight or membership changes are enabled.
     pub fn changes_enabled(&self) -> bool {
-        self.bounds.is_some()
+        self.bounds.is_some() || self.operator.is_some()
     }
 
     /// The highest sequence number whose weights the executed log already fixes: an entry at
     /// s only affects numbers above ⌈s/K⌉·K + log_window, so with the log executed through L
     /// every number up to (⌊L/K⌋ + 1)·K + log_window is settled.
     pub fn known_through(&self) -> u64 {
-        if self.bounds.is_none() {
+        if !self.changes_enabled() {
             return u64::MAX;
         }
         let k = self.checkpoint_interval;
@@ -331,17 +414,35 @@ impl Committees {
     /// change that was due.
     pub fn apply_batch(&mut self, seq: u64, batch: &crate::Batch) -> Vec<(u64, Result<u64, ChangeRefused>)> {
         let mut outcomes = Vec::new();
-        if self.bounds.is_some() && seq == self.executed + 1 {
+        if self.changes_enabled() && seq == self.executed + 1 {
             for request in &batch.requests {
-                let outcome = match QuorumEntry::from_request(request, self.base()) {
-                    Some((_, QuorumEntry::Weights(_))) if self.measured => Some(Err(ChangeRefused::Measured)),
-                    Some((proposer, QuorumEntry::Weights(change))) => {
+                let Some((author, entry)) =
+                    QuorumEntry::from_request(request, self.latest(), self.operator.as_ref())
+                else {
+                    continue;
+                };
+                // Weights and reports come from members of the latest epoch; membership from
+                // the operator.
+                let member = match author {
+                    Author::Replica(id) if self.latest().contains(id) => Some(id),
+                    _ => None,
+                };
+                let outcome = match (entry, member, author) {
+                    (QuorumEntry::Membership(change), _, Author::Operator) => {
+                        Some(self.schedule_membership(seq, &change))
+                    }
+                    (QuorumEntry::Membership(_), _, _) | (_, None, _) => {
+                        Some(Err(ChangeRefused::NotAuthorised))
+                    }
+                    (QuorumEntry::Weights(_), Some(_), _) if self.measured => {
+                        Some(Err(ChangeRefused::Measured))
+                    }
+                    (QuorumEntry::Weights(change), Some(proposer), _) => {
                         Some(self.schedule(seq, proposer, &change))
                     }
-                    Some((reporter, QuorumEntry::Latencies(report))) => {
+                    (QuorumEntry::Latencies(report), Some(reporter), _) => {
                         self.record_report(seq, reporter, &report)
                     }
-                    None => None,
                 };
                 outcomes.extend(outcome.map(|o| (seq, o)));
             }
@@ -366,28 +467,49 @@ impl Committees {
     ) -> Option<Result<u64, ChangeRefused>> {
         let bounds = self.bounds?;
         let latest = &self.epochs[self.epochs.len() - 1];
-        let n = latest.committee.size();
+        let n = latest.committee.slots();
         if report.epoch != latest.committee.epoch() || seq < latest.start || report.latencies_us.len() != n {
             return None;
         }
+        let members: Vec<bool> = latest
+            .committee
+            .slot_table()
+            .iter()
+            .map(Member::is_active)
+            .collect();
         let latencies = report
             .latencies_us
             .iter()
             .enumerate()
             .map(|(i, l)| {
-                l.filter(|_| i != reporter.index())
+                l.filter(|_| i != reporter.index() && members[i])
                     .map(|us| Duration::from_micros(u64::from(us)))
             })
             .collect();
         self.reports.insert(reporter, latencies);
         let faults = latest.committee.faults();
-        if self.reports.len() < (2 * faults + 2).min(n) {
+        let size = latest.committee.size();
+        if self.reports.len() < (2 * faults + 2).min(size) {
             return None;
         }
-        let reports: Vec<(ReplicaId, crate::weighting::LatencyReport)> =
-            self.reports.iter().map(|(id, l)| (*id, l.clone())).collect();
-        let mut standing = median_latencies(n, &reports, (2 * faults + 1).min(n - 1));
-        let current = latest.committee.weights();
+        // Weights are chosen over the members only, then spread back over the slots.
+        let member_ids: Vec<usize> = (0..n).filter(|&i| members[i]).collect();
+        let reports: Vec<(ReplicaId, crate::weighting::LatencyReport)> = self
+            .reports
+            .iter()
+            .filter_map(|(id, l)| {
+                let position = member_ids.iter().position(|&i| i == id.index())?;
+                Some((
+                    ReplicaId(position as u16),
+                    member_ids.iter().map(|&i| l[i]).collect(),
+                ))
+            })
+            .collect();
+        let mut standing = median_latencies(size, &reports, (2 * faults + 1).min(size - 1));
+        let current: Vec<u64> = member_ids
+            .iter()
+            .map(|&i| latest.committee.weights()[i])
+            .collect();
         // Hysteresis: a heavy replica keeps its place unless another is more than twice as
         // fast and by more than a millisecond. Without it, replicas of about equal speed trade
         // places on noise (seen on a loaded two-core machine), and every trade costs two
@@ -398,10 +520,18 @@ impl Committees {
                 *latency = latency.map(|l| (l / 2).saturating_sub(Duration::from_millis(1)));
             }
         }
-        let target = choose_weights(n, faults, &standing)?;
+        let target = choose_weights(size, faults, &standing)?;
         if target == current {
             return None;
         }
+        let spread = |chosen: &[u64]| {
+            let mut all = vec![0; n];
+            for (slot, w) in member_ids.iter().zip(chosen) {
+                all[*slot] = *w;
+            }
+            all
+        };
+        let (target, current) = (spread(&target), spread(&current));
         let direct = latest
             .committee
             .reweighted(latest.committee.epoch() + 1, &target)
@@ -409,7 +539,7 @@ impl Committees {
         let next = if direct {
             target
         } else {
-            vec![bounds.min.max(1); n]
+            spread(&vec![bounds.min.max(1); size])
         };
         if next == current {
             return None;
@@ -445,32 +575,133 @@ impl Committees {
                 start: latest.start,
             });
         }
-        bounds.check(&change.weights, latest.committee.faults())?;
+        let members: Vec<u64> = change.weights.iter().copied().filter(|w| *w > 0).collect();
+        if members.len() != latest.committee.size() {
+            return Err(ChangeRefused::Inadmissible(CryptoError::BadCommittee(
+                "a weight change cannot add or remove replicas".into(),
+            )));
+        }
+        bounds.check(&members, latest.committee.faults())?;
         let next = latest.committee.reweighted(change.epoch, &change.weights)?;
         if !next.jointly_safe_with(&latest.committee) {
             return Err(ChangeRefused::NotJointlySafe);
         }
+        Ok(self.push(seq, next, Some(proposer), None))
+    }
+
+    /// A membership change executed at `seq`, signed by the operator: validates it and
+    /// schedules the new membership, every member at the least weight (`[weights] min`, or
+    /// 1), with f recomputed from the member count. When the current weights are skewed and
+    /// the new membership cannot follow them safely, an epoch with the current members at
+    /// equal weights goes first (both scheduled now, one window apart). Returns the first
+    /// sequence number of the new membership.
+    ///
+    /// The authority model: membership is the operator's alone. Members order weights and
+    /// measurements because those are bounded (a Byzantine member moves weights only within
+    /// safe vectors); who the members are is not bounded that way (one Byzantine author could
+    /// add its own replicas until it holds more than f), so it takes a key outside the
+    /// replicas, named in every replica's and client's configuration. Safety still never
+    /// rests on the operator: each step must be jointly safe with the one before, so a cluster
+    /// grows or shrinks one replica at a time.
+    pub fn schedule_membership(&mut self, seq: u64, change: &MembershipChange) -> Result<u64, ChangeRefused> {
+        if self.operator.is_none() {
+            return Err(ChangeRefused::MembershipDisabled);
+        }
+        let latest = &self.epochs[self.epochs.len() - 1];
+        let expected = latest.committee.epoch() + 1;
+        if change.epoch != expected {
+            return Err(ChangeRefused::WrongEpoch {
+                expected,
+                got: change.epoch,
+            });
+        }
+        if seq < latest.start {
+            return Err(ChangeRefused::Pending {
+                epoch: latest.committee.epoch(),
+                start: latest.start,
+            });
+        }
+        let joining = matches!(change.edit, MembershipEdit::Join(_));
+        if joining && (change.address.trim().is_empty() || change.address.len() > MAX_ADDRESS_LEN) {
+            return Err(ChangeRefused::BadAddress);
+        }
+        let weight = self.bounds.map_or(1, |b| b.min.max(1));
+        let current = latest.committee.clone();
+        let flat_weights: Vec<u64> = current
+            .slot_table()
+            .iter()
+            .map(|m| if m.is_active() { weight } else { 0 })
+            .collect();
+        let direct = current.with_membership(change.epoch, change.edit, weight)?;
+        if direct.jointly_safe_with(&current) {
+            let joined = joining.then(|| (ReplicaId((direct.slots() - 1) as u16), change.address.clone()));
+            return Ok(self.push(seq, direct, None, joined));
+        }
+        // Through equal weights first, if that makes the step safe.
+        let flat = current.reweighted(change.epoch, &flat_weights)?;
+        let after = flat.with_membership(change.epoch + 1, change.edit, weight)?;
+        if flat_weights == current.weights()
+            || !flat.jointly_safe_with(&current)
+            || !after.jointly_safe_with(&flat)
+        {
+            return Err(ChangeRefused::NotJointlySafe);
+        }
+        let first = self.push(seq, flat, None, None);
+        let joined = joining.then(|| (ReplicaId((after.slots() - 1) as u16), change.address.clone()));
+        // Decided at the same entry, the second epoch starts a window after the first.
+        Ok(self.push(first, after, None, joined))
+    }
+
+    /// Schedules `next`, decided at `seq`, from a window after the first checkpoint at or
+    /// after `seq`. Returns its first sequence number.
+    fn push(
+        &mut self,
+        seq: u64,
+        next: Committee,
+        proposer: Option<ReplicaId>,
+        joined: Option<(ReplicaId, String)>,
+    ) -> u64 {
         let k = self.checkpoint_interval;
         let checkpoint = seq.div_ceil(k).saturating_mul(k);
         let start = checkpoint.saturating_add(self.log_window).saturating_add(1);
+        self.signers = signers_of(&self.signers, &next);
         self.epochs.push(Epoch {
             start,
             committee: next,
             decided_at: seq,
-            proposer: Some(proposer),
+            proposer,
+            joined,
         });
         // Measurements taken under the old weights say nothing about the new ones.
         self.reports.clear();
-        Ok(start)
+        start
     }
+}
+
+/// The signer table after `next` is scheduled: `previous`'s signers plus `next`'s members,
+/// each at weight 1, over `next`'s (longer or equal) slot table.
+fn signers_of(previous: &Committee, next: &Committee) -> Committee {
+    let members: Vec<Member> = next
+        .slot_table()
+        .iter()
+        .map(|m| Member {
+            weight: u64::from(m.is_active() || previous.contains(m.id)),
+            ..m.clone()
+        })
+        .collect();
+    // Weight 1 everywhere, f = 0: always admissible.
+    Committee::new(next.cluster_id(), 0, members, 0).unwrap_or_else(|_| previous.clone())
 }
 
 /// What verifying a message needs to know about weights: the keys (the same in every
 /// epoch) and which epoch's weights count at a sequence number. A single [`Committee`] is a
 /// schedule of one epoch.
 pub trait Weights {
-    /// Membership and keys, for signatures.
-    fn base(&self) -> &Committee;
+    /// Every replica whose signature can count somewhere, for checking signatures; never for
+    /// counting (see [`Committees::signers`]).
+    fn signers(&self) -> &Committee;
+    /// The membership primaries rotate over (the latest scheduled).
+    fn leaders(&self) -> &Committee;
     /// The committee counting votes at `seq`, None if not known yet.
     fn for_seq(&self, seq: u64) -> Option<&Committee>;
     /// Whether `signers` reach the quorum of every epoch in force in `from..=to`.
@@ -478,7 +709,11 @@ pub trait Weights {
 }
 
 impl Weights for Committee {
-    fn base(&self) -> &Committee {
+    fn signers(&self) -> &Committee {
+        self
+    }
+
+    fn leaders(&self) -> &Committee {
         self
     }
 
@@ -492,8 +727,12 @@ impl Weights for Committee {
 }
 
 impl Weights for Committees {
-    fn base(&self) -> &Committee {
-        Committees::base(self)
+    fn signers(&self) -> &Committee {
+        Committees::signers(self)
+    }
+
+    fn leaders(&self) -> &Committee {
+        Committees::latest(self)
     }
 
     fn for_seq(&self, seq: u64) -> Option<&Committee> {
@@ -529,8 +768,9 @@ mod tests {
         };
         let entry = QuorumEntry::Weights(change.clone());
         let request = entry.to_request(&keys[3], &committees.base().cluster_id(), 7);
-        let (proposer, decoded) = QuorumEntry::from_request(&request, committees.base()).unwrap();
-        assert_eq!((proposer, &decoded), (ReplicaId(3), &entry));
+        let (author, decoded) = QuorumEntry::from_request(&request, committees.base(), None).unwrap();
+        assert_eq!((author, &decoded), (Author::Replica(ReplicaId(3)), &entry));
+        let proposer = ReplicaId(3);
         let decoded = change;
 
         committees.executed(20);
@@ -588,18 +828,18 @@ mod tests {
         // A client key is not a member.
         let outsider = KeyPair::from_seed([99; 32]);
         let from_outsider = entry.to_request(&outsider, &cluster, 1);
-        assert!(QuorumEntry::from_request(&from_outsider, committees.base()).is_none());
+        assert!(QuorumEntry::from_request(&from_outsider, committees.base(), None).is_none());
         // A member's request with another member's name and signature bytes does not verify.
         let mut forged = entry.to_request(&keys[0], &cluster, 1);
         forged.client = keys[1].public();
-        assert!(QuorumEntry::from_request(&forged, committees.base()).is_none());
+        assert!(QuorumEntry::from_request(&forged, committees.base(), None).is_none());
         // An ordinary payload is not an entry; garbage after the tag neither.
         let plain = Request::signed(&keys[0], &cluster, 1, b"hello".to_vec());
-        assert!(QuorumEntry::from_request(&plain, committees.base()).is_none());
+        assert!(QuorumEntry::from_request(&plain, committees.base(), None).is_none());
         let mut garbage = ENTRY_TAG.to_vec();
         garbage.extend([0xff; 9]);
         let garbage = Request::signed(&keys[0], &cluster, 1, garbage);
-        assert!(QuorumEntry::from_request(&garbage, committees.base()).is_none());
+        assert!(QuorumEntry::from_request(&garbage, committees.base(), None).is_none());
         // Disabled clusters refuse every change and know every epoch.
         let mut fixed = Committees::fixed(committees.base().clone());
         assert_eq!(fixed.known_through(), u64::MAX);
@@ -646,6 +886,135 @@ mod tests {
             ..honest(4)
         };
         assert_eq!(committees.record_report(40, ReplicaId(4), &next), None);
+    }
+
+    /// Membership is the operator's: a member's membership entry is refused, the operator's
+    /// schedules the new membership (equal weights, f recomputed) a window after the next
+    /// checkpoint; from skewed weights it goes through equal weights first; slots are never
+    /// reused and a joining replica needs an address.
+    #[test]
+    fn the_operator_adds_and_removes_replicas_one_at_a_time() {
+        let (keys, committees) = setup(4);
+        let operator = KeyPair::from_seed([77; 32]);
+        let newcomer = KeyPair::from_seed([78; 32]);
+        let cluster = committees.base().cluster_id();
+        let mut committees = committees.with_operator(Some(operator.public()));
+        let join = |epoch| MembershipChange {
+            epoch,
+            edit: MembershipEdit::Join(newcomer.public()),
+            address: "10.0.0.5:7000".into(),
+        };
+        let entry = |change: MembershipChange| QuorumEntry::Membership(change);
+        let batch = |requests| crate::Batch { requests };
+
+        // A member cannot add a replica; the operator can.
+        let by_member = entry(join(1)).to_request(&keys[0], &cluster, 1);
+        assert_eq!(
+            committees.apply_batch(1, &batch(vec![by_member])),
+            vec![(1, Err(ChangeRefused::NotAuthorised))]
+        );
+        let by_operator = entry(join(1)).to_request(&operator, &cluster, 1);
+        assert_eq!(
+            committees.apply_batch(2, &batch(vec![by_operator])),
+            vec![(2, Ok(16 + 64 + 1))]
+        );
+        let five = committees.latest().clone();
+        assert_eq!(
+            (five.size(), five.slots(), five.faults(), five.quorum_weight()),
+            (5, 5, 1, 4)
+        );
+        assert_eq!(committees.joined_address(ReplicaId(4)), Some("10.0.0.5:7000"));
+        assert!(committees.signers().contains(ReplicaId(4)));
+        assert!(!committees.base().contains(ReplicaId(4)));
+        // The newcomer's own entries count as a member's once it is in the latest epoch.
+        let report = QuorumEntry::Latencies(LatencyReport {
+            epoch: 1,
+            latencies_us: vec![Some(1); 5],
+        });
+        let from_newcomer = report.to_request(&newcomer, &cluster, 1);
+        assert!(matches!(
+            QuorumEntry::from_request(&from_newcomer, committees.latest(), None),
+            Some((Author::Replica(ReplicaId(4)), _))
+        ));
+
+        // One at a time: a second change before the first takes effect is refused.
+        let leave = |epoch, id| MembershipChange {
+            epoch,
+            edit: MembershipEdit::Leave(ReplicaId(id)),
+            address: String::new(),
+        };
+        assert!(matches!(
+            committees.schedule_membership(20, &leave(2, 1)),
+            Err(ChangeRefused::Pending { .. })
+        ));
+        committees.executed(100);
+        assert_eq!(
+            committees.schedule_membership(100, &leave(2, 1)),
+            Ok(112 + 64 + 1)
+        );
+        let back = committees.latest();
+        assert_eq!(back.ids().collect::<Vec<_>>(), [0, 2, 3, 4].map(ReplicaId));
+        // The leaver still signs (its old votes verify) but counts nothing from then on.
+        assert!(committees.signers().contains(ReplicaId(1)));
+        committees.executed(112);
+        assert_eq!(committees.for_seq(177).unwrap().weight(ReplicaId(1)), Some(0));
+
+        committees.executed(200);
+        // No reuse of a slot, no leaving twice, no join without an address.
+        assert!(matches!(
+            committees.schedule_membership(200, &join(3)),
+            Err(ChangeRefused::Inadmissible(_))
+        ));
+        assert!(matches!(
+            committees.schedule_membership(200, &leave(3, 1)),
+            Err(ChangeRefused::Inadmissible(_))
+        ));
+        let nowhere = MembershipChange {
+            epoch: 3,
+            edit: MembershipEdit::Join(KeyPair::from_seed([79; 32]).public()),
+            address: " ".into(),
+        };
+        assert_eq!(
+            committees.schedule_membership(200, &nowhere),
+            Err(ChangeRefused::BadAddress)
+        );
+        // Four to three would leave f = 0 quorums meeting in one replica.
+        assert_eq!(
+            committees.schedule_membership(200, &leave(3, 0)),
+            Err(ChangeRefused::NotJointlySafe)
+        );
+    }
+
+    /// From skewed weights, a membership change goes through equal weights first: two epochs,
+    /// a window apart, from one entry.
+    #[test]
+    fn a_membership_change_from_skewed_weights_steps_through_equal_weights() {
+        let (_, committees) = setup(5);
+        let operator = KeyPair::from_seed([77; 32]);
+        let mut committees = committees.with_operator(Some(operator.public()));
+        committees.executed(10);
+        let skew = WeightChange {
+            epoch: 1,
+            weights: vec![2, 2, 1, 1, 1],
+        };
+        assert_eq!(committees.schedule(10, ReplicaId(0), &skew), Ok(81));
+        committees.executed(90);
+        let leave = MembershipChange {
+            epoch: 2,
+            edit: MembershipEdit::Leave(ReplicaId(4)),
+            address: String::new(),
+        };
+        // Flat from 96 + 64 + 1 = 161; the smaller membership from 176 + 64 + 1 = 241.
+        assert_eq!(committees.schedule_membership(90, &leave), Ok(241));
+        let epochs: Vec<(u64, Vec<u64>)> = committees
+            .epochs()
+            .iter()
+            .map(|e| (e.start, e.committee.weights()))
+            .collect();
+        assert_eq!(
+            epochs[2..],
+            [(161, vec![1, 1, 1, 1, 1]), (241, vec![1, 1, 1, 1, 0])]
+        );
     }
 
     /// Where weights follow measurements, an explicit vector in the log changes nothing: one

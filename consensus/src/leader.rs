@@ -23,9 +23,9 @@
 use ordinal_crypto::{Committee, ReplicaId};
 
 /// The primary (PBFT), or the leader of a linear round entered by a timeout certificate:
-/// `view mod n`.
+/// member number `view mod n` in id order (replicas outside the membership never lead).
 pub fn leader_of(view: u64, committee: &Committee) -> ReplicaId {
-    ReplicaId((view % committee.size() as u64) as u16)
+    committee.nth_member(view)
 }
 
 /// Linear mode: the leader of `round` entered by a timeout certificate signed by `signers`:
@@ -63,7 +63,7 @@ pub fn successor(
     let eligible = |id: &ReplicaId| *id != proposer && !recent.contains(id);
     first_signer_from(proposer, 1, signers.into_iter().filter(eligible), committee)
         .or_else(|| first_signer_from(proposer, 1, committee.ids().filter(eligible), committee))
-        .unwrap_or_else(|| ReplicaId(((proposer.index() + 1) % committee.size().max(1)) as u16))
+        .unwrap_or_else(|| ReplicaId(((proposer.index() + 1) % committee.slots().max(1)) as u16))
 }
 
 /// The signer nearest after `origin` going round the ids, at least `min_distance` steps on
@@ -74,15 +74,15 @@ fn first_signer_from(
     signers: impl IntoIterator<Item = ReplicaId>,
     committee: &Committee,
 ) -> Option<ReplicaId> {
-    let n = committee.size();
+    let n = committee.slots();
     if n == 0 {
         return None;
     }
     let start = origin.index() % n;
     signers
         .into_iter()
+        .filter(|signer| committee.contains(*signer))
         .map(|signer| signer.index())
-        .filter(|&index| index < n)
         .map(|index| (index + n - start) % n)
         .filter(|&distance| distance >= min_distance)
         .min()

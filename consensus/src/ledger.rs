@@ -36,7 +36,8 @@ pub(crate) enum Admitted {
 pub(crate) struct Ledger {
     pub(crate) id: ReplicaId,
     pub(crate) key: KeyPair,
-    /// The weight schedule derived from the executed log; `base()` for keys and membership.
+    /// The weight schedule derived from the executed log; `signers()` for keys, `current()`
+    /// for the membership in force.
     pub(crate) committees: Committees,
     pub(crate) config: ProtocolConfig,
     pub(crate) now: Time,
@@ -62,6 +63,8 @@ pub(crate) struct Ledger {
     pub(crate) known_high_seq: u64,
     seq_seen: BTreeMap<ReplicaId, u64>,
     pub(crate) catch_up_peer: usize,
+    /// The peer to ask next, when one just proved useful.
+    pub(crate) catch_up_hint: Option<ReplicaId>,
     served: BTreeMap<ReplicaId, (Time, u64)>,
     /// Per-peer measurements and the failure detector.
     pub(crate) monitor: PeerMonitor,
@@ -89,7 +92,8 @@ impl Ledger {
             config.weight_reports_every > 0,
             config.checkpoint_interval,
             config.log_window,
-        );
+        )
+        .with_operator(config.membership_operator);
         Ledger {
             id,
             key,
@@ -112,6 +116,7 @@ impl Ledger {
             known_high_seq: 0,
             seq_seen: BTreeMap::new(),
             catch_up_peer: id.index(),
+            catch_up_hint: None,
             monitor,
             served: BTreeMap::new(),
             catch_up_due: false,
@@ -144,7 +149,7 @@ impl Ledger {
 
     /// This replica's measurements of its peers for the latest epoch, as a request to order.
     pub(crate) fn latency_report_request(&self) -> Request {
-        let mut latencies_us = vec![None; self.committees.base().size()];
+        let mut latencies_us = vec![None; self.committees.latest().slots()];
         for report in self.monitor.reports(self.now) {
             if let Some(slot) = latencies_us.get_mut(report.peer.index()) {
                 *slot = report
@@ -168,7 +173,7 @@ impl Ledger {
 
     /// Whether `request` is a quorum-manager entry signed by a member.
     pub(crate) fn is_member_entry(&self, request: &Request) -> bool {
-        QuorumEntry::from_request(request, self.committees.base()).is_some()
+        QuorumEntry::from_request(request, self.committees.signers(), self.committees.operator()).is_some()
     }
 
     /// The weight epoch in force at the next sequence number to execute.
@@ -179,8 +184,19 @@ impl Ledger {
             .epoch()
     }
 
+    /// Whether this replica votes at `seq`: a member of the epoch in force there. A replica
+    /// that is joining, or has left, follows the log without voting.
+    pub(crate) fn votes_at(&self, seq: u64) -> bool {
+        self.committees.for_seq(seq).is_some_and(|c| c.contains(self.id))
+    }
+
+    /// Whether this replica is a member of the epoch in force at its next sequence number.
+    pub(crate) fn is_member(&self) -> bool {
+        self.votes_at(self.last_executed + 1)
+    }
+
     pub(crate) fn sign<T: Signable>(&self, body: T) -> Signed<T> {
-        Signed::sign(body, self.id, &self.key, self.committees.base())
+        Signed::sign(body, self.id, &self.key, self.committees.signers())
     }
 
     pub(crate) fn broadcast(&mut self, message: Message) {
@@ -327,7 +343,7 @@ impl Ledger {
     /// Remembers the highest sequence number a peer has shown it reached. One peer's claim
     /// proves nothing; see [`Ledger::evidenced_seq`].
     pub(crate) fn note_seq(&mut self, from: ReplicaId, seq: u64) {
-        if self.committees.base().contains(from) && from != self.id {
+        if self.committees.signers().contains(from) && from != self.id {
             let seen = self.seq_seen.entry(from).or_insert(0);
             *seen = (*seen).max(seq);
         }
@@ -339,9 +355,10 @@ impl Ledger {
         let mut seen: Vec<(u64, ReplicaId)> = self.seq_seen.iter().map(|(id, seq)| (*seq, *id)).collect();
         seen.sort_unstable_by(|a, b| b.cmp(a));
         let mut weight = 0;
+        let committee = self.committees.current();
         for (seq, id) in seen {
-            weight += self.committees.base().weight(id).unwrap_or(0);
-            if weight > self.committees.base().faulty_weight() {
+            weight += committee.weight(id).unwrap_or(0);
+            if weight > committee.faulty_weight() {
                 return seq;
             }
         }
@@ -364,7 +381,7 @@ impl Ledger {
             .collect();
         for (seq, log_digest) in ready {
             self.sent_checkpoint_upto = seq;
-            if seq <= self.stable.seq {
+            if seq <= self.stable.seq || !self.votes_at(seq) {
                 continue;
             }
             let vote = self.sign(CheckpointVote { seq, log_digest });
@@ -472,7 +489,7 @@ impl Ledger {
     /// as a status ping: a peer that is behind learns it from it, and a peer that is ahead
     /// answers with what we lack. Rotating peers gets past silent Byzantine ones.
     pub(crate) fn ping_peer(&mut self, view: u64) {
-        self.catch_up_peer = (self.catch_up_peer + 1) % self.committees.base().size();
+        self.catch_up_peer = self.catch_up_peer.wrapping_add(1);
         self.request_catch_up(view);
     }
 
@@ -484,14 +501,20 @@ impl Ledger {
     }
 
     pub(crate) fn request_catch_up(&mut self, view: u64) {
-        let n = self.committees.base().size();
-        if n < 2 {
+        // The members in force, or the latest ones while this replica is not among them yet
+        // (it is joining and catching up).
+        let committee = match self.committees.current() {
+            current if current.contains(self.id) => current,
+            _ => self.committees.latest(),
+        };
+        let peers: Vec<ReplicaId> = committee.ids().filter(|id| *id != self.id).collect();
+        if peers.is_empty() {
             return;
         }
-        if self.catch_up_peer % n == self.id.index() {
-            self.catch_up_peer = (self.catch_up_peer + 1) % n;
-        }
-        let peer = ReplicaId(self.catch_up_peer as u16);
+        let peer = match self.catch_up_hint.take() {
+            Some(hint) if peers.contains(&hint) => hint,
+            _ => peers[self.catch_up_peer % peers.len()],
+        };
         let message = Message::CatchUp {
             next_seq: self.last_executed + 1,
             view,
@@ -526,7 +549,7 @@ impl Ledger {
         stable_seq: u64,
         view_proof: bool,
     ) -> bool {
-        if from == self.id || !self.committees.base().contains(from) {
+        if from == self.id || !self.committees.signers().contains(from) {
             return false;
         }
         self.note_seq(from, next_seq.saturating_sub(1));

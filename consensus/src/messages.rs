@@ -631,7 +631,7 @@ impl Message {
     /// Checks everything that needs no replica state: signatures, signers, embedded
     /// certificates, digests against batches, sizes.
     pub fn verify(self, weights: &dyn Weights, config: &ProtocolConfig) -> Result<VerifiedMessage, Invalid> {
-        let committee = weights.base();
+        let committee = weights.signers();
         Ok(match self {
             Message::Request(request) => {
                 request.check_shape(config)?;
@@ -643,7 +643,7 @@ impl Message {
             Message::PrePrepare { proposal, batch } => {
                 let proposal = proposal.verify(committee)?;
                 let body = *proposal.body();
-                let expected = leader_of(body.view, committee);
+                let expected = leader_of(body.view, weights.leaders());
                 if proposal.signer() != expected {
                     return Err(Invalid::WrongLeader {
                         view: body.view,
@@ -854,7 +854,7 @@ fn verify_view_change(
     weights: &dyn Weights,
     config: &ProtocolConfig,
 ) -> Result<Verified<ViewChange>, Invalid> {
-    let vc = vc.verify(weights.base())?;
+    let vc = vc.verify(weights.signers())?;
     check_view_change_body(vc.body(), weights, config)?;
     Ok(vc)
 }
@@ -889,7 +889,7 @@ fn check_view_change_body(
             &proof.batch,
             &statement.digest,
             statement.seq,
-            weights.base(),
+            weights.signers(),
             config,
             false,
         )?;
@@ -902,10 +902,10 @@ fn verify_new_view(
     weights: &dyn Weights,
     config: &ProtocolConfig,
 ) -> Result<Verified<NewView>, Invalid> {
-    let committee = weights.base();
+    let committee = weights.signers();
     let nv = nv.verify(committee)?;
     let view = nv.body().view;
-    let expected = leader_of(view, committee);
+    let expected = leader_of(view, weights.leaders());
     if nv.signer() != expected {
         return Err(Invalid::WrongLeader {
             view,

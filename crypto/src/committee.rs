@@ -25,18 +25,31 @@ impl ReplicaId {
     }
 }
 
-/// One member as configured.
+/// One slot of the replica table: a replica ever admitted to the cluster.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Member {
-    /// Its id; members are listed in id order 0..n.
+    /// Its id; slots are listed in id order 0..slots and never reused.
     pub id: ReplicaId,
     /// Its signing key.
     pub public_key: PublicKey,
-    /// Its voting weight, at least 1.
+    /// Its voting weight: at least 1 for a member of this epoch, 0 for a replica that has
+    /// left (or not joined yet).
     pub weight: u64,
 }
 
+impl Member {
+    /// Whether it votes in this epoch.
+    pub fn is_active(&self) -> bool {
+        self.weight > 0
+    }
+}
+
 /// The members of one epoch with their weights and the thresholds derived from them.
+///
+/// Membership changes keep ids stable: the table holds a slot for every replica ever
+/// admitted, in id order, and a replica outside this epoch's membership keeps its slot with
+/// weight 0. So a per-replica vector indexed by id stays valid across epochs, and a later
+/// epoch's table extends every earlier one's.
 ///
 /// Built only through [`Committee::new`], which refuses weight vectors that cannot be both safe
 /// and live: with F the sum of the f largest weights and W the total, it requires W > 3F and
@@ -59,7 +72,8 @@ pub struct Committee {
 }
 
 impl Committee {
-    /// Validates and builds a committee. Members must be listed with ids 0..n in order.
+    /// Validates and builds a committee. Slots must be listed with ids 0..slots in order; at
+    /// least one must hold weight.
     pub fn new(
         cluster_id: Digest,
         epoch: u64,
@@ -67,7 +81,7 @@ impl Committee {
         faults: usize,
     ) -> Result<Self, CryptoError> {
         let n = members.len();
-        if n == 0 || n > u16::MAX as usize {
+        if n == 0 || n > u16::MAX as usize || !members.iter().any(Member::is_active) {
             return Err(CryptoError::BadCommittee(format!("{n} members")));
         }
         let mut keys = Vec::with_capacity(n);
@@ -75,12 +89,6 @@ impl Committee {
             if member.id.index() != i {
                 return Err(CryptoError::BadCommittee(format!(
                     "member at position {i} has id {}",
-                    member.id
-                )));
-            }
-            if member.weight == 0 {
-                return Err(CryptoError::BadCommittee(format!(
-                    "replica {} has weight 0",
                     member.id
                 )));
             }
@@ -94,7 +102,11 @@ impl Committee {
                 )));
             }
         }
-        let weights: Vec<u64> = members.iter().map(|m| m.weight).collect();
+        let weights: Vec<u64> = members
+            .iter()
+            .filter(|m| m.is_active())
+            .map(|m| m.weight)
+            .collect();
         let thresholds = Thresholds::compute(&weights, faults)?;
         Ok(Committee {
             cluster_id,
@@ -143,14 +155,26 @@ impl Committee {
         self.members.iter().map(|m| m.weight).collect()
     }
 
-    /// The same members and f with new weights, as weight epoch `epoch`. Refuses a vector of
-    /// the wrong length or one [`Thresholds::compute`] does not admit.
+    /// The same members and f with new weights (one per slot, 0 exactly for the slots
+    /// outside the membership), as weight epoch `epoch`. Refuses a vector of the wrong length,
+    /// one that changes who is a member, or one [`Thresholds::compute`] does not admit.
     pub fn reweighted(&self, epoch: u64, weights: &[u64]) -> Result<Committee, CryptoError> {
         if weights.len() != self.members.len() {
             return Err(CryptoError::BadCommittee(format!(
-                "{} weights for {} members",
+                "{} weights for {} slots",
                 weights.len(),
                 self.members.len()
+            )));
+        }
+        if let Some(m) = self
+            .members
+            .iter()
+            .zip(weights)
+            .find(|(m, w)| m.is_active() != (**w > 0))
+        {
+            return Err(CryptoError::BadCommittee(format!(
+                "a weight change cannot add or remove replica {}",
+                m.0.id
             )));
         }
         let members = self
@@ -170,7 +194,7 @@ impl Committee {
     /// The most replicas that can stay outside a quorum: the lightest ones, while their
     /// weight stays within W − Q.
     fn most_outside_a_quorum(&self) -> usize {
-        let mut weights = self.weights();
+        let mut weights: Vec<u64> = self.weights().into_iter().filter(|w| *w > 0).collect();
         weights.sort_unstable();
         let slack = self.total_weight - self.quorum;
         let mut outside = 0;
@@ -185,47 +209,117 @@ impl Committee {
         outside
     }
 
-    /// Whether a quorum of this committee and a quorum of `other` (same members and f) always
-    /// share a correct replica, so that a certificate of one epoch and a quorum of the next
-    /// cannot miss each other while the log crosses the boundary. Each quorum has at least
-    /// n − M members, M the most replicas that can stay outside one, so two quorums share at
-    /// least n − M₁ − M₂; the rule asks for f + 1. Sufficient, not necessary: moving weight
-    /// from one heavy set straight to another (`[2, 2, 1, 1, 1]` to `[1, 1, 1, 2, 2]`) is
-    /// refused and takes two steps through a flatter vector.
+    /// Whether a quorum of this committee and a quorum of `other` always share a correct
+    /// replica, so that a certificate of one epoch and a quorum of the next cannot miss each
+    /// other while the log crosses the boundary. A quorum has at least m − M members (m the
+    /// members, M the most that can stay outside one), so two quorums share at least
+    /// (m₁ − M₁) + (m₂ − M₂) − |members₁ ∪ members₂|; the rule asks for f + 1 with the larger
+    /// f, assuming at most that many of the replicas in either epoch are faulty. Sufficient,
+    /// not necessary: moving weight from one heavy set straight to another
+    /// (`[2, 2, 1, 1, 1]` to `[1, 1, 1, 2, 2]`) is refused and takes two steps through a
+    /// flatter vector, and a cluster grows or shrinks by one replica at a time from equal
+    /// weights (4 to 5: 3 + 4 − 5 = 2 = f + 1).
     pub fn jointly_safe_with(&self, other: &Committee) -> bool {
-        let same_members = self.members.len() == other.members.len()
-            && self.faults == other.faults
-            && self
-                .members
-                .iter()
-                .zip(&other.members)
-                .all(|(a, b)| a.public_key == b.public_key);
-        let n = self.members.len();
-        // The same weights: two quorums of one vector already share more than F.
-        let same_weights = self
+        if self.cluster_id != other.cluster_id {
+            return false;
+        }
+        // Slots are never reused: the shorter table must be a prefix of the longer one.
+        let same_slots = self
             .members
             .iter()
             .zip(&other.members)
-            .all(|(a, b)| a.weight == b.weight);
-        // Quorums share at least n − M₁ − M₂ members; a correct one needs f + 1.
-        same_members
-            && (same_weights
-                || n > self.most_outside_a_quorum() + other.most_outside_a_quorum() + self.faults)
+            .all(|(a, b)| a.id == b.id && a.public_key == b.public_key);
+        if !same_slots {
+            return false;
+        }
+        let slots = self.members.len().max(other.members.len());
+        let weight_at = |c: &Committee, i: usize| c.members.get(i).map_or(0, |m| m.weight);
+        // The same weights: two quorums of one vector already share more than F.
+        if self.faults == other.faults && (0..slots).all(|i| weight_at(self, i) == weight_at(other, i)) {
+            return true;
+        }
+        let union = (0..slots)
+            .filter(|&i| weight_at(self, i) > 0 || weight_at(other, i) > 0)
+            .count();
+        let smallest_quorums =
+            (self.size() - self.most_outside_a_quorum()) + (other.size() - other.most_outside_a_quorum());
+        smallest_quorums > union + self.faults.max(other.faults)
     }
 
-    /// Number of replicas.
+    /// The next membership: `joining` (a new slot at the end, with weight `weight`) or the
+    /// removal of `leaving`, with every member at `weight`, f = ⌊(m − 1)/3⌋ for the new member
+    /// count m, as epoch `epoch`. Whether it may follow this epoch is
+    /// [`Committee::jointly_safe_with`]'s call.
+    pub fn with_membership(
+        &self,
+        epoch: u64,
+        change: MembershipEdit,
+        weight: u64,
+    ) -> Result<Committee, CryptoError> {
+        let weight = weight.max(1);
+        let mut members: Vec<Member> = self
+            .members
+            .iter()
+            .map(|m| Member {
+                weight: if m.is_active() { weight } else { 0 },
+                ..m.clone()
+            })
+            .collect();
+        match change {
+            MembershipEdit::Join(public_key) => {
+                if members.iter().any(|m| m.public_key == public_key) {
+                    return Err(CryptoError::BadCommittee(
+                        "the joining key already has a slot; slots are never reused".into(),
+                    ));
+                }
+                let id = u16::try_from(members.len())
+                    .map_err(|_| CryptoError::BadCommittee("no free replica id".into()))?;
+                members.push(Member {
+                    id: ReplicaId(id),
+                    public_key,
+                    weight,
+                });
+            }
+            MembershipEdit::Leave(id) => match members.get_mut(id.index()) {
+                Some(m) if m.is_active() => m.weight = 0,
+                _ => return Err(CryptoError::BadCommittee(format!("replica {id} is not a member"))),
+            },
+        }
+        let count = members.iter().filter(|m| m.is_active()).count();
+        let mut next = Committee::new(self.cluster_id, epoch, members, count.saturating_sub(1) / 3)?;
+        next.key_set = self.key_set;
+        Ok(next)
+    }
+
+    /// Number of members (replicas with weight in this epoch).
     pub fn size(&self) -> usize {
+        self.members.iter().filter(|m| m.is_active()).count()
+    }
+
+    /// Number of slots: every id below it is a replica this table knows, member or not.
+    pub fn slots(&self) -> usize {
         self.members.len()
     }
 
-    /// The members in id order.
-    pub fn members(&self) -> &[Member] {
+    /// The members of this epoch in id order.
+    pub fn members(&self) -> impl Iterator<Item = &Member> + '_ {
+        self.members.iter().filter(|m| m.is_active())
+    }
+
+    /// Every slot in id order, members and replicas outside this epoch alike.
+    pub fn slot_table(&self) -> &[Member] {
         &self.members
     }
 
-    /// Ids 0..n.
+    /// The members' ids in order.
     pub fn ids(&self) -> impl Iterator<Item = ReplicaId> + '_ {
-        self.members.iter().map(|m| m.id)
+        self.members().map(|m| m.id)
+    }
+
+    /// The `k`-th member in id order, wrapping: round-robin over members only.
+    pub fn nth_member(&self, k: u64) -> ReplicaId {
+        let n = self.size().max(1) as u64;
+        self.ids().nth((k % n) as usize).unwrap_or(ReplicaId(0))
     }
 
     /// The number of Byzantine replicas tolerated.
@@ -248,19 +342,24 @@ impl Committee {
         self.quorum
     }
 
-    /// The weight of replica `id`, or `None` for an unknown id.
+    /// The weight of replica `id` (0 outside the membership), or `None` for an unknown id.
     pub fn weight(&self, id: ReplicaId) -> Option<u64> {
         self.members.get(id.index()).map(|m| m.weight)
     }
 
-    /// The decoded key of replica `id`.
+    /// The decoded key of slot `id`, member or not.
     pub fn key(&self, id: ReplicaId) -> Option<&VerifyingKey> {
         self.keys.get(id.index())
     }
 
-    /// Whether `id` is a member.
+    /// Whether `id` is a member of this epoch.
     pub fn contains(&self, id: ReplicaId) -> bool {
-        id.index() < self.members.len()
+        self.members.get(id.index()).is_some_and(Member::is_active)
+    }
+
+    /// The slot holding `key`, member or not.
+    pub fn slot_of(&self, key: &PublicKey) -> Option<&Member> {
+        self.members.iter().find(|m| m.public_key == *key)
     }
 
     /// The total weight of a set of distinct signers (unknown ids count nothing).
@@ -287,6 +386,15 @@ impl Committee {
     pub fn includes_correct<I: IntoIterator<Item = ReplicaId>>(&self, ids: I) -> bool {
         self.weight_of(ids) > self.faulty_weight
     }
+}
+
+/// A membership change, as [`Committee::with_membership`] applies it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MembershipEdit {
+    /// A new replica with this key takes the next free id.
+    Join(PublicKey),
+    /// This member leaves; its slot stays, with weight 0.
+    Leave(ReplicaId),
 }
 
 /// The numbers derived from a weight vector and f.
@@ -731,5 +839,104 @@ mod tests {
         assert_eq!((re.epoch(), re.key_set(), re.faults()), (3, 0, 1));
         assert!(flat.reweighted(1, &[1, 1, 1]).is_err());
         assert!(flat.reweighted(1, &[9, 1, 1, 1, 1]).is_err());
+        // Weight changes cannot add or remove members.
+        assert!(flat.reweighted(1, &[1, 1, 1, 1, 0]).is_err());
+    }
+
+    /// Membership changes, by brute force over slot tables of up to 8: two committees with
+    /// different members (and so different f) that `jointly_safe_with` admits have quorums
+    /// that share more than the larger f. Growing and shrinking by one from equal weights is
+    /// admitted; jumping by three, or shrinking out of a skewed vector, is not.
+    #[test]
+    fn membership_changes_admitted_only_when_quorums_meet_in_a_correct_replica() {
+        let mut state = 0x9e3779b97f4a7c15u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let keys: Vec<PublicKey> = (1..=8u8)
+            .map(|i| crate::KeyPair::from_seed([i; 32]).public())
+            .collect();
+        let committee = |weights: &[u64]| {
+            let members = weights
+                .iter()
+                .enumerate()
+                .map(|(i, w)| Member {
+                    id: ReplicaId(i as u16),
+                    public_key: keys[i],
+                    weight: *w,
+                })
+                .collect();
+            let m = weights.iter().filter(|w| **w > 0).count();
+            Committee::new(Digest::of(b"joint"), 0, members, m.saturating_sub(1) / 3).ok()
+        };
+        let (mut admitted, mut refused) = (0, 0);
+        for slots in 4..=8usize {
+            let all = (1usize << slots) - 1;
+            for _ in 0..400 {
+                let spread = 1 + next() % 2;
+                let mut draw = || -> Vec<u64> {
+                    (0..slots)
+                        .map(|_| if next() % 5 == 0 { 0 } else { 1 + next() % spread })
+                        .collect()
+                };
+                let (a, b) = (draw(), draw());
+                let (Some(ca), Some(cb)) = (committee(&a), committee(&b)) else {
+                    continue;
+                };
+                if !ca.jointly_safe_with(&cb) {
+                    refused += 1;
+                    continue;
+                }
+                admitted += 1;
+                assert!(cb.jointly_safe_with(&ca), "symmetric");
+                let f = ca.faults().max(cb.faults());
+                let (sa, sb) = (subset_weights(&a), subset_weights(&b));
+                for qa in (0..=all).filter(|s| sa[*s] >= ca.quorum_weight()) {
+                    for qb in (0..=all).filter(|s| sb[*s] >= cb.quorum_weight()) {
+                        assert!(
+                            (qa & qb).count_ones() as usize > f,
+                            "{a:?} and {b:?}: quorums {qa:b} and {qb:b} may meet only in faulty replicas"
+                        );
+                    }
+                }
+            }
+        }
+        assert!(
+            admitted > 100 && refused > 100,
+            "{admitted} admitted, {refused} refused"
+        );
+
+        let four = committee(&[1, 1, 1, 1]).unwrap();
+        let five = four.with_membership(1, MembershipEdit::Join(keys[4]), 1).unwrap();
+        assert_eq!(
+            (five.size(), five.slots(), five.faults(), five.quorum_weight()),
+            (5, 5, 1, 4)
+        );
+        assert!(four.jointly_safe_with(&five) && five.jointly_safe_with(&four));
+        let back = five
+            .with_membership(2, MembershipEdit::Leave(ReplicaId(1)), 1)
+            .unwrap();
+        assert_eq!((back.size(), back.slots(), back.faults()), (4, 5, 1));
+        assert!(five.jointly_safe_with(&back));
+        assert!(!back.contains(ReplicaId(1)) && back.contains(ReplicaId(4)));
+        assert_eq!(back.ids().collect::<Vec<_>>(), [0, 2, 3, 4].map(ReplicaId));
+        assert_eq!(back.nth_member(5), ReplicaId(2));
+        // Slots are never reused; only members leave.
+        assert!(back.with_membership(3, MembershipEdit::Join(keys[1]), 1).is_err());
+        assert!(back
+            .with_membership(3, MembershipEdit::Leave(ReplicaId(1)), 1)
+            .is_err());
+        // Four to seven at once (f from 1 to 2) leaves quorums meeting in too few.
+        let seven = committee(&[1; 7]).unwrap();
+        assert!(!four.jointly_safe_with(&seven));
+        // A skewed five to four: 3 + 3 − 5 = 1 shared, f + 1 = 2 needed.
+        let skewed = committee(&[2, 2, 1, 1, 1]).unwrap();
+        let shrunk = skewed
+            .with_membership(1, MembershipEdit::Leave(ReplicaId(4)), 1)
+            .unwrap();
+        assert!(!skewed.jointly_safe_with(&shrunk));
     }
 }

@@ -32,7 +32,7 @@ mod signed;
 #[cfg(feature = "tls")]
 pub mod tls;
 
-pub use committee::{aware_weights, Committee, Member, ReplicaId, Thresholds, WeightBounds};
+pub use committee::{aware_weights, Committee, Member, MembershipEdit, ReplicaId, Thresholds, WeightBounds};
 pub use digest::{merkle_proof, merkle_root, Digest, MerkleProof, MerkleTree};
 pub use error::CryptoError;
 pub use keys::{verify_signatures, KeyPair, PublicKey, Signature, SignatureCheck};

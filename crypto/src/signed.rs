@@ -214,11 +214,11 @@ impl<T: Signable> Certificate<T> {
                 got: self.epoch,
             });
         }
-        // More entries than members can only be padding; refuse before doing any work.
-        if self.votes.len() > committee.size() {
+        // More entries than slots can only be padding; refuse before doing any work.
+        if self.votes.len() > committee.slots() {
             return Err(CryptoError::TooManyVotes {
                 votes: self.votes.len(),
-                members: committee.size(),
+                members: committee.slots(),
             });
         }
         let bytes = signing_bytes(&committee.cluster_id(), committee.key_set(), &self.statement);

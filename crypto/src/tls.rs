@@ -142,7 +142,7 @@ impl ServerCertVerifier for PinnedServer {
         let replica = replica_of_server_name(server_name).ok_or_else(bad_certificate)?;
         let expected = self
             .committee
-            .members()
+            .slot_table()
             .get(replica.index())
             .map(|m| m.public_key)
             .ok_or_else(bad_certificate)?;
@@ -233,7 +233,7 @@ pub enum PeerIdentity {
 /// Classifies the certificate a peer presented.
 pub fn peer_identity(certificate: &CertificateDer<'_>, committee: &Committee) -> Option<PeerIdentity> {
     let key = certificate_key(certificate)?;
-    Some(match committee.members().iter().find(|m| m.public_key == key) {
+    Some(match committee.slot_of(&key) {
         Some(member) => PeerIdentity::Replica(member.id),
         None => PeerIdentity::Client(key),
     })

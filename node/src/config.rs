@@ -168,7 +168,7 @@ impl LoadedConfig {
         let key = KeyPair::load(&path)?;
         let expected = self
             .committee
-            .members()
+            .slot_table()
             .get(self.config.id as usize)
             .map(|m| m.public_key);
         if expected != Some(key.public()) {

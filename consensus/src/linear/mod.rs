@@ -145,11 +145,14 @@ impl Replica {
         safety: SafetyState,
         log: impl IntoIterator<Item = CommittedBatch>,
     ) -> Self {
-        // Weight epochs are PBFT-only so far: a timeout certificate names no sequence number,
-        // so the rule that view-changing quorums cover every epoch of the window
-        // (`crate::epoch`) has nothing to hold on to yet. Changes in the log are refused.
+        // Weight and membership epochs are PBFT-only so far. Jolteon's lock spans sequence
+        // numbers: a timeout certificate must meet the quorum that certified a block whose
+        // sequence number may lie two or more epochs away, and consecutive-epoch joint safety
+        // does not reach that far. Ending each epoch's chain at its boundary (as DiemBFT's
+        // reconfiguration does) is the planned fix. Until then changes in the log are refused.
         let config = ProtocolConfig {
             weight_bounds: None,
+            membership_operator: None,
             ..config
         };
         let mut ledger = Ledger::new(id, key, committee, config, now, safety.stable.clone());
@@ -1039,7 +1042,7 @@ impl Replica {
 
     fn on_batches(&mut self, from: ReplicaId, batches: Vec<CommittedBatch>) {
         if self.ledger.on_batches(batches) && self.ledger.log_behind() {
-            self.ledger.catch_up_peer = from.index();
+            self.ledger.catch_up_hint = Some(from);
             self.ledger.request_catch_up(self.round);
         }
     }

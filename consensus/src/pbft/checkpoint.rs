@@ -22,7 +22,7 @@ impl Replica {
             .iter()
             .filter(|(_, view)| **view > self.view)
             .map(|(id, _)| *id);
-        self.ledger.log_behind() || self.ledger.committees.base().includes_correct(ahead)
+        self.ledger.log_behind() || self.ledger.committees.current().includes_correct(ahead)
     }
 
     pub(super) fn ping_peer(&mut self) {
@@ -36,7 +36,7 @@ impl Replica {
     /// A peer is behind: send what proves our progress (NEW-VIEW, stable checkpoint) and ask
     /// the host to serve stored batches.
     pub(super) fn on_catch_up(&mut self, from: ReplicaId, next_seq: u64, view: u64, stable_seq: u64) {
-        if view > self.view && from != self.ledger.id && self.ledger.committees.base().contains(from) {
+        if view > self.view && from != self.ledger.id && self.ledger.committees.signers().contains(from) {
             let seen = self.views_seen.entry(from).or_insert(0);
             *seen = (*seen).max(view);
         }
@@ -53,7 +53,7 @@ impl Replica {
     /// peer for more at once while still behind.
     pub(super) fn on_batches(&mut self, from: ReplicaId, batches: Vec<CommittedBatch>) {
         if self.ledger.on_batches(batches) && self.behind() {
-            self.ledger.catch_up_peer = from.index();
+            self.ledger.catch_up_hint = Some(from);
             self.request_catch_up();
         }
     }

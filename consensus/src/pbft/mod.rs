@@ -206,7 +206,7 @@ impl Replica {
         self.ledger.id
     }
 
-    /// The committee it runs with.
+    /// The configured committee it started from.
     pub fn committee(&self) -> &Committee {
         self.ledger.committees.base()
     }
@@ -221,8 +221,12 @@ impl Replica {
         self.ledger.log_digest
     }
 
+    /// Round-robin over the latest scheduled membership: every replica that executed the same
+    /// log agrees. A membership change can move the primary of the current view (replicas
+    /// that executed the change and replicas that have not disagree until both have), which
+    /// costs at most a view change; safety never depends on who the primary is.
     fn primary(&self) -> ReplicaId {
-        leader_of(self.view, self.ledger.committees.base())
+        leader_of(self.view, self.ledger.committees.latest())
     }
 
     fn is_primary(&self) -> bool {
@@ -270,11 +274,15 @@ impl Replica {
             Some(ViewChanging {
                 quorum_since: Some(since),
                 ..
-            }) if now >= since + self.timeout() => {
+            }) if now >= since + self.timeout() && self.ledger.is_member() => {
                 // PBFT 4.5.2: NEW-VIEW did not come in time; try the next view.
                 self.start_view_change(self.view.saturating_add(1));
             }
-            None if self.request_deadline().is_some_and(|deadline| now >= deadline) => {
+            // A replica outside the membership (joining, or gone) suspects no primary: its
+            // views follow the members' (the F+1 rule and catch-up's view proofs).
+            None if self.request_deadline().is_some_and(|deadline| now >= deadline)
+                && self.ledger.is_member() =>
+            {
                 self.ledger.pool.purge(&self.ledger.clients);
                 if self.request_deadline().is_some_and(|deadline| now >= deadline) {
                     // PBFT 4.4: a request waited too long; suspect the primary.
@@ -319,7 +327,7 @@ impl Replica {
     /// A committed slot leaving the window without a peer's PREPARE or COMMIT: that peer
     /// missed the vote.
     fn count_missed_votes<'a>(&mut self, slots: impl Iterator<Item = &'a Slot>) {
-        let members: Vec<ReplicaId> = self.ledger.committees.base().ids().collect();
+        let members: Vec<ReplicaId> = self.ledger.committees.current().ids().collect();
         for slot in slots.filter(|slot| slot.committed) {
             for &peer in &members {
                 if slot.prepares.vote_of(peer).is_none() && slot.commits.vote_of(peer).is_none() {
@@ -460,10 +468,11 @@ impl Protocol for Replica {
             Some(ViewChanging {
                 quorum_since: Some(since),
                 ..
-            }) => next = next.min(since + self.timeout()),
+            }) if self.ledger.is_member() => next = next.min(since + self.timeout()),
             Some(_) => {}
             None => {
-                if let Some(deadline) = self.request_deadline() {
+                // Only members suspect primaries (see `on_timeout`).
+                if let Some(deadline) = self.request_deadline().filter(|_| self.ledger.is_member()) {
                     next = next.min(deadline);
                 }
                 if self.is_primary() && self.has_room() {

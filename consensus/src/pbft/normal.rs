@@ -108,6 +108,9 @@ impl Replica {
     /// Signs, records and multicasts this replica's PREPARE; the vote record is made durable
     /// first unless the caller already did.
     pub(super) fn send_prepare(&mut self, seq: u64, digest: ordinal_crypto::Digest, persist: bool) {
+        if !self.ledger.votes_at(seq) {
+            return;
+        }
         if persist {
             self.ledger.persist(SafetyUpdate::Prepare {
                 view: self.view,
@@ -260,6 +263,12 @@ impl Replica {
         };
         let digest = proposal.digest;
         self.prepared.insert(seq, proof.clone());
+        if !self.ledger.votes_at(seq) {
+            // Following the log without a vote: the prepared proof still serves view changes'
+            // evidence here, and the commit certificate comes from the members.
+            self.check_committed(seq);
+            return;
+        }
         self.ledger.persist(SafetyUpdate::Prepared(proof));
         let vote = self.ledger.sign(CommitVote { view, seq, digest });
         if let Some(slot) = self.slots.get_mut(&seq) {

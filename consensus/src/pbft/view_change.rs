@@ -207,7 +207,7 @@ impl Replica {
         if self
             .ledger
             .committees
-            .base()
+            .current()
             .includes_correct(ahead.iter().map(|(id, _)| *id))
         {
             if let Some(smallest) = ahead.iter().map(|(_, view)| *view).min() {

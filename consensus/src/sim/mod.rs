@@ -108,6 +108,15 @@ pub struct SimConfig {
     /// Weight changes to propose: at this time, through every instance of this replica, these
     /// weights (`Input::ProposeWeights`). Takes effect only with `protocol.weight_bounds`.
     pub weight_proposals: Vec<(Time, usize, Vec<u64>)>,
+    /// Replicas beyond `replicas` (ids `replicas..replicas + spares`), outside the configured
+    /// committee: each starts, with an empty log and the configured committee, when
+    /// `spare_starts` says, and can join through a membership change.
+    pub spares: usize,
+    /// When each spare starts: (time, replica id).
+    pub spare_starts: Vec<(Time, usize)>,
+    /// Membership changes the operator ([`operator_key`]) submits, like a client, at these
+    /// times. Sets `protocol.membership_operator` when not empty.
+    pub membership: Vec<(Time, crate::epoch::MembershipChange)>,
 }
 
 impl SimConfig {
@@ -152,6 +161,9 @@ impl SimConfig {
             weights: Vec::new(),
             slow_links: Vec::new(),
             weight_proposals: Vec::new(),
+            spares: 0,
+            spare_starts: Vec::new(),
+            membership: Vec::new(),
         }
     }
 
@@ -290,6 +302,8 @@ struct Store {
 
 struct Instance {
     replica: usize,
+    /// A spare that has not started yet.
+    dormant: bool,
     node: Option<Box<dyn Protocol + Send>>,
     generation: u64,
     store: Store,
@@ -344,6 +358,9 @@ enum Event {
     Restart {
         replica: usize,
     },
+    StartSpare {
+        replica: usize,
+    },
     Isolate {
         replica: usize,
     },
@@ -360,6 +377,11 @@ enum Event {
 /// Keys for replica `i` of a simulated cluster.
 pub fn replica_key(i: usize) -> KeyPair {
     KeyPair::from_seed(Digest::of_parts(&[b"ordinal-sim-replica", &(i as u64).to_le_bytes()]).0)
+}
+
+/// The operator key of a simulated cluster: it signs membership changes.
+pub fn operator_key() -> KeyPair {
+    KeyPair::from_seed(Digest::of(b"ordinal-sim-operator").0)
 }
 
 fn client_key(i: usize) -> KeyPair {
@@ -408,6 +430,8 @@ pub fn weighted_committee(
 pub struct Simulation {
     config: SimConfig,
     committee: Committee,
+    /// Every replica key, spares included (to recognise members' entries in the log).
+    all_keys: Committee,
     rng: ChaCha8Rng,
     network: Network<Event>,
     instances: Vec<Instance>,
@@ -426,14 +450,18 @@ pub struct Simulation {
 
 impl Simulation {
     /// Sets up a run; fails only for a cluster size no committee can have.
-    pub fn new(config: SimConfig) -> Result<Self, ordinal_crypto::CryptoError> {
+    pub fn new(mut config: SimConfig) -> Result<Self, ordinal_crypto::CryptoError> {
         let committee = weighted_committee(config.replicas, &config.weights)?;
+        let all_keys = self::committee(config.replicas + config.spares)?;
+        if !config.membership.is_empty() {
+            config.protocol.membership_operator = Some(operator_key().public());
+        }
         let rng = ChaCha8Rng::seed_from_u64(config.seed);
         let mut network = Network::new((Duration::from_micros(500), Duration::from_millis(5)));
         network.faults = config.link_faults;
         network.slowdown = config.slow_links.iter().copied().collect();
         let mut instances = Vec::new();
-        for replica in 0..config.replicas {
+        for replica in 0..config.replicas + config.spares {
             let behaviour = config
                 .byzantine
                 .iter()
@@ -443,16 +471,20 @@ impl Simulation {
             for _ in 0..copies {
                 instances.push(Instance {
                     replica,
-                    node: Some(start_replica(
-                        config.kind,
-                        ReplicaId(replica as u16),
-                        replica_key(replica),
-                        committee.clone(),
-                        config.protocol.clone(),
-                        Duration::ZERO,
-                        SafetyState::default(),
-                        Vec::new(),
-                    )),
+                    // Spares stay dormant until their start.
+                    node: (replica < config.replicas).then(|| {
+                        start_replica(
+                            config.kind,
+                            ReplicaId(replica as u16),
+                            replica_key(replica),
+                            committee.clone(),
+                            config.protocol.clone(),
+                            Duration::ZERO,
+                            SafetyState::default(),
+                            Vec::new(),
+                        )
+                    }),
+                    dormant: replica >= config.replicas,
                     generation: 0,
                     store: Store {
                         batches: BTreeMap::new(),
@@ -466,6 +498,7 @@ impl Simulation {
         }
         let mut sim = Simulation {
             committee,
+            all_keys,
             rng,
             network,
             instances,
@@ -526,7 +559,34 @@ impl Simulation {
                 requests,
             });
         }
-        self.report.submitted = self.config.clients * self.config.requests_per_client;
+        if !self.config.membership.is_empty() {
+            // The operator is one more client; its requests are the membership changes.
+            let key = operator_key();
+            let mut requests = Vec::new();
+            for (n, (at, change)) in self.config.membership.clone().into_iter().enumerate() {
+                let entry = crate::epoch::QuorumEntry::Membership(change);
+                let request = entry.to_request(&key, &cluster, n as u64 + 1);
+                self.submitted_digests.insert(request.digest());
+                requests.push(request);
+                let client = self.clients.len();
+                self.network.schedule(at, Event::Submit { client, index: n });
+            }
+            self.client_index.insert(key.public(), self.clients.len());
+            self.clients.push(SimClient {
+                by_digest: requests
+                    .iter()
+                    .enumerate()
+                    .map(|(i, r)| (r.digest(), i))
+                    .collect(),
+                submitted_at: vec![None; requests.len()],
+                answered: vec![None; requests.len()],
+                requests,
+            });
+        }
+        for (at, replica) in self.config.spare_starts.clone() {
+            self.network.schedule(at, Event::StartSpare { replica });
+        }
+        self.report.submitted = self.clients.iter().map(|c| c.requests.len()).sum();
         for (at, replica, weights) in self.config.weight_proposals.clone() {
             self.network
                 .schedule(at, Event::ProposeWeights { replica, weights });
@@ -752,6 +812,12 @@ impl Simulation {
                 }
             }
             Event::Restart { replica } => self.restart(replica),
+            Event::StartSpare { replica } => {
+                for instance in self.instances.iter_mut().filter(|i| i.replica == replica) {
+                    instance.dormant = false;
+                }
+                self.restart(replica);
+            }
             Event::ProposeWeights { replica, weights } => {
                 let instances: Vec<usize> = (0..self.instances.len())
                     .filter(|i| self.instances[*i].replica == replica)
@@ -777,7 +843,7 @@ impl Simulation {
                 let down: BTreeSet<usize> = self
                     .instances
                     .iter()
-                    .filter(|i| i.node.is_none())
+                    .filter(|i| i.node.is_none() && !i.dormant)
                     .map(|i| i.replica)
                     .collect();
                 for replica in down {
@@ -793,7 +859,7 @@ impl Simulation {
         let now = self.now;
         let mut restarted = Vec::new();
         for (k, instance) in self.instances.iter_mut().enumerate() {
-            if instance.replica != replica || instance.node.is_some() {
+            if instance.replica != replica || instance.node.is_some() || instance.dormant {
                 continue;
             }
             let log: Vec<CommittedBatch> = instance.store.batches.values().cloned().collect();
@@ -817,7 +883,7 @@ impl Simulation {
 
     fn client_send(&mut self, client: usize, index: usize) {
         let bytes = Message::Request(self.clients[client].requests[index].clone()).encode();
-        for replica in 0..self.config.replicas {
+        for replica in 0..self.config.replicas + self.config.spares {
             self.transmit(None, replica, bytes.clone());
         }
         let at = self.now + self.config.client_retry;
@@ -968,7 +1034,9 @@ impl Simulation {
             }
             Action::Send { to, message } => self.outgoing(instance, message, vec![to.index()]),
             Action::Broadcast { message } => {
-                let dests: Vec<usize> = (0..self.config.replicas).filter(|r| *r != replica).collect();
+                let dests: Vec<usize> = (0..self.config.replicas + self.config.spares)
+                    .filter(|r| *r != replica)
+                    .collect();
                 self.outgoing(instance, message, dests);
             }
             Action::Reply { key, position } => self.reply(instance, correct, key, position),
@@ -1062,7 +1130,8 @@ impl Simulation {
         let mut keys = Vec::new();
         for request in &committed.batch.requests {
             // Weight changes come from members, signed with their keys (`crate::epoch`).
-            let from_member = || crate::epoch::QuorumEntry::from_request(request, &self.committee).is_some();
+            let from_member =
+                || crate::epoch::QuorumEntry::from_request(request, &self.all_keys, None).is_some();
             if check_origin && !self.submitted_digests.contains(&request.digest()) && !from_member() {
                 let detail = format!("replica {replica} seq {seq}: request never submitted");
                 self.violation("validity", detail);
