@@ -513,6 +513,31 @@ impl Client {
         Ok((batches, committed_seq))
     }
 
+    /// Reads the certified log up to the newest sequence number the replicas asked report and
+    /// returns the weight and membership schedule it fixes (what the client verifies
+    /// receipts with). The operator's admin commands take the next epoch number from it.
+    pub async fn sync_schedule(&self) -> Result<Committees, ClientError> {
+        let replicas = self.inner.links.len().max(1);
+        let mut failures = 0;
+        loop {
+            let from = lock(&self.inner.schedule).applied_through() + 1;
+            let replica = self.inner.pick_responder();
+            match self.read_batches(replica, from, SCHEDULE_READ_BATCHES).await {
+                Ok((batches, committed)) if batches.is_empty() && from > committed => break,
+                Ok((batches, _)) if !batches.is_empty() => failures = 0,
+                Ok(_) => failures += 1,
+                Err(e) => {
+                    tracing::debug!(replica, error = %e, "reading the log for the schedule failed");
+                    failures += 1;
+                }
+            }
+            if failures >= 3 * replicas {
+                return Err(ClientError::Timeout(self.inner.options.call_timeout));
+            }
+        }
+        Ok(lock(&self.inner.schedule).clone())
+    }
+
     /// Ordered, certificate-verified batches from `from` on; see [`Subscription`].
     pub fn subscribe(&self, from: u64) -> Subscription {
         Subscription {
@@ -617,6 +642,28 @@ enum Verdict {
 
 /// Batches per read while learning weights from the log.
 const SCHEDULE_READ_BATCHES: u32 = 64;
+
+/// Whether more than `faults` replicas that this client knows of (`signers`, every replica
+/// that was ever a member) validly signed `certificate`, whatever its epoch. Votes of
+/// replicas the client has not learnt of yet are left out, not held against it.
+fn more_than_f_signed(
+    certificate: &Certificate<CommitVote>,
+    signers: &Committee,
+    faults: usize,
+) -> Result<(), ordinal_crypto::CryptoError> {
+    let mut known = certificate.clone();
+    known.votes.retain(|(id, _)| signers.contains(*id));
+    known.epoch = signers.epoch();
+    known.verify_with(signers, Threshold::OneCorrect)?;
+    if known.votes.len() > faults {
+        Ok(())
+    } else {
+        Err(ordinal_crypto::CryptoError::InsufficientWeight {
+            weight: known.votes.len() as u64,
+            needed: faults as u64 + 1,
+        })
+    }
+}
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -724,10 +771,14 @@ impl Inner {
                         // Read the log only for a certificate more than f members signed (a
                         // vote's signature does not depend on weights): one Byzantine replica
                         // must not send the client reading for a made-up sequence number.
-                        let signed = self
-                            .committee
-                            .reweighted(receipt.certificate.epoch, &self.committee.weights())
-                            .and_then(|keys| receipt.certificate.verify_with(&keys, Threshold::OneCorrect));
+                        let signed = {
+                            let schedule = lock(&self.schedule);
+                            more_than_f_signed(
+                                &receipt.certificate,
+                                schedule.signers(),
+                                schedule.latest().faults(),
+                            )
+                        };
                         if let Err(e) = signed {
                             tracing::warn!(replica = from.0, nonce, error = %e, "receipt certificate does not verify");
                             return;

@@ -427,8 +427,17 @@ fn transport_config() -> quinn::TransportConfig {
 
 /// A QUIC client configuration presenting `key` and pinning each replica to its listed key.
 pub fn quic_client_config(key: &KeyPair, committee: &Committee) -> Result<quinn::ClientConfig, WireError> {
+    quic_pinned_client_config(key, ordinal_crypto::tls::PinnedKeys::of(committee))
+}
+
+/// Like [`quic_client_config`], pinning replicas to a key table the caller updates (a replica
+/// dials peers that joined through the log).
+pub fn quic_pinned_client_config(
+    key: &KeyPair,
+    keys: ordinal_crypto::tls::PinnedKeys,
+) -> Result<quinn::ClientConfig, WireError> {
     let tls =
-        ordinal_crypto::tls::client_config(key, committee).map_err(|e| WireError::Config(e.to_string()))?;
+        ordinal_crypto::tls::pinned_client_config(key, keys).map_err(|e| WireError::Config(e.to_string()))?;
     let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
         .map_err(|e| WireError::Config(e.to_string()))?;
     let mut config = quinn::ClientConfig::new(Arc::new(crypto));

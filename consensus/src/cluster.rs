@@ -68,8 +68,24 @@ pub struct ClusterConfig {
     /// hold for ever.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weights: Option<WeightsConfig>,
-    /// The replicas in id order.
+    /// Membership changes through the ordered log (PBFT only; needs `[weights]`, whose
+    /// checkpoint interval and window fix when changes take effect); absent, the configured
+    /// replicas are the members for ever.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub membership: Option<MembershipConfig>,
+    /// The replicas in id order: the configured (first) membership. Replicas that joined
+    /// later are learnt from the log.
     pub replicas: Vec<ReplicaEntry>,
+}
+
+/// The `[membership]` table of a cluster: who may add and remove replicas.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MembershipConfig {
+    /// The operator's ed25519 public key, hex: membership changes in the log must be
+    /// requests signed with it (`ordinal-node membership`). See `epoch::Committees::
+    /// schedule_membership` for why membership is the operator's and weights the members'.
+    pub operator_key: String,
 }
 
 /// The `[weights]` table of a cluster: how far weights may move, and whether they follow
@@ -194,7 +210,30 @@ impl ClusterConfig {
                 ));
             }
         }
+        if self.membership.is_some() {
+            self.operator_key()?;
+            if self.weights.is_none() {
+                return Err(ConfigError::new(
+                    "membership",
+                    "needs a [weights] table (its checkpoint_interval and log_window fix when changes take effect)",
+                ));
+            }
+        }
         Committee::new(cluster_id, 0, members, self.faults).map_err(|e| ConfigError::new("replicas", e))
+    }
+
+    /// The operator key of `[membership]`, if membership can change.
+    pub fn operator_key(&self) -> Result<Option<PublicKey>, ConfigError> {
+        let Some(membership) = &self.membership else {
+            return Ok(None);
+        };
+        let key: PublicKey = membership
+            .operator_key
+            .parse()
+            .map_err(|e| ConfigError::new("membership.operator_key", e))?;
+        key.decode()
+            .map_err(|e| ConfigError::new("membership.operator_key", e))?;
+        Ok(Some(key))
     }
 
     /// The protocol parameters a replica of this cluster must use for the parts clients rely
@@ -206,6 +245,7 @@ impl ClusterConfig {
             max: w.max,
         });
         protocol.weight_reports_every = self.weights.map_or(0, |w| w.reports_every);
+        protocol.membership_operator = self.operator_key().ok().flatten();
         if let Some(weights) = self.weights {
             protocol.checkpoint_interval = weights.checkpoint_interval;
             protocol.log_window = weights.log_window;
@@ -216,6 +256,7 @@ impl ClusterConfig {
     /// with `[weights]`, the rules to follow changes in the certified log.
     pub fn committees(&self) -> Result<crate::epoch::Committees, ConfigError> {
         let committee = self.committee()?;
+        let operator = self.operator_key()?;
         Ok(match self.weights {
             Some(w) => crate::epoch::Committees::with_policy(
                 committee,
@@ -226,7 +267,8 @@ impl ClusterConfig {
                 w.reports_every > 0,
                 w.checkpoint_interval,
                 w.log_window,
-            ),
+            )
+            .with_operator(operator),
             None => crate::epoch::Committees::fixed(committee),
         })
     }
@@ -244,6 +286,7 @@ mod tests {
             faults: (n - 1) / 3,
             request_auth: RequestAuth::Signed,
             weights: None,
+            membership: None,
             replicas: (0..n)
                 .map(|i| ReplicaEntry {
                     id: i as u16,
@@ -300,6 +343,35 @@ mod tests {
         weights.replicas[2].weight = 1;
         weights.protocol = ProtocolKind::Linear;
         assert_eq!(weights.committee().unwrap_err().field, "weights");
+
+        // [membership] needs [weights] and a valid operator key.
+        let mut membership = cluster(4);
+        membership.membership = Some(MembershipConfig {
+            operator_key: KeyPair::from_seed([9; 32]).public().to_hex(),
+        });
+        assert_eq!(membership.committee().unwrap_err().field, "membership");
+        membership.weights = Some(WeightsConfig {
+            min: 1,
+            max: 1,
+            reports_every: 0,
+            checkpoint_interval: 8,
+            log_window: 32,
+        });
+        membership.committee().unwrap();
+        let mut protocol = ProtocolConfig::default();
+        membership.apply_to(&mut protocol);
+        assert_eq!(
+            protocol.membership_operator,
+            Some(KeyPair::from_seed([9; 32]).public())
+        );
+        assert!(membership.committees().unwrap().operator().is_some());
+        membership.membership = Some(MembershipConfig {
+            operator_key: "00".into(),
+        });
+        assert_eq!(
+            membership.committee().unwrap_err().field,
+            "membership.operator_key"
+        );
 
         let mut bad_id_hex = cluster(4);
         bad_id_hex.cluster_id = "123".into();

@@ -110,10 +110,16 @@ impl QuorumEntry {
     /// number their entries with `nonce`, taken from their executed log so that it grows
     /// across restarts ([`entry_nonce`]).
     pub fn to_request(&self, key: &KeyPair, cluster_id: &ordinal_crypto::Digest, nonce: u64) -> Request {
+        Request::signed(key, cluster_id, nonce, self.payload())
+    }
+
+    /// The request payload that carries this entry (for a client whose key is the author's,
+    /// such as the operator's admin command).
+    pub fn payload(&self) -> Vec<u8> {
         let mut payload = ENTRY_TAG.to_vec();
-        // Plain integers always serialise.
+        // Plain integers, keys and strings always serialise.
         payload.extend(postcard::to_allocvec(self).unwrap_or_default());
-        Request::signed(key, cluster_id, nonce, payload)
+        payload
     }
 
     /// The entry a request carries and who signed it, if it is one: the client key is a
@@ -323,6 +329,11 @@ impl Committees {
     /// The committee in force at the next sequence number to apply.
     pub fn current(&self) -> &Committee {
         self.for_seq(self.executed + 1).unwrap_or(self.latest())
+    }
+
+    /// The first sequence number of the latest scheduled epoch.
+    pub fn latest_start(&self) -> u64 {
+        self.epochs[self.epochs.len() - 1].start
     }
 
     /// The committee of epoch `number`, if known.

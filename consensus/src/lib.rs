@@ -58,7 +58,7 @@ pub mod sim;
 pub mod weighting;
 
 pub use batch::{Batch, CommittedBatch};
-pub use cluster::{ClusterConfig, ConfigError, ProtocolKind, ReplicaEntry, WeightsConfig};
+pub use cluster::{ClusterConfig, ConfigError, MembershipConfig, ProtocolKind, ReplicaEntry, WeightsConfig};
 pub use config::{ProtocolConfig, RequestAuth};
 pub use error::Invalid;
 pub use io::{Action, Footprint, Input, Protocol, Status, Time};

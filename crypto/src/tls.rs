@@ -122,11 +122,44 @@ fn bad_certificate() -> rustls::Error {
     rustls::Error::InvalidCertificate(rustls::CertificateError::ApplicationVerificationFailure)
 }
 
-/// Accepts a server only if it presents the key the committee lists for the replica named in
-/// the server name.
+/// The key each replica id is pinned to, shared with the TLS verifiers of an endpoint and
+/// replaced when membership changes (a replica that joined through the log is dialled with
+/// the key the log named). Ids are never reused, so the table only grows.
+#[derive(Clone, Debug, Default)]
+pub struct PinnedKeys(Arc<std::sync::RwLock<Vec<PublicKey>>>);
+
+impl PinnedKeys {
+    /// The keys of every slot of `committee`.
+    pub fn of(committee: &Committee) -> Self {
+        let keys = committee.slot_table().iter().map(|m| m.public_key).collect();
+        PinnedKeys(Arc::new(std::sync::RwLock::new(keys)))
+    }
+
+    /// Pins the keys of every slot of `committee` (a later epoch's table extends the earlier
+    /// ones).
+    pub fn update(&self, committee: &Committee) {
+        let keys = committee.slot_table().iter().map(|m| m.public_key).collect();
+        match self.0.write() {
+            Ok(mut guard) => *guard = keys,
+            Err(poisoned) => *poisoned.into_inner() = keys,
+        }
+    }
+
+    /// The key replica `id` must present.
+    pub fn get(&self, id: ReplicaId) -> Option<PublicKey> {
+        let guard = match self.0.read() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        guard.get(id.index()).copied()
+    }
+}
+
+/// Accepts a server only if it presents the key pinned for the replica named in the server
+/// name.
 #[derive(Debug)]
 struct PinnedServer {
-    committee: Committee,
+    keys: PinnedKeys,
     algorithms: WebPkiSupportedAlgorithms,
 }
 
@@ -140,12 +173,7 @@ impl ServerCertVerifier for PinnedServer {
         _now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
         let replica = replica_of_server_name(server_name).ok_or_else(bad_certificate)?;
-        let expected = self
-            .committee
-            .slot_table()
-            .get(replica.index())
-            .map(|m| m.public_key)
-            .ok_or_else(bad_certificate)?;
+        let expected = self.keys.get(replica).ok_or_else(bad_certificate)?;
         match certificate_key(end_entity) {
             Some(key) if key == expected => Ok(ServerCertVerified::assertion()),
             _ => Err(bad_certificate()),
@@ -255,12 +283,17 @@ pub fn server_config(key: &KeyPair, id: ReplicaId) -> Result<rustls::ServerConfi
 /// The client side, for replicas and clients alike: presents `key`'s certificate and accepts
 /// a server only with the key the committee lists for the replica it dials.
 pub fn client_config(key: &KeyPair, committee: &Committee) -> Result<rustls::ClientConfig, TlsError> {
+    pinned_client_config(key, PinnedKeys::of(committee))
+}
+
+/// Like [`client_config`], with a key table the caller can update.
+pub fn pinned_client_config(key: &KeyPair, keys: PinnedKeys) -> Result<rustls::ClientConfig, TlsError> {
     let identity = Identity::new(key, "ordinal-client")?;
     let mut config = rustls::ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(PinnedServer {
-            committee: committee.clone(),
+            keys,
             algorithms: algorithms(),
         }))
         .with_client_auth_cert(vec![identity.certificate], identity.private_key)?;

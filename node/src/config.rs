@@ -102,13 +102,22 @@ impl NodeConfig {
             .cluster
             .committee()
             .map_err(|e| ConfigError::new(format!("cluster.{}", e.field), e.reason))?;
-        if !committee.contains(ReplicaId(self.id)) {
+        // A replica outside the configured membership can only be one that joins through
+        // the log: its id is a slot the log will create.
+        if !committee.contains(ReplicaId(self.id))
+            && (self.cluster.membership.is_none() || usize::from(self.id) < committee.slots())
+        {
             return Err(ConfigError::new(
                 "id",
                 format!(
-                    "{} is not a replica of the cluster (0..{})",
+                    "{} is not a replica of the cluster (0..{}){}",
                     self.id,
-                    committee.size()
+                    committee.size(),
+                    if self.cluster.membership.is_none() {
+                        "; a joining replica needs a cluster with [membership]"
+                    } else {
+                        ""
+                    }
                 ),
             ));
         }
@@ -162,10 +171,19 @@ impl LoadedConfig {
         self.resolve(self.config.storage.path.as_deref().unwrap_or(Path::new("data")))
     }
 
+    /// Whether this replica is outside the configured membership: it joins through the log
+    /// (the driver checks its key once the log names its slot).
+    pub fn joining(&self) -> bool {
+        usize::from(self.config.id) >= self.committee.slots()
+    }
+
     /// Loads the secret key and checks it is the one the cluster lists for this replica.
     pub fn key(&self) -> anyhow::Result<KeyPair> {
         let path = self.resolve(&self.config.key_file);
         let key = KeyPair::load(&path)?;
+        if self.joining() {
+            return Ok(key);
+        }
         let expected = self
             .committee
             .slot_table()

@@ -61,6 +61,9 @@ pub struct Driver {
     peer_health: Vec<wire::PeerHealth>,
     /// When refusals counted at the edge were last handed to the protocol.
     refusals_fed: Option<Instant>,
+    /// This replica's public key, and whether the log's slot for it was checked against it.
+    own_key: ordinal_crypto::PublicKey,
+    own_slot_checked: bool,
 }
 
 /// A peer's counters as last exported (Prometheus counters only move by increments).
@@ -82,6 +85,7 @@ impl Driver {
         shared: Arc<Shared>,
         peers: Peers,
         origin: Instant,
+        own_key: ordinal_crypto::PublicKey,
     ) -> Self {
         let view_changes_seen = replica.status().view_changes;
         Driver {
@@ -99,6 +103,8 @@ impl Driver {
             peer_counts: HashMap::new(),
             peer_health: Vec::new(),
             refusals_fed: None,
+            own_key,
+            own_slot_checked: false,
         }
     }
 
@@ -379,7 +385,8 @@ impl Driver {
     /// suspect still make a quorum with it (if not, it is probably cut off from the rest).
     fn publish_peers(&mut self) {
         let metrics = &self.shared.metrics;
-        let committee = &self.shared.committee;
+        let schedule = self.shared.schedule();
+        let committee = schedule.current();
         let mut reachable = vec![self.shared.id];
         let reports = self.replica.peers();
         self.peer_health = reports.iter().map(wire::PeerHealth::from_report).collect();
@@ -458,6 +465,39 @@ impl Driver {
             Ok(mut guard) => *guard = snapshot,
             Err(poisoned) => *poisoned.into_inner() = snapshot,
         }
+        self.follow_membership();
+    }
+
+    /// Dials replicas that joined through the log (with the key the log named) and checks
+    /// this replica's own key once the log gives it a slot.
+    fn follow_membership(&mut self) {
+        let committees = self.replica.committees();
+        let signers = committees.signers();
+        self.shared.pinned.update(signers);
+        let me = self.shared.id;
+        if let Some(slot) = signers.slot_table().get(me.index()) {
+            if !self.own_slot_checked {
+                self.own_slot_checked = true;
+                if slot.public_key != self.own_key {
+                    tracing::error!(
+                        id = me.0,
+                        listed = %slot.public_key,
+                        ours = %self.own_key,
+                        "the log gave this replica's id another key: it will never be a member"
+                    );
+                }
+            }
+        }
+        for member in signers.members() {
+            if self.peers.has(member.id) || member.id == me {
+                continue;
+            }
+            if let Some(address) = committees.joined_address(member.id) {
+                tracing::info!(peer = member.id.0, address, "dialling a replica that joined");
+                let address = address.to_string();
+                self.peers.add(member.id, &address);
+            }
+        }
     }
 
     fn publish_status(&mut self) {
@@ -493,7 +533,7 @@ impl Driver {
         let committees = self.replica.committees();
         let current = committees.current();
         let metrics = &self.shared.metrics;
-        for member in current.members() {
+        for member in current.slot_table() {
             metrics
                 .replica_weight
                 .with_label_values(&[&member.id.0.to_string()])

@@ -5,6 +5,7 @@
 pub mod config;
 pub mod driver;
 pub mod local;
+pub mod membership;
 pub mod metrics;
 pub mod service;
 pub mod store;

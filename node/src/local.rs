@@ -80,6 +80,7 @@ pub fn spec(replicas: usize, protocol: ordinal_consensus::ProtocolKind, base_por
         request_auth: ordinal_consensus::RequestAuth::Unsigned,
         weights: Vec::new(),
         weight_changes: None,
+        spares: 0,
     }
 }
 

@@ -64,6 +64,10 @@ enum Command {
         /// stable checkpoints and the weights follow them (0: explicit changes only).
         #[arg(long, default_value_t = 0)]
         weight_reports_every: u64,
+        /// Also generate this many spare replicas (node-N.., outside the membership) and an
+        /// operator key (`operator.key`) that can add them with `ordinal-node membership join`.
+        #[arg(long, default_value_t = 0)]
+        spares: usize,
         /// Output directory.
         #[arg(long)]
         out: PathBuf,
@@ -71,6 +75,11 @@ enum Command {
         /// service runs this at every start; keys are generated only the first time).
         #[arg(long)]
         keep_existing: bool,
+    },
+    /// Add or remove a replica through the ordered log (needs the cluster's operator key).
+    Membership {
+        #[command(subcommand)]
+        action: MembershipAction,
     },
     /// Run one replica until SIGINT or SIGTERM.
     Run {
@@ -104,6 +113,98 @@ enum Command {
         #[arg(long, value_enum, default_value_t = SyncArg::Always)]
         sync: SyncArg,
     },
+}
+
+#[derive(Subcommand, Debug)]
+enum MembershipAction {
+    /// A new replica joins: described by its config.toml (`--node-config`), or by
+    /// `--public-key` and `--address`. Start it (it catches up by state transfer); it votes
+    /// from the epoch this schedules.
+    Join {
+        /// The cluster's client.toml.
+        #[arg(long)]
+        cluster: PathBuf,
+        /// The operator's secret key file.
+        #[arg(long)]
+        operator_key: PathBuf,
+        /// The joining replica's config.toml.
+        #[arg(long, conflicts_with_all = ["public_key", "address"])]
+        node_config: Option<PathBuf>,
+        /// The joining replica's public key (hex).
+        #[arg(long, requires = "address")]
+        public_key: Option<String>,
+        /// Where peers reach the joining replica (host:port).
+        #[arg(long, requires = "public_key")]
+        address: Option<String>,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 30)]
+        timeout: u64,
+    },
+    /// A member leaves; stop it once the epoch this schedules is in force.
+    Leave {
+        /// The cluster's client.toml.
+        #[arg(long)]
+        cluster: PathBuf,
+        /// The operator's secret key file.
+        #[arg(long)]
+        operator_key: PathBuf,
+        /// The leaving replica's id.
+        #[arg(long)]
+        replica: u16,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 30)]
+        timeout: u64,
+    },
+}
+
+async fn change_membership(action: MembershipAction) -> anyhow::Result<()> {
+    use ordinal_node::membership::{submit, Change};
+    let (cluster, operator_key, change, timeout) = match action {
+        MembershipAction::Join {
+            cluster,
+            operator_key,
+            node_config,
+            public_key,
+            address,
+            timeout,
+        } => {
+            let change = match (node_config, public_key, address) {
+                (Some(path), _, _) => Change::join_from_config(&path)?,
+                (None, Some(key), Some(address)) => Change::Join {
+                    public_key: key.parse().map_err(|e| anyhow::anyhow!("--public-key: {e}"))?,
+                    address,
+                },
+                _ => anyhow::bail!("give --node-config, or --public-key and --address"),
+            };
+            (cluster, operator_key, change, timeout)
+        }
+        MembershipAction::Leave {
+            cluster,
+            operator_key,
+            replica,
+            timeout,
+        } => (
+            cluster,
+            operator_key,
+            Change::Leave(ordinal_crypto::ReplicaId(replica)),
+            timeout,
+        ),
+    };
+    let outcome = submit(
+        &cluster,
+        &operator_key,
+        change,
+        std::time::Duration::from_secs(timeout),
+    )
+    .await?;
+    if let Some(id) = outcome.joined {
+        println!("joined: replica {id}");
+    }
+    println!(
+        "scheduled: epoch {} from seq {} (ordered at {}), members {:?}",
+        outcome.epoch, outcome.start, outcome.ordered_at, outcome.members
+    );
+    Ok(())
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -191,6 +292,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             weights,
             weight_bounds,
             weight_reports_every,
+            spares,
             out,
             keep_existing,
         } => {
@@ -213,6 +315,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     }),
                     _ => anyhow::bail!("--weight-bounds takes MIN,MAX"),
                 },
+                spares,
             };
             let existing = out.join("client.toml");
             let client = if keep_existing && existing.exists() {
@@ -228,6 +331,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Run { config } => runtime()?.block_on(run_replica(config)),
+        Command::Membership { action } => runtime()?.block_on(change_membership(action)),
         Command::Local {
             replicas,
             protocol,

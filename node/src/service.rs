@@ -85,13 +85,15 @@ pub async fn start(loaded: &LoadedConfig) -> anyhow::Result<RunningReplica> {
     let mut endpoint = bind_endpoint(wire::quic_server_config(&key, id)?, config.listen)
         .await
         .with_context(|| format!("listen: binding {}", config.listen))?;
-    endpoint.set_default_client_config(wire::quic_client_config(&key, &committee)?);
+    let pinned = ordinal_crypto::tls::PinnedKeys::of(replica.committees().signers());
+    endpoint.set_default_client_config(wire::quic_pinned_client_config(&key, pinned.clone())?);
 
     let (peer_tx, peer_rx) = mpsc::channel(CORE_QUEUE);
     let (client_tx, client_rx) = mpsc::channel(CORE_QUEUE);
     let shared = Arc::new(Shared {
         id,
         committee: committee.clone(),
+        pinned,
         committees: std::sync::RwLock::new(Arc::new(replica.committees().clone())),
         config: config.protocol.clone(),
         cluster_id,
@@ -104,7 +106,8 @@ pub async fn start(loaded: &LoadedConfig) -> anyhow::Result<RunningReplica> {
         clients: ClientRegistry::default(),
         status: Mutex::new(ReplicaStatus::new(id, &recovered, &committee)),
         peer_receive_delay: Duration::from_millis(config.testing.peer_receive_delay_ms),
-        refused: (0..committee.size())
+        // Room for replicas that join later; ids beyond go uncounted.
+        refused: (0..committee.slots().max(transport::REFUSAL_SLOTS))
             .map(|_| std::sync::atomic::AtomicU64::new(0))
             .collect(),
     });
@@ -126,7 +129,7 @@ pub async fn start(loaded: &LoadedConfig) -> anyhow::Result<RunningReplica> {
 
     let (shutdown, shutdown_rx) = watch::channel(false);
     let (finished_tx, finished) = oneshot::channel();
-    let driver = Driver::new(replica, safety, shared.clone(), peers, origin);
+    let driver = Driver::new(replica, safety, shared.clone(), peers, origin, key.public());
     let thread = std::thread::Builder::new()
         .name(format!("ordinal-core-{}", id.0))
         .spawn(move || {

@@ -32,7 +32,15 @@ pub struct TestnetSpec {
     pub weights: Vec<u64>,
     /// Weight changes through the log, if enabled.
     pub weight_changes: Option<ordinal_consensus::WeightsConfig>,
+    /// Replicas generated beyond `replicas` (ids `replicas..`), outside the configured
+    /// membership, ready to join through the log. Any spare enables membership changes: an
+    /// operator key is written to `operator.key` and named in the cluster's `[membership]`
+    /// table (with a `[weights]` table of equal weights if there is none).
+    pub spares: usize,
 }
+
+/// The operator key file `generate` writes when there are spares.
+pub const OPERATOR_KEY_FILE: &str = "operator.key";
 
 /// Writes `client.toml` and, per replica, `node-i/config.toml` and `node-i/key` (mode 0600).
 /// Returns the path of `client.toml`.
@@ -47,8 +55,9 @@ pub fn generate(spec: &TestnetSpec, out: &Path) -> anyhow::Result<PathBuf> {
             spec.replicas
         );
     }
-    let last_port = (spec.base_port as usize + 100).saturating_add(spec.replicas - 1);
-    if spec.replicas > 100 || last_port > u16::MAX as usize {
+    let total = spec.replicas + spec.spares;
+    let last_port = (spec.base_port as usize + 100).saturating_add(total - 1);
+    if total > 100 || last_port > u16::MAX as usize {
         bail!(
             "--replicas {} with --base-port {} runs out of ports (at most 100 replicas below port 65536)",
             spec.replicas,
@@ -66,9 +75,8 @@ pub fn generate(spec: &TestnetSpec, out: &Path) -> anyhow::Result<PathBuf> {
     let mut seed = [0u8; 32];
     OsRng.fill_bytes(&mut seed);
     let cluster_id = Digest::of_parts(&[b"ordinal-cluster", &seed]);
-    let keys: Vec<KeyPair> = (0..spec.replicas)
-        .map(|_| KeyPair::generate(&mut OsRng))
-        .collect();
+    let keys: Vec<KeyPair> = (0..total).map(|_| KeyPair::generate(&mut OsRng)).collect();
+    let operator = (spec.spares > 0).then(|| KeyPair::generate(&mut OsRng));
     let port = |i: usize, offset: usize| spec.base_port + (offset + i) as u16;
     let address = |i: usize, offset: usize| {
         if spec.docker {
@@ -82,8 +90,20 @@ pub fn generate(spec: &TestnetSpec, out: &Path) -> anyhow::Result<PathBuf> {
         protocol: spec.protocol,
         faults: (spec.replicas - 1) / 3,
         request_auth: spec.request_auth,
-        weights: spec.weight_changes,
-        replicas: keys
+        weights: match (spec.weight_changes, &operator) {
+            (None, Some(_)) => Some(ordinal_consensus::WeightsConfig {
+                min: 1,
+                max: 1,
+                reports_every: 0,
+                checkpoint_interval: ProtocolConfig::default().checkpoint_interval,
+                log_window: ProtocolConfig::default().log_window,
+            }),
+            (weights, _) => weights,
+        },
+        membership: operator.as_ref().map(|key| ordinal_consensus::MembershipConfig {
+            operator_key: key.public().to_hex(),
+        }),
+        replicas: keys[..spec.replicas]
             .iter()
             .enumerate()
             .map(|(i, key)| ReplicaEntry {
@@ -96,6 +116,9 @@ pub fn generate(spec: &TestnetSpec, out: &Path) -> anyhow::Result<PathBuf> {
             .collect(),
     };
     cluster.committee()?;
+    if let Some(operator) = &operator {
+        operator.save(&out.join(OPERATOR_KEY_FILE))?;
+    }
     let client_path = out.join("client.toml");
     std::fs::write(&client_path, toml::to_string_pretty(&cluster)?)
         .with_context(|| format!("writing {}", client_path.display()))?;
@@ -150,7 +173,27 @@ mod tests {
             request_auth: RequestAuth::Signed,
             weights: Vec::new(),
             weight_changes: None,
+            spares: 0,
         }
+    }
+
+    #[test]
+    fn spares_get_configs_outside_the_membership_and_an_operator_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = spec(4);
+        s.spares = 1;
+        let client = generate(&s, dir.path()).unwrap();
+        let cluster: ClusterConfig = toml::from_str(&std::fs::read_to_string(&client).unwrap()).unwrap();
+        assert_eq!(cluster.replicas.len(), 4);
+        let operator = KeyPair::load(&dir.path().join(OPERATOR_KEY_FILE)).unwrap();
+        assert_eq!(cluster.operator_key().unwrap(), Some(operator.public()));
+        assert!(cluster.weights.is_some());
+        let spare = LoadedConfig::load(&dir.path().join("node-4/config.toml")).unwrap();
+        assert!(spare.joining());
+        spare.key().unwrap();
+        assert_eq!(spare.config.listen.port(), 7004);
+        let member = LoadedConfig::load(&dir.path().join("node-3/config.toml")).unwrap();
+        assert!(!member.joining());
     }
 
     #[test]

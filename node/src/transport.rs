@@ -96,12 +96,18 @@ impl ClientRegistry {
     }
 }
 
+/// Replica ids whose edge refusals are counted (the configured ones and joiners up to this).
+pub const REFUSAL_SLOTS: usize = 256;
+
 /// What every connection task needs.
 pub struct Shared {
     /// This replica.
     pub id: ReplicaId,
-    /// The committee as configured (membership and keys).
+    /// The committee as configured (the first membership).
     pub committee: Committee,
+    /// The key each replica id must present when dialled: the configured ones, then the
+    /// ones of replicas that joined through the log (the driver updates it).
+    pub pinned: ordinal_crypto::tls::PinnedKeys,
     /// The weight schedule the replica derived from its log, published by the driver when it
     /// changes: what incoming messages are verified with.
     pub committees: std::sync::RwLock<Arc<Committees>>,
@@ -173,7 +179,7 @@ impl Shared {
             .saturating_add(self.config.max_batch_requests.saturating_mul(256))
             .saturating_add(4096);
         let window = usize::try_from(self.config.log_window).unwrap_or(usize::MAX);
-        let messages = self.committee.size() + 1;
+        let messages = self.schedule().signers().size() + 1;
         messages
             .saturating_mul(window)
             .saturating_mul(batch)
@@ -196,41 +202,59 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 pub struct Peers {
     queues: Vec<Option<FrameSender>>,
     metrics: Metrics,
+    me: ReplicaId,
+    endpoint: quinn::Endpoint,
+    /// Where link tasks run (the transport's runtime, not the protocol thread's).
+    runtime: tokio::runtime::Handle,
 }
 
 impl Peers {
-    /// Starts one link task per peer; returns their handles with the queues.
+    /// Starts one link task per peer; returns their handles with the queues. Must run inside
+    /// the transport's runtime.
     pub fn start(
         endpoint: &quinn::Endpoint,
         me: ReplicaId,
         addresses: &[String],
         metrics: &Metrics,
     ) -> (Peers, Vec<tokio::task::JoinHandle<()>>) {
-        let mut links = Vec::new();
-        let queues = addresses
+        let mut peers = Peers {
+            queues: Vec::new(),
+            metrics: metrics.clone(),
+            me,
+            endpoint: endpoint.clone(),
+            runtime: tokio::runtime::Handle::current(),
+        };
+        let links = addresses
             .iter()
             .enumerate()
-            .map(|(i, address)| {
-                let id = ReplicaId(i as u16);
-                if id == me {
-                    return None;
-                }
-                let (tx, rx) = wire::frame_queue(PEER_QUEUE_BYTES);
-                links.push(tokio::spawn(peer_link(
-                    endpoint.clone(),
-                    id,
-                    address.clone(),
-                    rx,
-                    metrics.clone(),
-                )));
-                Some(tx)
-            })
+            .filter_map(|(i, address)| peers.add(ReplicaId(i as u16), address))
             .collect();
-        let peers = Peers {
-            queues,
-            metrics: metrics.clone(),
-        };
         (peers, links)
+    }
+
+    /// Starts a link to `id` at `address` unless there is one (or `id` is this replica).
+    /// Returns the link task.
+    pub fn add(&mut self, id: ReplicaId, address: &str) -> Option<tokio::task::JoinHandle<()>> {
+        if id == self.me || self.queues.get(id.index()).is_some_and(Option::is_some) {
+            return None;
+        }
+        if self.queues.len() <= id.index() {
+            self.queues.resize_with(id.index() + 1, || None);
+        }
+        let (tx, rx) = wire::frame_queue(PEER_QUEUE_BYTES);
+        self.queues[id.index()] = Some(tx);
+        Some(self.runtime.spawn(peer_link(
+            self.endpoint.clone(),
+            id,
+            address.to_string(),
+            rx,
+            self.metrics.clone(),
+        )))
+    }
+
+    /// Whether there is a link to `id`.
+    pub fn has(&self, id: ReplicaId) -> bool {
+        self.queues.get(id.index()).is_some_and(Option::is_some)
     }
 
     /// Queues a frame for `to`; drops it (and counts) if the queue is full.
@@ -330,7 +354,9 @@ pub async fn accept(endpoint: quinn::Endpoint, shared: Arc<Shared>) {
                     any.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
                         .ok()
                 })
-                .and_then(|certs| ordinal_crypto::tls::peer_identity(certs.first()?, &shared.committee))
+                .and_then(|certs| {
+                    ordinal_crypto::tls::peer_identity(certs.first()?, shared.schedule().signers())
+                })
             else {
                 connection.close(1u32.into(), b"no usable certificate");
                 return;

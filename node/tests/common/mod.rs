@@ -53,8 +53,7 @@ impl Cluster {
         protocol: ProtocolKind,
         weight_changes: Option<ordinal_consensus::WeightsConfig>,
     ) -> Cluster {
-        let dir = tempfile::tempdir().unwrap();
-        let spec = TestnetSpec {
+        Self::generate_spec(TestnetSpec {
             replicas,
             protocol,
             host: [127, 0, 0, 1].into(),
@@ -63,7 +62,14 @@ impl Cluster {
             request_auth,
             weights: Vec::new(),
             weight_changes,
-        };
+            spares: 0,
+        })
+    }
+
+    /// Generates the cluster `spec` describes; starts nothing.
+    pub fn generate_spec(spec: TestnetSpec) -> Cluster {
+        let base_port = spec.base_port;
+        let dir = tempfile::tempdir().unwrap();
         let client_toml = generate(&spec, dir.path()).unwrap();
         let cluster = ordinal_client::load_cluster(&client_toml).unwrap();
         Cluster {
@@ -229,19 +235,23 @@ impl Drop for Cluster {
 
 /// GET /metrics from a replica.
 pub fn scrape(port: u16) -> String {
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    try_scrape(port).unwrap()
+}
+
+/// GET /metrics from a replica, or the I/O error (it is not up yet, or gone).
+pub fn try_scrape(port: u16) -> std::io::Result<String> {
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
     write!(
         stream,
         "GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
+    )?;
     let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    response
+    stream.read_to_string(&mut response)?;
+    Ok(response
         .split_once("\r\n\r\n")
         .map(|(_, body)| body.to_string())
-        .unwrap_or_default()
+        .unwrap_or_default())
 }
 
 /// The value of one sample line (`name{labels} value`) in a scrape, if present.
