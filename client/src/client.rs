@@ -114,6 +114,10 @@ pub struct ClientOptions {
     /// 7 s for their receipt (recovery 7.5 to 9.5 s instead of 1.6 s in the benchmark
     /// harness); the cause is not found yet.
     pub one_receipt: bool,
+    /// Sign every request even where the cluster authenticates clients by their connection
+    /// only (`request_auth = "unsigned"`): quorum-manager entries, such as the operator's
+    /// membership changes, count only when signed.
+    pub always_sign: bool,
 }
 
 impl Default for ClientOptions {
@@ -126,6 +130,7 @@ impl Default for ClientOptions {
             key: None,
             max_in_flight: 512,
             one_receipt: false,
+            always_sign: false,
         }
     }
 }
@@ -330,6 +335,7 @@ impl Client {
             .map_err(|_| ClientError::Timeout(Duration::ZERO))?;
         let nonce = inner.next_nonce.fetch_add(1, Ordering::Relaxed);
         let request = match inner.auth {
+            _ if inner.options.always_sign => Request::signed(&inner.key, &inner.cluster_id, nonce, payload),
             RequestAuth::Signed => Request::signed(&inner.key, &inner.cluster_id, nonce, payload),
             RequestAuth::Unsigned => Request::unsigned(inner.key.public(), nonce, payload),
         };
@@ -809,6 +815,8 @@ impl Inner {
                 }
             }
             ClientReply::Rejected { nonce, kind, reason } => {
+                // Counted with the membership in force as far as this client knows the log.
+                let committee = lock(&self.schedule).current().clone();
                 let mut pending = lock(&self.pending);
                 let Some(entry) = pending.get_mut(&nonce) else {
                     return;
@@ -818,7 +826,7 @@ impl Inner {
                 // more than the faulty weight must give the same final answer. `Overloaded` is
                 // never final; the next round re-sends.
                 let weight_of = |wanted: RejectKind| {
-                    self.committee.weight_of(
+                    committee.weight_of(
                         entry
                             .refused
                             .iter()
@@ -826,9 +834,9 @@ impl Inner {
                             .map(|(id, _)| ReplicaId(*id)),
                     )
                 };
-                let outcome = if weight_of(RejectKind::Invalid) > self.committee.faulty_weight() {
+                let outcome = if weight_of(RejectKind::Invalid) > committee.faulty_weight() {
                     Some(ClientError::Rejected(reason))
-                } else if weight_of(RejectKind::Stale) > self.committee.faulty_weight() {
+                } else if weight_of(RejectKind::Stale) > committee.faulty_weight() {
                     Some(ClientError::OutcomeUnknown { nonce, reason })
                 } else {
                     None

@@ -37,6 +37,9 @@ fn configure(seed: u64, replicas: usize, kind: ProtocolKind, calm: bool) -> SimC
         SimConfig::random(seed, replicas)
     };
     config.kind = kind;
+    if kind == ProtocolKind::Linear {
+        config = config.without_membership();
+    }
     config
 }
 
@@ -229,6 +232,24 @@ fn main() -> ExitCode {
     if changed > 0 {
         println!(
             "weights: {changed} of {} runs changed weights through the log ({epochs} changes in all)",
+            reports.len()
+        );
+    }
+    // A membership change shows as an epoch whose set of members (non-zero weights) differs
+    // from the one before.
+    let members =
+        |weights: &Vec<u64>| -> Vec<usize> { (0..weights.len()).filter(|&i| weights[i] > 0).collect() };
+    let membership_changes = |r: &Report| {
+        r.weight_epochs
+            .windows(2)
+            .filter(|pair| members(&pair[0].1) != members(&pair[1].1))
+            .count()
+    };
+    let grown = reports.iter().filter(|r| membership_changes(r) >= 1).count();
+    let grown_and_shrunk = reports.iter().filter(|r| membership_changes(r) >= 2).count();
+    if grown > 0 {
+        println!(
+            "membership: {grown} of {} runs changed members through the log ({grown_and_shrunk} both grew and shrank)",
             reports.len()
         );
     }

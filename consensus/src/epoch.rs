@@ -30,6 +30,15 @@
 //! Votes do not sign the weight epoch (see `ordinal_crypto::signed`): certificates name it, and
 //! the protocol checks that the named epoch is the one in force at the certified sequence
 //! number.
+//!
+//! **Membership** changes ride the same epochs: a [`MembershipChange`] signed by the
+//! operator key adds a replica (the next id) or removes one (its slot stays, with weight 0),
+//! with equal weights and f recomputed for the new member count, under the same activation
+//! rule and the same joint-safety requirement, which [`Committee::jointly_safe_with`] states
+//! for different member sets. Nothing above assumed the members fixed: a certificate at x is
+//! counted with the members in force at x, and a view-change set must be a quorum of every
+//! membership covering its window. Signatures are checked against every replica ever a
+//! member ([`Committees::signers`]); only weight in the epoch of the sequence number counts.
 
 use ordinal_crypto::{
     Committee, CryptoError, KeyPair, Member, MembershipEdit, PublicKey, ReplicaId, WeightBounds,
@@ -199,6 +208,12 @@ pub enum ChangeRefused {
     /// Membership changes are disabled (no operator key configured).
     #[error("membership changes are disabled (no operator key)")]
     MembershipDisabled,
+    /// An entry whose nonce is not above its author's last one: a copy of an old entry.
+    #[error("a repeat of an earlier entry (its nonce is not above the author's last)")]
+    Replayed,
+    /// The weights in force already.
+    #[error("the same weights as now")]
+    Unchanged,
     /// A joining replica's address is empty or too long.
     #[error("a joining replica needs an address of at most {MAX_ADDRESS_LEN} bytes")]
     BadAddress,
@@ -239,6 +254,10 @@ pub struct Committees {
     /// Every replica that is or was a member of a scheduled epoch, weight 1, over the latest
     /// slot table: what signatures are checked against. Never used to count.
     signers: Committee,
+    /// The nonce of each author's last entry (members and the operator: bounded by the slots).
+    last_nonce: BTreeMap<PublicKey, u64>,
+    /// Who primaries rotate over: the members of both of the two latest epochs.
+    leaders: Committee,
 }
 
 impl Committees {
@@ -267,6 +286,8 @@ impl Committees {
         Committees {
             measured,
             operator: None,
+            last_nonce: BTreeMap::new(),
+            leaders: genesis.clone(),
             signers: genesis.clone(),
             epochs: vec![Epoch {
                 start: 1,
@@ -310,6 +331,15 @@ impl Committees {
     /// number gives the signer weight). Its slot table is the latest one.
     pub fn signers(&self) -> &Committee {
         &self.signers
+    }
+
+    /// The replicas primaries rotate over: the members of both the latest scheduled epoch and
+    /// the one before it. Every replica that executed the same log agrees on it; a replica
+    /// that is about to leave stops leading as soon as its leave is scheduled, and one that
+    /// joins starts leading only with the next change after its join, once it has long been
+    /// voting (a newcomer still catching up would otherwise stall its views).
+    pub fn leaders(&self) -> &Committee {
+        &self.leaders
     }
 
     /// The address a replica that joined through the log announced.
@@ -420,9 +450,9 @@ impl Committees {
     /// Applies the committed batch at `seq` (the next one: `applied_through() + 1`): every
     /// quorum-manager entry in it, in order, then the sequence number. Replicas call it as they
     /// execute, and a client following the certified log calls it on the batches it reads:
-    /// both see every entry, repeats included (an entry ordered twice is refused or changes
-    /// nothing the second time), so both derive the same schedule. Returns what became of each
-    /// change that was due.
+    /// both see every entry, repeats included (a repeat, nonce not above its author's last,
+    /// changes nothing), so both derive the same schedule. Returns what became of each entry
+    /// that was due.
     pub fn apply_batch(&mut self, seq: u64, batch: &crate::Batch) -> Vec<(u64, Result<u64, ChangeRefused>)> {
         let mut outcomes = Vec::new();
         if self.changes_enabled() && seq == self.executed + 1 {
@@ -432,6 +462,15 @@ impl Committees {
                 else {
                     continue;
                 };
+                // Each author's entries count once, in nonce order: a copy of an old entry
+                // (a Byzantine primary may put one in any batch) changes nothing, even when the
+                // entry was refused the first time and would pass now.
+                let last = self.last_nonce.entry(request.client).or_insert(0);
+                if request.nonce <= *last && *last > 0 {
+                    outcomes.push((seq, Err(ChangeRefused::Replayed)));
+                    continue;
+                }
+                *last = request.nonce;
                 // Weights and reports come from members of the latest epoch; membership from
                 // the operator.
                 let member = match author {
@@ -593,11 +632,15 @@ impl Committees {
             )));
         }
         bounds.check(&members, latest.committee.faults())?;
+        if change.weights == latest.committee.weights() {
+            // A no-op would only hold the schedule "pending" (and keep membership changes out).
+            return Err(ChangeRefused::Unchanged);
+        }
         let next = latest.committee.reweighted(change.epoch, &change.weights)?;
         if !next.jointly_safe_with(&latest.committee) {
             return Err(ChangeRefused::NotJointlySafe);
         }
-        Ok(self.push(seq, next, Some(proposer), None))
+        Ok(self.push(seq, seq, next, Some(proposer), None))
     }
 
     /// A membership change executed at `seq`, signed by the operator: validates it and
@@ -646,7 +689,7 @@ impl Committees {
         let direct = current.with_membership(change.epoch, change.edit, weight)?;
         if direct.jointly_safe_with(&current) {
             let joined = joining.then(|| (ReplicaId((direct.slots() - 1) as u16), change.address.clone()));
-            return Ok(self.push(seq, direct, None, joined));
+            return Ok(self.push(seq, seq, direct, None, joined));
         }
         // Through equal weights first, if that makes the step safe.
         let flat = current.reweighted(change.epoch, &flat_weights)?;
@@ -657,29 +700,31 @@ impl Committees {
         {
             return Err(ChangeRefused::NotJointlySafe);
         }
-        let first = self.push(seq, flat, None, None);
+        let first = self.push(seq, seq, flat, None, None);
         let joined = joining.then(|| (ReplicaId((after.slots() - 1) as u16), change.address.clone()));
-        // Decided at the same entry, the second epoch starts a window after the first.
-        Ok(self.push(first, after, None, joined))
+        // Decided by the same entry, the second epoch starts a window after the first.
+        Ok(self.push(first, seq, after, None, joined))
     }
 
-    /// Schedules `next`, decided at `seq`, from a window after the first checkpoint at or
-    /// after `seq`. Returns its first sequence number.
+    /// Schedules `next`, decided by the entry at `decided_at`, from a window after the first
+    /// checkpoint at or after `after`. Returns its first sequence number.
     fn push(
         &mut self,
-        seq: u64,
+        after: u64,
+        decided_at: u64,
         next: Committee,
         proposer: Option<ReplicaId>,
         joined: Option<(ReplicaId, String)>,
     ) -> u64 {
         let k = self.checkpoint_interval;
-        let checkpoint = seq.div_ceil(k).saturating_mul(k);
+        let checkpoint = after.div_ceil(k).saturating_mul(k);
         let start = checkpoint.saturating_add(self.log_window).saturating_add(1);
         self.signers = signers_of(&self.signers, &next);
+        self.leaders = leaders_of(&self.latest().clone(), &next);
         self.epochs.push(Epoch {
             start,
             committee: next,
-            decided_at: seq,
+            decided_at,
             proposer,
             joined,
         });
@@ -687,6 +732,20 @@ impl Committees {
         self.reports.clear();
         start
     }
+}
+
+/// The members of both `previous` and `next`, each at weight 1, over `next`'s slot table
+/// (`next` itself if they share none, which joint safety rules out).
+fn leaders_of(previous: &Committee, next: &Committee) -> Committee {
+    let members: Vec<Member> = next
+        .slot_table()
+        .iter()
+        .map(|m| Member {
+            weight: u64::from(m.is_active() && previous.contains(m.id)),
+            ..m.clone()
+        })
+        .collect();
+    Committee::new(next.cluster_id(), next.epoch(), members, 0).unwrap_or_else(|_| next.clone())
 }
 
 /// The signer table after `next` is scheduled: `previous`'s signers plus `next`'s members,
@@ -711,7 +770,7 @@ pub trait Weights {
     /// Every replica whose signature can count somewhere, for checking signatures; never for
     /// counting (see [`Committees::signers`]).
     fn signers(&self) -> &Committee;
-    /// The membership primaries rotate over (the latest scheduled).
+    /// The replicas primaries rotate over ([`Committees::leaders`]).
     fn leaders(&self) -> &Committee;
     /// The committee counting votes at `seq`, None if not known yet.
     fn for_seq(&self, seq: u64) -> Option<&Committee>;
@@ -743,7 +802,7 @@ impl Weights for Committees {
     }
 
     fn leaders(&self) -> &Committee {
-        Committees::latest(self)
+        Committees::leaders(self)
     }
 
     fn for_seq(&self, seq: u64) -> Option<&Committee> {
@@ -989,10 +1048,30 @@ mod tests {
             committees.schedule_membership(200, &nowhere),
             Err(ChangeRefused::BadAddress)
         );
-        // Four to three would leave f = 0 quorums meeting in one replica.
+        // Four to three is the operator's call: f follows the member count (to 0), and any
+        // quorum of three meets any old quorum in a replica of both.
         assert_eq!(
             committees.schedule_membership(200, &leave(3, 0)),
-            Err(ChangeRefused::NotJointlySafe)
+            Ok(208 + 64 + 1)
+        );
+        assert_eq!(committees.latest().faults(), 0);
+        // The entry was one change; its copy (same nonce) changes nothing.
+        let cluster = committees.base().cluster_id();
+        let rejoin = entry(MembershipChange {
+            epoch: 4,
+            edit: MembershipEdit::Join(KeyPair::from_seed([80; 32]).public()),
+            address: "10.0.0.6:7000".into(),
+        })
+        .to_request(&operator, &cluster, 9);
+        committees.executed(300);
+        assert!(matches!(
+            committees.apply_batch(301, &batch(vec![rejoin.clone()]))[..],
+            [(301, Ok(_))]
+        ));
+        committees.executed(400);
+        assert_eq!(
+            committees.apply_batch(401, &batch(vec![rejoin])),
+            vec![(401, Err(ChangeRefused::Replayed))]
         );
     }
 

@@ -309,10 +309,11 @@ impl Ledger {
             self.pool.remove(&key);
         }
         self.log_digest = extend_log_digest(&self.log_digest, seq, &committed.certificate.statement.digest);
-        // Quorum-manager entries count wherever they appear, repeats included, so that a
-        // client replaying the certified log derives the same schedule.
+        // Quorum-manager entries count wherever they appear (a repeat is recognised by its
+        // nonce), so that a client replaying the certified log derives the same schedule.
         // (What became of each change is not reported yet; the schedule itself is.)
         self.committees.apply_batch(seq, &committed.batch);
+        self.monitor.grow(self.committees.latest().slots(), self.now);
         self.last_executed = seq;
         self.known_high_seq = self.known_high_seq.max(seq);
         if seq % self.config.checkpoint_interval == 0 && seq > self.stable.seq {

@@ -45,8 +45,14 @@ impl<T: Signable + Clone + PartialEq> VoteSet<T> {
     }
 
     /// A certificate for `statement` if the replicas that voted exactly for it reach the quorum.
+    /// Only members of `committee` go into it: a vote from a replica outside that epoch (one
+    /// that joins later, or left) counts nothing and would make the certificate fail to verify
+    /// under the epoch it names.
     pub fn certificate(&self, statement: &T, committee: &Committee) -> Option<Certificate<T>> {
-        let matching = self.votes.values().filter(|v| v.body() == statement);
+        let matching = self
+            .votes
+            .values()
+            .filter(|v| v.body() == statement && committee.contains(v.signer()));
         if committee.is_quorum(matching.clone().map(|v| v.signer())) {
             Some(Certificate::from_votes(
                 statement.clone(),

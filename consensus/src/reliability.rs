@@ -170,6 +170,14 @@ impl PeerMonitor {
         }
     }
 
+    /// Makes room for `slots` replicas (ids grow when replicas join through the log); a new
+    /// peer starts as just heard from at `now`.
+    pub fn grow(&mut self, slots: usize, now: Time) {
+        while self.peers.len() < slots {
+            self.peers.push(PeerRecord::new(now));
+        }
+    }
+
     fn record(&mut self, peer: ReplicaId) -> Option<&mut PeerRecord> {
         if peer == self.own {
             return None;

@@ -213,12 +213,13 @@ impl Committee {
     /// replica, so that a certificate of one epoch and a quorum of the next cannot miss each
     /// other while the log crosses the boundary. A quorum has at least m − M members (m the
     /// members, M the most that can stay outside one), so two quorums share at least
-    /// (m₁ − M₁) + (m₂ − M₂) − |members₁ ∪ members₂|; the rule asks for f + 1 with the larger
-    /// f, assuming at most that many of the replicas in either epoch are faulty. Sufficient,
+    /// (m₁ − M₁) + (m₂ − M₂) − |members₁ ∪ members₂| replicas, all members of both epochs; with
+    /// at most f₁ faulty among the first epoch's members and f₂ among the second's, at most
+    /// min(f₁, f₂) of them are faulty, so the rule asks for min(f₁, f₂) + 1. Sufficient,
     /// not necessary: moving weight from one heavy set straight to another
     /// (`[2, 2, 1, 1, 1]` to `[1, 1, 1, 2, 2]`) is refused and takes two steps through a
     /// flatter vector, and a cluster grows or shrinks by one replica at a time from equal
-    /// weights (4 to 5: 3 + 4 − 5 = 2 = f + 1).
+    /// weights (4 to 5: 3 + 4 − 5 = 2 > 1; 6 to 7, where f becomes 2: 4 + 5 − 7 = 2 > 1).
     pub fn jointly_safe_with(&self, other: &Committee) -> bool {
         if self.cluster_id != other.cluster_id {
             return false;
@@ -243,7 +244,7 @@ impl Committee {
             .count();
         let smallest_quorums =
             (self.size() - self.most_outside_a_quorum()) + (other.size() - other.most_outside_a_quorum());
-        smallest_quorums > union + self.faults.max(other.faults)
+        smallest_quorums > union + self.faults.min(other.faults)
     }
 
     /// The next membership: `joining` (a new slot at the end, with weight `weight`) or the
@@ -845,8 +846,9 @@ mod tests {
 
     /// Membership changes, by brute force over slot tables of up to 8: two committees with
     /// different members (and so different f) that `jointly_safe_with` admits have quorums
-    /// that share more than the larger f. Growing and shrinking by one from equal weights is
-    /// admitted; jumping by three, or shrinking out of a skewed vector, is not.
+    /// that share more than min(f₁, f₂) replicas (members of both, of which at most that many
+    /// are faulty). Growing and shrinking by one from equal weights is admitted, also where f
+    /// changes; jumping by three, or shrinking out of a skewed vector, is not.
     #[test]
     fn membership_changes_admitted_only_when_quorums_meet_in_a_correct_replica() {
         let mut state = 0x9e3779b97f4a7c15u64;
@@ -892,10 +894,13 @@ mod tests {
                 }
                 admitted += 1;
                 assert!(cb.jointly_safe_with(&ca), "symmetric");
-                let f = ca.faults().max(cb.faults());
+                let f = ca.faults().min(cb.faults());
                 let (sa, sb) = (subset_weights(&a), subset_weights(&b));
-                for qa in (0..=all).filter(|s| sa[*s] >= ca.quorum_weight()) {
-                    for qb in (0..=all).filter(|s| sb[*s] >= cb.quorum_weight()) {
+                // Quorums made of members only (a non-member adds no weight, and is not in it).
+                let mask = |w: &[u64]| (0..slots).filter(|&i| w[i] > 0).fold(0usize, |m, i| m | 1 << i);
+                let (ma, mb) = (mask(&a), mask(&b));
+                for qa in (0..=all).filter(|s| s & !ma == 0 && sa[*s] >= ca.quorum_weight()) {
+                    for qb in (0..=all).filter(|s| s & !mb == 0 && sb[*s] >= cb.quorum_weight()) {
                         assert!(
                             (qa & qb).count_ones() as usize > f,
                             "{a:?} and {b:?}: quorums {qa:b} and {qb:b} may meet only in faulty replicas"
@@ -929,9 +934,13 @@ mod tests {
         assert!(back
             .with_membership(3, MembershipEdit::Leave(ReplicaId(1)), 1)
             .is_err());
-        // Four to seven at once (f from 1 to 2) leaves quorums meeting in too few.
+        // Four to seven at once leaves quorums meeting in too few; six to seven (f from 1 to
+        // 2) one at a time is fine, and so f grows with the cluster.
         let seven = committee(&[1; 7]).unwrap();
         assert!(!four.jointly_safe_with(&seven));
+        let six = committee(&[1, 1, 1, 1, 1, 1, 0]).unwrap();
+        assert_eq!((six.faults(), seven.faults()), (1, 2));
+        assert!(six.jointly_safe_with(&seven) && seven.jointly_safe_with(&six));
         // A skewed five to four: 3 + 3 − 5 = 1 shared, f + 1 = 2 needed.
         let skewed = committee(&[2, 2, 1, 1, 1]).unwrap();
         let shrunk = skewed

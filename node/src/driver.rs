@@ -488,7 +488,16 @@ impl Driver {
                 }
             }
         }
-        for member in signers.members() {
+        // A replica that left (a member neither now nor in the latest schedule) gets nothing
+        // more; one that joined is dialled.
+        let (current, latest) = (committees.current(), committees.latest());
+        for id in signers.ids() {
+            if self.peers.has(id) && !current.contains(id) && !latest.contains(id) {
+                tracing::info!(peer = id.0, "closing the link to a replica that left");
+                self.peers.remove(id);
+            }
+        }
+        for member in latest.members() {
             if self.peers.has(member.id) || member.id == me {
                 continue;
             }

@@ -173,6 +173,7 @@ async fn change_membership(action: MembershipAction) -> anyhow::Result<()> {
                 (None, Some(key), Some(address)) => Change::Join {
                     public_key: key.parse().map_err(|e| anyhow::anyhow!("--public-key: {e}"))?,
                     address,
+                    expected_id: None,
                 },
                 _ => anyhow::bail!("give --node-config, or --public-key and --address"),
             };

@@ -24,14 +24,16 @@ pub enum Change {
         public_key: PublicKey,
         /// Where its peers reach it (`host:port`).
         address: String,
+        /// The id its configuration names, which must be the next free one.
+        expected_id: Option<u16>,
     },
     /// This member leaves.
     Leave(ReplicaId),
 }
 
 impl Change {
-    /// A join described by a spare replica's `config.toml` (its key file and its `listen`
-    /// address; an unspecified listen host is replaced by `host`).
+    /// A join described by a spare replica's `config.toml`: its id, its key file and its
+    /// `listen` address (which must name a host its peers can dial).
     pub fn join_from_config(path: &Path) -> anyhow::Result<Change> {
         let loaded = LoadedConfig::load(path)?;
         if !loaded.joining() {
@@ -42,9 +44,17 @@ impl Change {
             );
         }
         let key = loaded.key()?;
+        if loaded.config.listen.ip().is_unspecified() {
+            bail!(
+                "{}: listen {} names no host peers can dial; pass --public-key and --address instead",
+                path.display(),
+                loaded.config.listen
+            );
+        }
         Ok(Change::Join {
             public_key: key.public(),
             address: loaded.config.listen.to_string(),
+            expected_id: Some(loaded.config.id),
         })
     }
 }
@@ -85,6 +95,7 @@ pub async fn submit(
     }
     let options = ClientOptions {
         key: Some(std::sync::Arc::new(operator)),
+        always_sign: true,
         timeout,
         ..ClientOptions::default()
     };
@@ -92,7 +103,17 @@ pub async fn submit(
     let before = client.sync_schedule().await.context("reading the log")?;
     let epoch = before.latest().epoch() + 1;
     let (edit, address) = match change {
-        Change::Join { public_key, address } => (MembershipEdit::Join(public_key), address),
+        Change::Join {
+            public_key,
+            address,
+            expected_id,
+        } => {
+            let next = before.latest().slots() as u16;
+            if let Some(id) = expected_id.filter(|id| *id != next) {
+                bail!("the joining replica is configured as id {id}, but the next free id is {next}");
+            }
+            (MembershipEdit::Join(public_key), address)
+        }
         Change::Leave(id) => (MembershipEdit::Leave(id), String::new()),
     };
     let entry = MembershipChange { epoch, edit, address };

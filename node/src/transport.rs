@@ -252,6 +252,13 @@ impl Peers {
         )))
     }
 
+    /// Closes the link to `id` (its queue closes, and its task ends).
+    pub fn remove(&mut self, id: ReplicaId) {
+        if let Some(slot) = self.queues.get_mut(id.index()) {
+            *slot = None;
+        }
+    }
+
     /// Whether there is a link to `id`.
     pub fn has(&self, id: ReplicaId) -> bool {
         self.queues.get(id.index()).is_some_and(Option::is_some)
@@ -478,8 +485,24 @@ async fn deliver_late(mut due: mpsc::Receiver<(Instant, Event)>, events: mpsc::S
 
 async fn serve_client(connection: quinn::Connection, key: PublicKey, shared: Arc<Shared>) {
     shared.metrics.client_connections.inc();
-    while let Ok((send, recv)) = connection.accept_bi().await {
-        tokio::spawn(client_stream(send, recv, key, shared.clone()));
+    loop {
+        tokio::select! {
+            accepted = connection.accept_bi() => match accepted {
+                Ok((send, recv)) => {
+                    tokio::spawn(client_stream(send, recv, key, shared.clone()));
+                }
+                Err(_) => break,
+            },
+            // Only replicas open unidirectional streams. A key this replica did not know as a
+            // replica when the connection came in is one whose join it has not executed yet:
+            // close, so that the joiner dials again and is recognised then.
+            opened = connection.accept_uni() => {
+                if opened.is_ok() {
+                    connection.close(5u32.into(), b"not a replica here (yet); dial again later");
+                }
+                break;
+            }
+        }
     }
     shared.metrics.client_connections.dec();
 }

@@ -221,12 +221,12 @@ impl Replica {
         self.ledger.log_digest
     }
 
-    /// Round-robin over the latest scheduled membership: every replica that executed the same
-    /// log agrees. A membership change can move the primary of the current view (replicas
-    /// that executed the change and replicas that have not disagree until both have), which
-    /// costs at most a view change; safety never depends on who the primary is.
+    /// Round-robin over [`crate::epoch::Committees::leaders`]: every replica that executed
+    /// the same log agrees. A membership change can move the primary of the current view
+    /// (replicas that executed the change and replicas that have not disagree until both
+    /// have), which costs at most a view change; safety never depends on who the primary is.
     fn primary(&self) -> ReplicaId {
-        leader_of(self.view, self.ledger.committees.latest())
+        leader_of(self.view, self.ledger.committees.leaders())
     }
 
     fn is_primary(&self) -> bool {

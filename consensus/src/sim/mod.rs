@@ -234,7 +234,41 @@ impl SimConfig {
                 config.weight_proposals.push((at, proposer, weights));
             }
         }
+        // A quarter of the runs (PBFT; see `without_membership`) grow by a spare replica and
+        // then shrink by a random member, while the faults go on. The entries name epochs 1
+        // and 2: a weight change ordered first makes them refused alike everywhere.
+        if f > 0 && rng.gen_bool(0.25) {
+            let window = config.submit_window.as_millis() as u64;
+            let join_at = Duration::from_millis(rng.gen_range(0..=window / 2));
+            config.spares = 1;
+            config.spare_starts = vec![(join_at + Duration::from_millis(rng.gen_range(0..=500)), replicas)];
+            config.membership.push((
+                join_at,
+                crate::epoch::MembershipChange {
+                    epoch: 1,
+                    edit: ordinal_crypto::MembershipEdit::Join(replica_key(replicas).public()),
+                    address: format!("sim:{replicas}"),
+                },
+            ));
+            config.membership.push((
+                join_at + Duration::from_millis(rng.gen_range(300..=1500)),
+                crate::epoch::MembershipChange {
+                    epoch: 2,
+                    edit: ordinal_crypto::MembershipEdit::Leave(ReplicaId(rng.gen_range(0..replicas) as u16)),
+                    address: String::new(),
+                },
+            ));
+        }
         config
+    }
+
+    /// The same run without membership changes (the linear mode refuses them, and a replica
+    /// outside its membership is a PBFT notion so far).
+    pub fn without_membership(mut self) -> Self {
+        self.spares = 0;
+        self.spare_starts.clear();
+        self.membership.clear();
+        self
     }
 
     fn is_byzantine(&self, replica: usize) -> bool {
