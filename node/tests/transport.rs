@@ -52,7 +52,8 @@ async fn unknown_keys_are_refused_and_bad_frames_do_not_crash_anything() {
     assert!(impostor.is_err(), "a replica with the wrong key was accepted");
 
     // 2. A stranger may connect, but only as a client: consensus frames on a unidirectional
-    //    stream are never read, let alone handed to the protocol.
+    //    stream are never read, let alone handed to the protocol; the replica closes the
+    //    connection (a replica it does not know yet, one that joins, then dials again).
     let connection = dial_replica_0(&endpoint, &cluster, 0).await.unwrap();
     let mut uni = connection.open_uni().await.unwrap();
     let forged = ordinal_consensus::Message::CatchUp {
@@ -60,11 +61,17 @@ async fn unknown_keys_are_refused_and_bad_frames_do_not_crash_anything() {
         view: 99,
         stable_seq: 0,
     };
-    uni.write_all(&wire::encode_frame(&forged).unwrap())
+    let _ = uni.write_all(&wire::encode_frame(&forged).unwrap()).await;
+    let closed = tokio::time::timeout(Duration::from_secs(5), connection.closed())
         .await
-        .unwrap();
+        .expect("a stranger's unidirectional stream closes its connection");
+    assert!(
+        matches!(closed, quinn::ConnectionError::ApplicationClosed(_)),
+        "{closed:?}"
+    );
 
     // 3. A malformed client frame and an oversized one: each closes only its own stream.
+    let connection = dial_replica_0(&endpoint, &cluster, 0).await.unwrap();
     let (mut send, _recv) = connection.open_bi().await.unwrap();
     send.write_all(&[5, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0xff])
         .await
