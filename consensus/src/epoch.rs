@@ -333,11 +333,19 @@ impl Committees {
         &self.signers
     }
 
-    /// The replicas primaries rotate over: the members of both the latest scheduled epoch and
-    /// the one before it. Every replica that executed the same log agrees on it; a replica
-    /// that is about to leave stops leading as soon as its leave is scheduled, and one that
-    /// joins starts leading only with the next change after its join, once it has long been
-    /// voting (a newcomer still catching up would otherwise stall its views).
+    /// The replicas primaries rotate over: the heaviest members of the latest scheduled epoch
+    /// that were members of the one before it too. Every replica that executed the same log
+    /// agrees on it.
+    ///
+    /// - Reliability: where weights differ (AWARE weights from the medians of latency reports,
+    ///   or an explicit vector), only the heaviest members lead: the ones the log found
+    ///   fastest, which is where a leader saves a round trip for everyone; a replica that
+    ///   answers late, misses votes or times out is never heavy, and so stops leading. Of the
+    ///   2f heavy members at most f are faulty, so at most f views in a row have a faulty
+    ///   primary, as with plain round-robin.
+    /// - Membership: a replica that is about to leave stops leading as soon as its leave is
+    ///   scheduled, and one that joins starts leading only with the next change after its
+    ///   join, once it has long been voting (a newcomer still catching up would stall views).
     pub fn leaders(&self) -> &Committee {
         &self.leaders
     }
@@ -734,18 +742,32 @@ impl Committees {
     }
 }
 
-/// The members of both `previous` and `next`, each at weight 1, over `next`'s slot table
-/// (`next` itself if they share none, which joint safety rules out).
+/// The heaviest members of `next` that are members of `previous` too, each at weight 1, over
+/// `next`'s slot table: see [`Committees::leaders`]. Falls back to every member of both, and
+/// then to `next`, if that leaves nobody (joint safety rules the last case out).
 fn leaders_of(previous: &Committee, next: &Committee) -> Committee {
-    let members: Vec<Member> = next
+    let both = |m: &Member| m.is_active() && previous.contains(m.id);
+    let heaviest = next
         .slot_table()
         .iter()
-        .map(|m| Member {
-            weight: u64::from(m.is_active() && previous.contains(m.id)),
-            ..m.clone()
-        })
-        .collect();
-    Committee::new(next.cluster_id(), next.epoch(), members, 0).unwrap_or_else(|_| next.clone())
+        .filter(|m| both(m))
+        .map(|m| m.weight)
+        .max();
+    let pick = |eligible: &dyn Fn(&Member) -> bool| -> Option<Committee> {
+        let members: Vec<Member> = next
+            .slot_table()
+            .iter()
+            .map(|m| Member {
+                weight: u64::from(eligible(m)),
+                ..m.clone()
+            })
+            .collect();
+        Committee::new(next.cluster_id(), next.epoch(), members, 0).ok()
+    };
+    heaviest
+        .and_then(|top| pick(&|m: &Member| both(m) && m.weight == top))
+        .or_else(|| pick(&both))
+        .unwrap_or_else(|| next.clone())
 }
 
 /// The signer table after `next` is scheduled: `previous`'s signers plus `next`'s members,
@@ -950,6 +972,12 @@ mod tests {
         );
         assert_eq!(committees.latest().weights(), vec![1, 2, 1, 2, 1]);
         assert_eq!(committees.epochs()[1].proposer, Some(ReplicaId(3)));
+        // Primaries now rotate over the two fastest, heavy members only.
+        assert_eq!(
+            committees.leaders().ids().collect::<Vec<_>>(),
+            [ReplicaId(1), ReplicaId(3)]
+        );
+        assert_eq!(crate::leader::leader_of(7, committees.leaders()), ReplicaId(3));
         // Reports start over in the new epoch, and only once it is in force.
         let next = LatencyReport {
             epoch: 1,

@@ -163,6 +163,15 @@ fn weights_follow_measured_latency_through_the_log() {
         }
         let last = &epochs[epochs.len() - 1].1;
         assert_eq!(last.iter().filter(|w| **w == 2).count(), 2, "{epochs:?}");
+        // Leader choice follows the log: every replica's primary is one of the heavy (fast)
+        // replicas, never the slow one.
+        for (replica, status) in &report.final_status {
+            assert_eq!(
+                last[status.leader.0 as usize], 2,
+                "replica {replica} follows primary {} under {last:?}",
+                status.leader
+            );
+        }
         before.push(unchanged.median_latency);
         after.push(report.median_latency);
     }

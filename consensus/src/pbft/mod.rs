@@ -115,6 +115,9 @@ pub struct Replica {
     next_seq: u64,
     /// The stable checkpoint the records above were last pruned at.
     pruned_at: u64,
+    /// The rotation the current primary was taken from: when the schedule changes it (a
+    /// weight or membership epoch, `Committees::leaders`), the view moves on.
+    leaders: Committee,
 
     batch_deadline: Option<Time>,
 
@@ -161,6 +164,7 @@ impl Replica {
         let mut replica = Replica {
             next_tick: now + ledger.config.retransmit_interval,
             pruned_at: ledger.stable.seq,
+            leaders: ledger.committees.leaders().clone(),
             ledger,
             view: safety.view,
             changing: None,
@@ -322,6 +326,22 @@ impl Replica {
             self.next_seq = self.next_seq.max(keep);
         }
         self.ledger.flush_catch_up(self.view);
+        self.follow_leaders();
+    }
+
+    /// The log changed who leads (`Committees::leaders`): if that moves the primary of this
+    /// view, go to the next view. Every replica that executed the same entry does so at the
+    /// same point of the log, so the new rotation takes over through a NEW-VIEW (whose
+    /// primary queues what waits) instead of two primaries proposing in one view.
+    fn follow_leaders(&mut self) {
+        if self.ledger.committees.leaders().epoch() == self.leaders.epoch() {
+            return;
+        }
+        let before = leader_of(self.view, &self.leaders);
+        self.leaders = self.ledger.committees.leaders().clone();
+        if before != self.primary() && self.changing.is_none() && self.ledger.is_member() {
+            self.start_view_change(self.view.saturating_add(1));
+        }
     }
 
     /// A committed slot leaving the window without a peer's PREPARE or COMMIT: that peer
