@@ -258,6 +258,9 @@ pub struct Committees {
     last_nonce: BTreeMap<PublicKey, u64>,
     /// Who primaries rotate over: the members of both of the two latest epochs.
     leaders: Committee,
+    /// Entries refused so far, and the last one (sequence number, reason): what operators see.
+    refused: u64,
+    last_refused: Option<(u64, ChangeRefused)>,
 }
 
 impl Committees {
@@ -288,6 +291,8 @@ impl Committees {
             operator: None,
             last_nonce: BTreeMap::new(),
             leaders: genesis.clone(),
+            refused: 0,
+            last_refused: None,
             signers: genesis.clone(),
             epochs: vec![Epoch {
                 start: 1,
@@ -505,8 +510,20 @@ impl Committees {
                 outcomes.extend(outcome.map(|o| (seq, o)));
             }
         }
+        for (at, outcome) in &outcomes {
+            if let Err(refused) = outcome {
+                self.refused += 1;
+                self.last_refused = Some((*at, refused.clone()));
+            }
+        }
         self.executed(seq);
         outcomes
+    }
+
+    /// How many quorum entries the log refused so far, and the last refusal (its sequence
+    /// number and reason). Every replica and client following the log counts the same.
+    pub fn refusals(&self) -> (u64, Option<&(u64, ChangeRefused)>) {
+        (self.refused, self.last_refused.as_ref())
     }
 
     /// A latency report executed at `seq`. Once reports from 2f + 2 members (all of them if
@@ -1011,6 +1028,10 @@ mod tests {
             committees.apply_batch(1, &batch(vec![by_member])),
             vec![(1, Err(ChangeRefused::NotAuthorised))]
         );
+        assert!(matches!(
+            committees.refusals(),
+            (1, Some((1, ChangeRefused::NotAuthorised)))
+        ));
         let by_operator = entry(join(1)).to_request(&operator, &cluster, 1);
         assert_eq!(
             committees.apply_batch(2, &batch(vec![by_operator])),

@@ -64,6 +64,8 @@ pub struct Driver {
     /// This replica's public key, and whether the log's slot for it was checked against it.
     own_key: ordinal_crypto::PublicKey,
     own_slot_checked: bool,
+    /// Quorum entries refused, as already logged and counted.
+    refusals_seen: u64,
 }
 
 /// A peer's counters as last exported (Prometheus counters only move by increments).
@@ -105,6 +107,7 @@ impl Driver {
             refusals_fed: None,
             own_key,
             own_slot_checked: false,
+            refusals_seen: 0,
         }
     }
 
@@ -511,6 +514,17 @@ impl Driver {
 
     fn publish_status(&mut self) {
         self.publish_schedule();
+        let (refused, last) = self.replica.committees().refusals();
+        if refused > self.refusals_seen {
+            if let Some((seq, reason)) = last {
+                tracing::warn!(seq, %reason, "a quorum entry in the log was refused");
+            }
+            self.shared
+                .metrics
+                .quorum_entries_refused
+                .inc_by(refused - self.refusals_seen);
+            self.refusals_seen = refused;
+        }
         let status = self.replica.status();
         let metrics = &self.shared.metrics;
         metrics.committed_seq.set(status.committed_seq as i64);

@@ -28,6 +28,8 @@ pub struct Metrics {
     pub replica_weight: IntGaugeVec,
     /// The weight epoch in force.
     pub weight_epoch: IntGauge,
+    /// Quorum entries (weight, report or membership changes) the log refused.
+    pub quorum_entries_refused: IntCounter,
     /// QUIC round-trip time per peer.
     pub peer_rtt: GaugeVec,
     /// Smoothed time from a proposal to each peer's vote for it.
@@ -106,6 +108,10 @@ impl Metrics {
             weight_epoch: IntGauge::new(
                 "ordinal_weight_epoch",
                 "Weight epoch in force at the next sequence number to execute",
+            )?,
+            quorum_entries_refused: IntCounter::new(
+                "ordinal_quorum_entries_refused_total",
+                "Weight, report and membership entries in the log that validation refused",
             )?,
             replica_weight: IntGaugeVec::new(
                 Opts::new(
@@ -223,6 +229,7 @@ impl Metrics {
         r.register(Box::new(metrics.batch_transactions.clone()))?;
         r.register(Box::new(metrics.replica_weight.clone()))?;
         r.register(Box::new(metrics.weight_epoch.clone()))?;
+        r.register(Box::new(metrics.quorum_entries_refused.clone()))?;
         r.register(Box::new(metrics.peer_rtt.clone()))?;
         r.register(Box::new(metrics.peer_vote_latency.clone()))?;
         r.register(Box::new(metrics.peer_reliability.clone()))?;
