@@ -311,7 +311,7 @@ impl Ledger {
         self.log_digest = extend_log_digest(&self.log_digest, seq, &committed.certificate.statement.digest);
         // Quorum-manager entries count wherever they appear (a repeat is recognised by its
         // nonce), so that a client replaying the certified log derives the same schedule.
-        // (What became of each change is not reported yet; the schedule itself is.)
+        // (What became of each entry is counted there too: `Committees::refusals`.)
         self.committees.apply_batch(seq, &committed.batch);
         self.monitor.grow(self.committees.latest().slots(), self.now);
         self.last_executed = seq;
