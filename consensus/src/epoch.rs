@@ -627,6 +627,24 @@ impl Committees {
         Some(outcome)
     }
 
+    /// The latest epoch, if an entry executed at `seq` naming epoch `epoch` may schedule the
+    /// next one: it names exactly the next number, and the latest has taken effect (one change
+    /// at a time).
+    fn next_epoch_allowed(&self, seq: u64, epoch: u64) -> Result<&Epoch, ChangeRefused> {
+        let latest = &self.epochs[self.epochs.len() - 1];
+        let expected = latest.committee.epoch() + 1;
+        if epoch != expected {
+            return Err(ChangeRefused::WrongEpoch { expected, got: epoch });
+        }
+        if seq < latest.start {
+            return Err(ChangeRefused::Pending {
+                epoch: latest.committee.epoch(),
+                start: latest.start,
+            });
+        }
+        Ok(latest)
+    }
+
     /// A weight change executed at `seq`: validates it against the log-derived state and
     /// schedules it. Returns the epoch's first sequence number.
     pub fn schedule(
@@ -636,20 +654,7 @@ impl Committees {
         change: &WeightChange,
     ) -> Result<u64, ChangeRefused> {
         let bounds = self.bounds.ok_or(ChangeRefused::Disabled)?;
-        let latest = &self.epochs[self.epochs.len() - 1];
-        let expected = latest.committee.epoch() + 1;
-        if change.epoch != expected {
-            return Err(ChangeRefused::WrongEpoch {
-                expected,
-                got: change.epoch,
-            });
-        }
-        if seq < latest.start {
-            return Err(ChangeRefused::Pending {
-                epoch: latest.committee.epoch(),
-                start: latest.start,
-            });
-        }
+        let latest = self.next_epoch_allowed(seq, change.epoch)?;
         let members: Vec<u64> = change.weights.iter().copied().filter(|w| *w > 0).collect();
         if members.len() != latest.committee.size() {
             return Err(ChangeRefused::Inadmissible(CryptoError::BadCommittee(
@@ -686,20 +691,7 @@ impl Committees {
         if self.operator.is_none() {
             return Err(ChangeRefused::MembershipDisabled);
         }
-        let latest = &self.epochs[self.epochs.len() - 1];
-        let expected = latest.committee.epoch() + 1;
-        if change.epoch != expected {
-            return Err(ChangeRefused::WrongEpoch {
-                expected,
-                got: change.epoch,
-            });
-        }
-        if seq < latest.start {
-            return Err(ChangeRefused::Pending {
-                epoch: latest.committee.epoch(),
-                start: latest.start,
-            });
-        }
+        let latest = self.next_epoch_allowed(seq, change.epoch)?;
         let joining = matches!(change.edit, MembershipEdit::Join(_));
         if joining && (change.address.trim().is_empty() || change.address.len() > MAX_ADDRESS_LEN) {
             return Err(ChangeRefused::BadAddress);

@@ -768,34 +768,45 @@ mod tests {
         assert!(bounds.check(&[0, 1, 1, 1], 1).is_err());
     }
 
+    /// A deterministic xorshift generator for the brute-force tests.
+    fn xorshift(mut state: u64) -> impl FnMut() -> u64 {
+        move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        }
+    }
+
+    fn joint_test_keys() -> Vec<PublicKey> {
+        (1..=8u8)
+            .map(|i| crate::KeyPair::from_seed([i; 32]).public())
+            .collect()
+    }
+
+    /// A committee of up to 8 slots with these weights (0: not a member) and `f`.
+    fn joint_test_committee(weights: &[u64], f: usize) -> Option<Committee> {
+        let keys = joint_test_keys();
+        let members = weights
+            .iter()
+            .enumerate()
+            .map(|(i, w)| Member {
+                id: ReplicaId(i as u16),
+                public_key: keys[i],
+                weight: *w,
+            })
+            .collect();
+        Committee::new(Digest::of(b"joint"), 0, members, f).ok()
+    }
+
     /// Over all pairs of quorums, by brute force for n ≤ 8: whenever `jointly_safe_with`
     /// admits two vectors, every quorum of one shares a correct replica with every quorum of
     /// the other, for every faulty set of f. The refused pairs include some that are in fact
     /// safe (the rule is a sufficient bound), and the usual AWARE-to-AWARE swap, which is not.
     #[test]
     fn consecutive_epochs_admitted_only_when_their_quorums_meet_in_a_correct_replica() {
-        let mut state = 0x2545f4914f6cdd1du64;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
-        let keys: Vec<PublicKey> = (1..=8u8)
-            .map(|i| crate::KeyPair::from_seed([i; 32]).public())
-            .collect();
-        let committee = |weights: &[u64], f: usize| {
-            let members = weights
-                .iter()
-                .enumerate()
-                .map(|(i, w)| Member {
-                    id: ReplicaId(i as u16),
-                    public_key: keys[i],
-                    weight: *w,
-                })
-                .collect();
-            Committee::new(Digest::of(b"joint"), 0, members, f).ok()
-        };
+        let mut next = xorshift(0x2545f4914f6cdd1d);
+        let committee = joint_test_committee;
         let (mut admitted, mut refused) = (0, 0);
         for n in 4..=8usize {
             let all = (1usize << n) - 1;
@@ -851,28 +862,12 @@ mod tests {
     /// changes; jumping by three, or shrinking out of a skewed vector, is not.
     #[test]
     fn membership_changes_admitted_only_when_quorums_meet_in_a_correct_replica() {
-        let mut state = 0x9e3779b97f4a7c15u64;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
-        let keys: Vec<PublicKey> = (1..=8u8)
-            .map(|i| crate::KeyPair::from_seed([i; 32]).public())
-            .collect();
+        let mut next = xorshift(0x9e3779b97f4a7c15);
+        let keys = joint_test_keys();
+        // f follows the member count.
         let committee = |weights: &[u64]| {
-            let members = weights
-                .iter()
-                .enumerate()
-                .map(|(i, w)| Member {
-                    id: ReplicaId(i as u16),
-                    public_key: keys[i],
-                    weight: *w,
-                })
-                .collect();
             let m = weights.iter().filter(|w| **w > 0).count();
-            Committee::new(Digest::of(b"joint"), 0, members, m.saturating_sub(1) / 3).ok()
+            joint_test_committee(weights, m.saturating_sub(1) / 3)
         };
         let (mut admitted, mut refused) = (0, 0);
         for slots in 4..=8usize {

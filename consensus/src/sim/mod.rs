@@ -581,17 +581,7 @@ impl Simulation {
                 requests.push(request);
                 self.network.schedule(at, Event::Submit { client: c, index: n });
             }
-            self.client_index.insert(key.public(), c);
-            self.clients.push(SimClient {
-                by_digest: requests
-                    .iter()
-                    .enumerate()
-                    .map(|(i, r)| (r.digest(), i))
-                    .collect(),
-                submitted_at: vec![None; requests.len()],
-                answered: vec![None; requests.len()],
-                requests,
-            });
+            self.add_client(key.public(), requests);
         }
         if !self.config.membership.is_empty() {
             // The operator is one more client; its requests are the membership changes.
@@ -605,17 +595,7 @@ impl Simulation {
                 let client = self.clients.len();
                 self.network.schedule(at, Event::Submit { client, index: n });
             }
-            self.client_index.insert(key.public(), self.clients.len());
-            self.clients.push(SimClient {
-                by_digest: requests
-                    .iter()
-                    .enumerate()
-                    .map(|(i, r)| (r.digest(), i))
-                    .collect(),
-                submitted_at: vec![None; requests.len()],
-                answered: vec![None; requests.len()],
-                requests,
-            });
+            self.add_client(key.public(), requests);
         }
         for (at, replica) in self.config.spare_starts.clone() {
             self.network.schedule(at, Event::StartSpare { replica });
@@ -659,6 +639,21 @@ impl Simulation {
             self.network.schedule(split.until, Event::Unsplit);
         }
         self.network.schedule(self.config.heal_at, Event::Heal);
+    }
+
+    /// A client with key `key` that will submit `requests` (the workload schedules when).
+    fn add_client(&mut self, key: ordinal_crypto::PublicKey, requests: Vec<Request>) {
+        self.client_index.insert(key, self.clients.len());
+        self.clients.push(SimClient {
+            by_digest: requests
+                .iter()
+                .enumerate()
+                .map(|(i, r)| (r.digest(), i))
+                .collect(),
+            submitted_at: vec![None; requests.len()],
+            answered: vec![None; requests.len()],
+            requests,
+        });
     }
 
     fn violation(&mut self, invariant: &'static str, detail: String) {
