@@ -175,7 +175,11 @@ struct Inner {
     auth: RequestAuth,
     key: KeyPair,
     options: ClientOptions,
-    links: Vec<Link>,
+    /// One link per replica id, in id order: the configured replicas, then those that joined
+    /// through the log as the client learns of them ([`Inner::follow_joined`]).
+    links: std::sync::RwLock<Vec<Arc<Link>>>,
+    /// The key each replica must present, updated as replicas join.
+    pinned: ordinal_crypto::tls::PinnedKeys,
     pending: Mutex<HashMap<u64, PendingSubmit>>,
     calls: Mutex<HashMap<u64, oneshot::Sender<ClientReply>>>,
     /// Certificates verified lately, by the statement (view, seq, batch digest) they certify.
@@ -223,7 +227,8 @@ impl Client {
             None => KeyPair::generate(&mut rand_core::OsRng),
         };
         let max_in_flight = options.max_in_flight.max(1);
-        let quic = wire::quic_client_config(&key, &committee)?;
+        let pinned = ordinal_crypto::tls::PinnedKeys::of(&committee);
+        let quic = wire::quic_pinned_client_config(&key, pinned.clone())?;
         let any_address = cluster
             .replicas
             .first()
@@ -239,15 +244,9 @@ impl Client {
             .replicas
             .iter()
             .map(|replica| {
-                let (tx, rx) = wire::frame_queue(LINK_QUEUE_BYTES);
+                let (link, rx) = Link::new(ReplicaId(replica.id), replica.address.clone());
                 receivers.push(rx);
-                Link {
-                    id: ReplicaId(replica.id),
-                    address: replica.address.clone(),
-                    frames: tx,
-                    connected: Arc::new(AtomicBool::new(false)),
-                    suspected_until: AtomicU64::new(0),
-                }
+                Arc::new(link)
             })
             .collect::<Vec<_>>();
         let schedule = cluster
@@ -261,7 +260,8 @@ impl Client {
             auth: cluster.request_auth,
             key,
             options,
-            links,
+            links: std::sync::RwLock::new(links),
+            pinned,
             pending: Mutex::new(HashMap::new()),
             calls: Mutex::new(HashMap::new()),
             verified: Mutex::new(HashMap::new()),
@@ -273,15 +273,8 @@ impl Client {
             next_responder: AtomicU64::new(0),
             retransmit: Mutex::new(RetransmitTimer::default()),
         });
-        for (link, rx) in inner.links.iter().zip(receivers) {
-            tokio::spawn(link_task(
-                Arc::downgrade(&inner),
-                inner.endpoint.clone(),
-                link.id,
-                link.address.clone(),
-                rx,
-                link.connected.clone(),
-            ));
+        for (link, rx) in inner.links().iter().zip(receivers) {
+            inner.spawn_link(link, rx);
         }
         Ok(Client { inner })
     }
@@ -299,7 +292,7 @@ impl Client {
     /// How many replicas currently have an open connection.
     pub fn connected(&self) -> usize {
         self.inner
-            .links
+            .links()
             .iter()
             .filter(|l| l.connected.load(Ordering::Relaxed))
             .count()
@@ -376,7 +369,7 @@ impl Client {
             }
             // Every round goes to every replica and asks them all for the receipt, except a
             // `one_receipt` first round (see `retransmit`).
-            for (index, link) in inner.links.iter().enumerate() {
+            for (index, link) in inner.links().iter().enumerate() {
                 let frame = match (&quiet, responder) {
                     (Some(quiet), Some(responder)) if round == 0 && index != responder => quiet,
                     _ => &asking,
@@ -422,7 +415,7 @@ impl Client {
         request: impl FnOnce(u64) -> ClientRequest,
     ) -> Result<ClientReply, ClientError> {
         let inner = &self.inner;
-        let Some(link) = inner.links.get(replica) else {
+        let Some(link) = inner.links().get(replica).cloned() else {
             return Err(ClientError::Config(format!("no replica {replica}")));
         };
         let id = inner.next_call.fetch_add(1, Ordering::Relaxed);
@@ -451,7 +444,8 @@ impl Client {
 
     /// Every replica's status (`None` for those that do not answer in time).
     pub async fn status(&self) -> Vec<ReplicaReport> {
-        let futures = self.inner.links.iter().enumerate().map(|(i, link)| async move {
+        let links = self.inner.links();
+        let futures = links.iter().enumerate().map(|(i, link)| async move {
             ReplicaReport {
                 id: link.id.0,
                 address: link.address.clone(),
@@ -516,6 +510,10 @@ impl Client {
             }
         }
         batches.truncate(known);
+        if batches.iter().any(|b| !b.batch.requests.is_empty()) {
+            // A batch may have let a replica join: dial it.
+            self.inner.follow_joined();
+        }
         Ok((batches, committed_seq))
     }
 
@@ -523,7 +521,7 @@ impl Client {
     /// returns the weight and membership schedule it fixes (what the client verifies
     /// receipts with). The operator's admin commands take the next epoch number from it.
     pub async fn sync_schedule(&self) -> Result<Committees, ClientError> {
-        let replicas = self.inner.links.len().max(1);
+        let replicas = self.inner.links().len().max(1);
         let mut failures = 0;
         loop {
             let from = lock(&self.inner.schedule).applied_through() + 1;
@@ -603,7 +601,7 @@ impl Subscription {
             // up to here first.
             self.client.inner.learn_schedule(self.next).await;
         }
-        let replicas = self.client.inner.links.len();
+        let replicas = self.client.inner.links().len();
         let replica = self.replica.unwrap_or(self.rotate % replicas.max(1));
         match self.client.read_batches(replica, self.next, 64).await {
             Ok((batches, _)) => {
@@ -680,11 +678,74 @@ fn resolve_now(address: &str) -> Option<std::net::SocketAddr> {
     address.to_socket_addrs().ok()?.next()
 }
 
+impl Link {
+    fn new(id: ReplicaId, address: String) -> (Link, FrameReceiver) {
+        let (frames, rx) = wire::frame_queue(LINK_QUEUE_BYTES);
+        let link = Link {
+            id,
+            address,
+            frames,
+            connected: Arc::new(AtomicBool::new(false)),
+            suspected_until: AtomicU64::new(0),
+        };
+        (link, rx)
+    }
+}
+
 impl Inner {
+    /// The links, by replica id (a snapshot: replicas that join later are appended).
+    fn links(&self) -> Vec<Arc<Link>> {
+        match self.links.read() {
+            Ok(guard) => guard.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    fn spawn_link(self: &Arc<Self>, link: &Link, frames: FrameReceiver) {
+        tokio::spawn(link_task(
+            Arc::downgrade(self),
+            self.endpoint.clone(),
+            link.id,
+            link.address.clone(),
+            frames,
+            link.connected.clone(),
+        ));
+    }
+
+    /// Dials the replicas that joined through the log as far as the schedule knows it (at the
+    /// address and with the key the log names), so that the client keeps reaching the cluster
+    /// when founding members leave.
+    fn follow_joined(self: &Arc<Self>) {
+        let joined: Vec<(ReplicaId, String)> = {
+            let schedule = lock(&self.schedule);
+            self.pinned.update(schedule.signers());
+            schedule
+                .epochs()
+                .iter()
+                .filter_map(|e| e.joined.clone())
+                .collect()
+        };
+        let mut links = match self.links.write() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        for (id, address) in joined {
+            // Ids are handed out in order, so a link's index is its id.
+            if id.index() != links.len() {
+                continue;
+            }
+            let (link, rx) = Link::new(id, address);
+            tracing::debug!(replica = id.0, address = %link.address, "dialling a replica that joined");
+            self.spawn_link(&link, rx);
+            links.push(Arc::new(link));
+        }
+    }
+
     /// The replica asked for the next receipt: the connected replicas in turn, skipping those
     /// that recently left a receipt unanswered (all of them, if every one did).
     fn pick_responder(&self) -> usize {
-        let count = self.links.len().max(1);
+        let links = self.links();
+        let count = links.len().max(1);
         let start = self.next_responder.fetch_add(1, Ordering::Relaxed) as usize;
         let now = self.started.elapsed().as_millis() as u64;
         let usable = |link: &Link| {
@@ -692,13 +753,13 @@ impl Inner {
         };
         (0..count)
             .map(|offset| (start + offset) % count)
-            .find(|&index| self.links.get(index).is_some_and(usable))
+            .find(|&index| links.get(index).is_some_and(|l| usable(l)))
             .unwrap_or(start % count)
     }
 
     /// `responder` left a receipt unanswered for a whole retry interval: ask others for a while.
     fn suspect_responder(&self, responder: usize) {
-        if let Some(link) = self.links.get(responder) {
+        if let Some(link) = self.links().get(responder) {
             let until = (self.started.elapsed() + RESPONDER_PENALTY).as_millis() as u64;
             link.suspected_until.fetch_max(until, Ordering::Relaxed);
         }
@@ -729,7 +790,7 @@ impl Inner {
     async fn learn_schedule(self: &Arc<Self>, seq: u64) {
         let _reader = self.schedule_reader.lock().await;
         let client = Client { inner: self.clone() };
-        let replicas = self.links.len().max(1);
+        let replicas = self.links().len().max(1);
         let mut failures = 0;
         while lock(&self.schedule).for_seq(seq).is_none() && failures < 3 * replicas {
             let from = lock(&self.schedule).applied_through() + 1;

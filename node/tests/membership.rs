@@ -166,6 +166,27 @@ async fn a_cluster_grows_to_five_and_shrinks_to_four_under_load() {
         || committed_seq(&cluster, 4) >= high,
     )
     .await;
+    // The client learnt of replica 4 from the log (its address and key) and dials it: 4
+    // answers a status call, and its log reads like anyone's.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        match client.replica_status(4).await {
+            Ok(status) => break status,
+            Err(e) => {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "replica 4 unreachable: {e}"
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    assert_eq!(
+        status.weights,
+        vec![1, 0, 1, 1, 1],
+        "replica 4 reports the membership in force"
+    );
+    logs.push(cluster.log_of(&client, 4, high, Duration::from_secs(30)).await);
     let status = cluster.terminate(4);
     assert!(status.success(), "replica 4 stopped cleanly");
     let loaded = ordinal_node::config::LoadedConfig::load(&node_config).unwrap();
