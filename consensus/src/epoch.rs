@@ -343,11 +343,13 @@ impl Committees {
     /// agrees on it.
     ///
     /// - Reliability: where weights differ (AWARE weights from the medians of latency reports,
-    ///   or an explicit vector), only the heaviest members lead: the ones the log found
-    ///   fastest, which is where a leader saves a round trip for everyone; a replica that
-    ///   answers late, misses votes or times out is never heavy, and so stops leading. Of the
-    ///   2f heavy members at most f are faulty, so at most f views in a row have a faulty
-    ///   primary, as with plain round-robin.
+    ///   or an explicit vector), only the heaviest members lead, at least 2f of them (every
+    ///   member as heavy as the 2f-th heaviest): the ones the log found fastest, which is
+    ///   where a leader saves a round trip for everyone. A replica the reports find slow is
+    ///   not heavy, and so stops leading once a new vector is derived (which takes reports
+    ///   from 2f + 2 members: with n = 4, a crashed heavy replica keeps its weight). Of 2f or
+    ///   more leaders at most f are faulty, so at most f views in a row have a faulty primary,
+    ///   as with plain round-robin.
     /// - Membership: a replica that is about to leave stops leading as soon as its leave is
     ///   scheduled, and one that joins starts leading only with the next change after its
     ///   join, once it has long been voting (a newcomer still catching up would stall views).
@@ -478,12 +480,15 @@ impl Committees {
                 // Each author's entries count once, in nonce order: a copy of an old entry
                 // (a Byzantine primary may put one in any batch) changes nothing, even when the
                 // entry was refused the first time and would pass now.
-                let last = self.last_nonce.entry(request.client).or_insert(0);
-                if request.nonce <= *last && *last > 0 {
+                if self
+                    .last_nonce
+                    .get(&request.client)
+                    .is_some_and(|last| request.nonce <= *last)
+                {
                     outcomes.push((seq, Err(ChangeRefused::Replayed)));
                     continue;
                 }
-                *last = request.nonce;
+                self.last_nonce.insert(request.client, request.nonce);
                 // Weights and reports come from members of the latest epoch; membership from
                 // the operator.
                 let member = match author {
@@ -756,12 +761,19 @@ impl Committees {
 /// then to `next`, if that leaves nobody (joint safety rules the last case out).
 fn leaders_of(previous: &Committee, next: &Committee) -> Committee {
     let both = |m: &Member| m.is_active() && previous.contains(m.id);
-    let heaviest = next
+    // The weight of the 2f-th heaviest (at least the heaviest): everyone at or above it leads,
+    // so there are always at least 2f leaders (more than f, so never only faulty ones),
+    // however few members a vector makes heavy.
+    let mut weights: Vec<u64> = next
         .slot_table()
         .iter()
         .filter(|m| both(m))
         .map(|m| m.weight)
-        .max();
+        .collect();
+    weights.sort_unstable_by(|a, b| b.cmp(a));
+    let heaviest = weights
+        .get((2 * next.faults()).max(1).min(weights.len()).saturating_sub(1))
+        .copied();
     let pick = |eligible: &dyn Fn(&Member) -> bool| -> Option<Committee> {
         let members: Vec<Member> = next
             .slot_table()
@@ -774,7 +786,7 @@ fn leaders_of(previous: &Committee, next: &Committee) -> Committee {
         Committee::new(next.cluster_id(), next.epoch(), members, 0).ok()
     };
     heaviest
-        .and_then(|top| pick(&|m: &Member| both(m) && m.weight == top))
+        .and_then(|threshold| pick(&|m: &Member| both(m) && m.weight >= threshold))
         .or_else(|| pick(&both))
         .unwrap_or_else(|| next.clone())
 }
@@ -1145,6 +1157,30 @@ mod tests {
         assert_eq!(
             epochs[2..],
             [(161, vec![1, 1, 1, 1, 1]), (241, vec![1, 1, 1, 1, 0])]
+        );
+    }
+
+    /// However few members a vector makes heavy, at least 2f lead: one heavy replica of six
+    /// (admissible with f = 1) must not become the only primary.
+    #[test]
+    fn at_least_two_f_members_lead() {
+        let (_, mut committees) = setup(6);
+        committees.executed(10);
+        let one_heavy = WeightChange {
+            epoch: 1,
+            weights: vec![2, 1, 1, 1, 1, 1],
+        };
+        assert!(committees.schedule(10, ReplicaId(0), &one_heavy).is_ok());
+        assert_eq!(committees.leaders().size(), 6);
+        let two_heavy = WeightChange {
+            epoch: 2,
+            weights: vec![2, 1, 1, 1, 1, 2],
+        };
+        committees.executed(100);
+        assert!(committees.schedule(100, ReplicaId(0), &two_heavy).is_ok());
+        assert_eq!(
+            committees.leaders().ids().collect::<Vec<_>>(),
+            [ReplicaId(0), ReplicaId(5)]
         );
     }
 

@@ -90,6 +90,8 @@ impl Driver {
         own_key: ordinal_crypto::PublicKey,
     ) -> Self {
         let view_changes_seen = replica.status().view_changes;
+        // Refusals in the replayed log were logged when they happened.
+        let refusals_seen = replica.committees().refusals().0;
         Driver {
             replica,
             safety,
@@ -107,7 +109,7 @@ impl Driver {
             refusals_fed: None,
             own_key,
             own_slot_checked: false,
-            refusals_seen: 0,
+            refusals_seen,
         }
     }
 
@@ -517,7 +519,12 @@ impl Driver {
         let (refused, last) = self.replica.committees().refusals();
         if refused > self.refusals_seen {
             if let Some((seq, reason)) = last {
-                tracing::warn!(seq, %reason, "a quorum entry in the log was refused");
+                tracing::warn!(
+                    seq,
+                    %reason,
+                    refused = refused - self.refusals_seen,
+                    "quorum entries in the log were refused (the latest shown)"
+                );
             }
             self.shared
                 .metrics

@@ -340,7 +340,7 @@ impl Replica {
         let before = leader_of(self.view, &self.leaders);
         self.leaders = self.ledger.committees.leaders().clone();
         if before != self.primary() && self.changing.is_none() && self.ledger.is_member() {
-            self.start_view_change(self.view.saturating_add(1));
+            self.start_planned_view_change(self.view.saturating_add(1));
         }
     }
 

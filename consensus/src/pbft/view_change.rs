@@ -118,8 +118,20 @@ impl Replica {
         // primary.
         let primary = self.primary();
         self.ledger.monitor.leader_timed_out(primary);
-        self.view = new_view;
         self.failed_views = self.failed_views.saturating_add(1);
+        self.enter_view_change(new_view);
+    }
+
+    /// Moves to `new_view` because the log changed who leads (`follow_leaders`): nobody
+    /// failed, so no primary is blamed and timeouts do not back off.
+    pub(super) fn start_planned_view_change(&mut self, new_view: u64) {
+        if new_view > self.view {
+            self.enter_view_change(new_view);
+        }
+    }
+
+    fn enter_view_change(&mut self, new_view: u64) {
+        self.view = new_view;
         self.view_changes_total += 1;
         self.changing = Some(ViewChanging {
             quorum_since: None,
