@@ -768,6 +768,23 @@ mod tests {
         assert!(bounds.check(&[0, 1, 1, 1], 1).is_err());
     }
 
+    /// Every quorum of `ca` (weights `a`, one per slot, 0 for a non-member) shares more than
+    /// `f` replicas with every quorum of `cb`, over all subsets of members.
+    fn assert_quorums_meet(a: &[u64], ca: &Committee, b: &[u64], cb: &Committee, f: usize) {
+        let all = (1usize << a.len().max(b.len())) - 1;
+        let (sa, sb) = (subset_weights(a), subset_weights(b));
+        let members = |w: &[u64]| (0..w.len()).filter(|&i| w[i] > 0).fold(0usize, |m, i| m | 1 << i);
+        let (ma, mb) = (members(a), members(b));
+        for qa in (0..=all).filter(|s| s & !ma == 0 && sa[*s] >= ca.quorum_weight()) {
+            for qb in (0..=all).filter(|s| s & !mb == 0 && sb[*s] >= cb.quorum_weight()) {
+                assert!(
+                    (qa & qb).count_ones() as usize > f,
+                    "{a:?} and {b:?} (f={f}): quorums {qa:b} and {qb:b} may meet only in faulty replicas"
+                );
+            }
+        }
+    }
+
     /// A deterministic xorshift generator for the brute-force tests.
     fn xorshift(mut state: u64) -> impl FnMut() -> u64 {
         move || {
@@ -809,7 +826,6 @@ mod tests {
         let committee = joint_test_committee;
         let (mut admitted, mut refused) = (0, 0);
         for n in 4..=8usize {
-            let all = (1usize << n) - 1;
             for f in 1..=(n - 1) / 3 {
                 for _ in 0..80 {
                     let spread = 1 + next() % 3;
@@ -824,15 +840,7 @@ mod tests {
                     }
                     admitted += 1;
                     assert!(cb.jointly_safe_with(&ca), "symmetric");
-                    let (sa, sb) = (subset_weights(&a), subset_weights(&b));
-                    for qa in (0..=all).filter(|s| sa[*s] >= ca.quorum_weight()) {
-                        for qb in (0..=all).filter(|s| sb[*s] >= cb.quorum_weight()) {
-                            assert!(
-                                (qa & qb).count_ones() as usize > f,
-                                "{a:?} and {b:?} (f={f}): quorums {qa:b} and {qb:b} may meet only in faulty replicas"
-                            );
-                        }
-                    }
+                    assert_quorums_meet(&a, &ca, &b, &cb, f);
                 }
             }
         }
@@ -871,7 +879,6 @@ mod tests {
         };
         let (mut admitted, mut refused) = (0, 0);
         for slots in 4..=8usize {
-            let all = (1usize << slots) - 1;
             for _ in 0..400 {
                 let spread = 1 + next() % 2;
                 let mut draw = || -> Vec<u64> {
@@ -890,18 +897,7 @@ mod tests {
                 admitted += 1;
                 assert!(cb.jointly_safe_with(&ca), "symmetric");
                 let f = ca.faults().min(cb.faults());
-                let (sa, sb) = (subset_weights(&a), subset_weights(&b));
-                // Quorums made of members only (a non-member adds no weight, and is not in it).
-                let mask = |w: &[u64]| (0..slots).filter(|&i| w[i] > 0).fold(0usize, |m, i| m | 1 << i);
-                let (ma, mb) = (mask(&a), mask(&b));
-                for qa in (0..=all).filter(|s| s & !ma == 0 && sa[*s] >= ca.quorum_weight()) {
-                    for qb in (0..=all).filter(|s| s & !mb == 0 && sb[*s] >= cb.quorum_weight()) {
-                        assert!(
-                            (qa & qb).count_ones() as usize > f,
-                            "{a:?} and {b:?}: quorums {qa:b} and {qb:b} may meet only in faulty replicas"
-                        );
-                    }
-                }
+                assert_quorums_meet(&a, &ca, &b, &cb, f);
             }
         }
         assert!(
