@@ -66,6 +66,7 @@ fn messages(
     // batch at seq 1), carries the commit certificate of an earlier batch, and lists the parent
     // in its ancestry so that voters sign its commit vote.
     let parent = BlockHeader {
+        epoch: 0,
         round: 1,
         seq: 1,
         batch_digest: Digest::of(b"parent batch"),
@@ -76,6 +77,7 @@ fn messages(
     };
     let justify: QuorumCert = certify(
         BlockVote {
+            epoch: 0,
             round: 1,
             block: parent.id(),
             seq: 1,
@@ -84,6 +86,7 @@ fn messages(
         committee,
     );
     let block = Block {
+        epoch: 0,
         round: 2,
         seq: 2,
         batch_digest: digest,
@@ -126,6 +129,7 @@ fn messages(
     let vote = Message::Vote {
         vote: Signed::sign(
             BlockVote {
+                epoch: block.epoch,
                 round: block.round,
                 block: block.id(),
                 seq: block.seq,

@@ -37,9 +37,6 @@ fn configure(seed: u64, replicas: usize, kind: ProtocolKind, calm: bool) -> SimC
         SimConfig::random(seed, replicas)
     };
     config.kind = kind;
-    if kind == ProtocolKind::Linear {
-        config = config.without_membership();
-    }
     config
 }
 

@@ -64,11 +64,11 @@ pub struct ClusterConfig {
     /// How clients authenticate requests.
     #[serde(default)]
     pub request_auth: RequestAuth,
-    /// Weight changes through the ordered log (PBFT only); absent, the configured weights
+    /// Weight changes through the ordered log (both protocols); absent, the configured weights
     /// hold for ever.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weights: Option<WeightsConfig>,
-    /// Membership changes through the ordered log (PBFT only; needs `[weights]`, whose
+    /// Membership changes through the ordered log (both protocols; needs `[weights]`, whose
     /// checkpoint interval and window fix when changes take effect); absent, the configured
     /// replicas are the members for ever.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -192,12 +192,6 @@ impl ClusterConfig {
                 return Err(ConfigError::new(
                     "weights",
                     "log_window must be a multiple of checkpoint_interval, at least twice it",
-                ));
-            }
-            if self.protocol != ProtocolKind::Pbft {
-                return Err(ConfigError::new(
-                    "weights",
-                    "weight changes are supported with protocol = \"pbft\" only",
                 ));
             }
             if let Some(i) = members
@@ -342,7 +336,7 @@ mod tests {
         assert_eq!(weights.committee().unwrap_err().field, "replicas[2].weight");
         weights.replicas[2].weight = 1;
         weights.protocol = ProtocolKind::Linear;
-        assert_eq!(weights.committee().unwrap_err().field, "weights");
+        weights.committee().unwrap();
 
         // [membership] needs [weights] and a valid operator key.
         let mut membership = cluster(4);

@@ -819,6 +819,9 @@ pub trait Weights {
     fn for_seq(&self, seq: u64) -> Option<&Committee>;
     /// Whether `signers` reach the quorum of every epoch in force in `from..=to`.
     fn is_quorum_over(&self, signers: &[ReplicaId], from: u64, to: u64) -> bool;
+    /// Epoch `number`'s committee and its first sequence number, if scheduled: what the
+    /// linear mode counts an epoch's votes and timeouts with.
+    fn epoch_of_number(&self, number: u64) -> Option<(&Committee, u64)>;
 }
 
 impl Weights for Committee {
@@ -837,6 +840,10 @@ impl Weights for Committee {
     fn is_quorum_over(&self, signers: &[ReplicaId], _from: u64, _to: u64) -> bool {
         self.is_quorum(signers.iter().copied())
     }
+
+    fn epoch_of_number(&self, number: u64) -> Option<(&Committee, u64)> {
+        (number == self.epoch()).then_some((self, 1))
+    }
 }
 
 impl Weights for Committees {
@@ -854,6 +861,11 @@ impl Weights for Committees {
 
     fn is_quorum_over(&self, signers: &[ReplicaId], from: u64, to: u64) -> bool {
         Committees::is_quorum_over(self, signers.iter().copied(), from, to)
+    }
+
+    fn epoch_of_number(&self, number: u64) -> Option<(&Committee, u64)> {
+        let epoch = self.epochs.get(usize::try_from(number).ok()?)?;
+        Some((&epoch.committee, epoch.start))
     }
 }
 

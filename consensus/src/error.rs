@@ -14,6 +14,14 @@ pub enum Invalid {
         /// The sequence number.
         seq: u64,
     },
+    /// Linear mode: a message from an epoch this replica has not entered yet (its log has not
+    /// reached the epoch's first sequence number). Not the sender's fault: this replica is
+    /// behind, and catches up by state transfer.
+    #[error("message of epoch {epoch}, which this replica has not entered yet")]
+    FutureEpoch {
+        /// The message's epoch.
+        epoch: u64,
+    },
     /// A signature, signer or certificate failed.
     #[error("crypto: {0}")]
     Crypto(#[from] CryptoError),
@@ -146,6 +154,7 @@ impl Invalid {
                 | Invalid::Duplicate
                 | Invalid::Stale
                 | Invalid::UnknownEpoch { .. }
+                | Invalid::FutureEpoch { .. }
         )
     }
 
@@ -154,6 +163,7 @@ impl Invalid {
         match self {
             Invalid::Crypto(_) => "crypto",
             Invalid::UnknownEpoch { .. } => "unknown_epoch",
+            Invalid::FutureEpoch { .. } => "future_epoch",
             Invalid::Malformed => "malformed",
             Invalid::RequestTooLarge { .. } => "request_too_large",
             Invalid::UnsignedRequest => "unsigned_request",

@@ -191,11 +191,17 @@ impl Signable for NewView {
 /// round arithmetic never overflows.
 pub const MAX_ROUND: u64 = u64::MAX >> 8;
 
-/// The linear mode's vote for a block: its round, id and sequence number. A quorum of them is
-/// the block's quorum certificate ([`QuorumCert`]); the sequence number lets a child's proposer
-/// and voters check the child's number without holding the parent.
+/// The linear mode's vote for a block: its epoch, round, id and sequence number. A quorum of
+/// them is the block's quorum certificate ([`QuorumCert`]); the sequence number lets a child's
+/// proposer and voters check the child's number without holding the parent.
+///
+/// Each weight or membership epoch runs its own chain, counted with that epoch's committee
+/// and with rounds from 1 (DiemBFT's reconfiguration): the epoch is in every signed statement,
+/// so no vote or timeout of one epoch can count in another.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct BlockVote {
+    /// The epoch whose chain the block is in.
+    pub epoch: u64,
     /// The block's round.
     pub round: u64,
     /// The block's id ([`Block::id`]).
@@ -205,16 +211,28 @@ pub struct BlockVote {
 }
 
 impl Signable for BlockVote {
-    const DOMAIN: &'static str = "ordinal/linear/vote/v1";
+    const DOMAIN: &'static str = "ordinal/linear/vote/v2";
 }
 
 impl BlockVote {
-    /// The statement the genesis certificate certifies: round 0, the genesis block, seq 0.
+    /// The statement the genesis certificate certifies: epoch 0, round 0, seq 0.
     pub fn genesis() -> Self {
+        Self::epoch_genesis(0, 1)
+    }
+
+    /// What the chain of the epoch starting at sequence number `start` grows from: round 0,
+    /// a block id of its own, and the sequence number before the epoch's first.
+    pub fn epoch_genesis(epoch: u64, start: u64) -> Self {
+        let block = if epoch == 0 {
+            Digest::of(b"ordinal/linear/genesis")
+        } else {
+            Digest::of_parts(&[b"ordinal/linear/genesis", &epoch.to_le_bytes()])
+        };
         BlockVote {
+            epoch,
             round: 0,
-            block: Digest::of(b"ordinal/linear/genesis"),
-            seq: 0,
+            block,
+            seq: start.saturating_sub(1),
         }
     }
 }
@@ -224,20 +242,34 @@ pub type QuorumCert = Certificate<BlockVote>;
 
 /// The certificate every chain starts from; it carries no votes.
 pub fn genesis_qc() -> QuorumCert {
+    epoch_genesis_qc(0, 1)
+}
+
+/// The certificate epoch `epoch`'s chain starts from: it needs no votes, because the epoch
+/// begins only where the log executed through `start - 1`, which the previous epoch's commit
+/// certificates fixed.
+pub fn epoch_genesis_qc(epoch: u64, start: u64) -> QuorumCert {
     Certificate {
-        statement: BlockVote::genesis(),
-        epoch: 0,
+        statement: BlockVote::epoch_genesis(epoch, start),
+        epoch,
         votes: Vec::new(),
     }
 }
 
-/// Checks a quorum certificate; the genesis certificate is valid without votes.
-pub fn verify_qc(qc: &QuorumCert, committee: &Committee) -> Result<(), Invalid> {
-    if qc.statement == BlockVote::genesis() && qc.votes.is_empty() {
-        return Ok(());
+/// Checks a quorum certificate against the committee of its epoch, which starts at sequence
+/// number `start`; the epoch's genesis certificate is valid without votes.
+pub fn verify_qc(qc: &QuorumCert, committee: &Committee, start: u64) -> Result<(), Invalid> {
+    let epoch = committee.epoch();
+    if qc.statement.epoch != epoch {
+        return Err(Invalid::BadBlock("certificate of another epoch"));
     }
     if qc.statement.round == 0 {
-        return Err(Invalid::BadBlock("round-0 certificate other than genesis"));
+        if *qc == epoch_genesis_qc(epoch, start) {
+            return Ok(());
+        }
+        return Err(Invalid::BadBlock(
+            "round-0 certificate other than the epoch's genesis",
+        ));
     }
     qc.verify(committee)?;
     Ok(())
@@ -247,6 +279,8 @@ pub fn verify_qc(qc: &QuorumCert, committee: &Committee) -> Result<(), Invalid> 
 /// certificate it holds (Jolteon's timeout message).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct TimeoutVote {
+    /// The epoch whose round it is.
+    pub epoch: u64,
     /// The round given up.
     pub round: u64,
     /// The round of the sender's highest quorum certificate.
@@ -254,7 +288,7 @@ pub struct TimeoutVote {
 }
 
 impl Signable for TimeoutVote {
-    const DOMAIN: &'static str = "ordinal/linear/timeout/v1";
+    const DOMAIN: &'static str = "ordinal/linear/timeout/v2";
 }
 
 /// A quorum of timeout votes for one round: it lets the next leader propose without a
@@ -262,6 +296,8 @@ impl Signable for TimeoutVote {
 /// every signer's (Jolteon's TC).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TimeoutCert {
+    /// The epoch of the round.
+    pub epoch: u64,
     /// The round timed out.
     pub round: u64,
     /// One signed timeout per signer, all for `round`.
@@ -279,14 +315,21 @@ impl TimeoutCert {
             .unwrap_or(0)
     }
 
-    /// Checks rounds, distinct signers, signatures and the quorum.
+    /// Checks the epoch, rounds, distinct signers, signatures and the quorum of the epoch's
+    /// committee.
     pub fn verify(&self, committee: &Committee) -> Result<(), Invalid> {
+        if self.epoch != committee.epoch() {
+            return Err(Invalid::BadBlock("timeout certificate of another epoch"));
+        }
         if self.timeouts.len() > committee.size() {
             return Err(Invalid::BadBlock("more timeouts than replicas"));
         }
         let mut signers: Vec<ReplicaId> = Vec::with_capacity(self.timeouts.len());
         for timeout in &self.timeouts {
-            if timeout.body.round != self.round || timeout.body.high_qc_round >= self.round {
+            if timeout.body.epoch != self.epoch
+                || timeout.body.round != self.round
+                || timeout.body.high_qc_round >= self.round
+            {
                 return Err(Invalid::BadBlock("timeout for another round"));
             }
             if signers.contains(&timeout.signer) {
@@ -308,6 +351,8 @@ impl TimeoutCert {
 /// holding their batches or certificates.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BlockHeader {
+    /// Epoch.
+    pub epoch: u64,
     /// Round.
     pub round: u64,
     /// Sequence number.
@@ -341,7 +386,8 @@ impl BlockHeader {
     /// justifies the round.
     pub fn id(&self) -> Digest {
         Digest::of_parts(&[
-            b"ordinal/linear/block/v1",
+            b"ordinal/linear/block/v2",
+            &self.epoch.to_le_bytes(),
             &self.round.to_le_bytes(),
             &self.seq.to_le_bytes(),
             self.batch_digest.as_bytes(),
@@ -362,6 +408,9 @@ impl BlockHeader {
 /// certifies. HotStuff's node, with Jolteon's optional timeout certificate.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Block {
+    /// The epoch whose chain it extends: its votes, certificate and timeouts count with that
+    /// epoch's committee. A block with a batch has its sequence number in the epoch.
+    pub epoch: u64,
     /// The round it is proposed in.
     pub round: u64,
     /// Its sequence number: the parent's, plus one if the batch is not empty. Empty blocks
@@ -393,6 +442,7 @@ impl Block {
     /// The block's header: what its id covers.
     pub fn header(&self) -> BlockHeader {
         BlockHeader {
+            epoch: self.epoch,
             round: self.round,
             seq: self.seq,
             batch_digest: self.batch_digest,
@@ -482,8 +532,17 @@ impl Block {
     /// Checks everything that needs no replica state: the certificates, that the round follows
     /// one of them, that the sequence number follows the parent's, and that the next leader
     /// follows from `proposer` and the certificate's signers.
-    fn check(&self, batch_is_empty: bool, proposer: ReplicaId, committee: &Committee) -> Result<(), Invalid> {
-        verify_qc(&self.justify, committee)?;
+    fn check(
+        &self,
+        batch_is_empty: bool,
+        proposer: ReplicaId,
+        committee: &Committee,
+        start: u64,
+    ) -> Result<(), Invalid> {
+        if self.epoch != committee.epoch() {
+            return Err(Invalid::BadBlock("block checked against another epoch"));
+        }
+        verify_qc(&self.justify, committee, start)?;
         if self.next_leader != self.successor_for(proposer, committee) {
             return Err(Invalid::BadBlock(
                 "next leader not the one the certificate's signers give",
@@ -700,7 +759,7 @@ impl Message {
                 batch,
                 certified,
                 ancestry,
-            } => verify_proposal(block, batch, certified, ancestry, committee, config)?,
+            } => verify_proposal(block, batch, certified, ancestry, weights, config)?,
             Message::Vote { vote, commits } => {
                 if commits.len() as u64 > config.log_window {
                     return Err(Invalid::BadBlock("more commit votes than the window"));
@@ -739,12 +798,13 @@ impl Message {
                 {
                     return Err(Invalid::BadBlock("timeout does not match its certificate"));
                 }
-                verify_qc(&high_qc, committee)?;
+                let (epoch_committee, start) = epoch_of(weights, timeout.body().epoch)?;
+                verify_qc(&high_qc, epoch_committee, start)?;
                 if let Some(tc) = &last_tc {
                     if tc.round >= timeout.body().round {
                         return Err(Invalid::BadBlock("timeout certificate not below the timeout"));
                     }
-                    tc.verify(committee)?;
+                    tc.verify(epoch_committee)?;
                 }
                 VerifiedMessage::Timeout {
                     timeout,
@@ -754,9 +814,11 @@ impl Message {
             }
             Message::FetchBlocks { id } => VerifiedMessage::FetchBlocks { id },
             Message::Sync { high_qc, last_tc } => {
-                verify_qc(&high_qc, committee)?;
+                let (epoch_committee, start) = epoch_of(weights, high_qc.statement.epoch)?;
+                verify_qc(&high_qc, epoch_committee, start)?;
                 if let Some(tc) = &last_tc {
-                    tc.verify(committee)?;
+                    let (epoch_committee, _) = epoch_of(weights, tc.epoch)?;
+                    tc.verify(epoch_committee)?;
                 }
                 VerifiedMessage::Sync { high_qc, last_tc }
             }
@@ -764,19 +826,28 @@ impl Message {
     }
 }
 
+/// The committee and first sequence number of linear-mode epoch `epoch`; a number this
+/// replica's schedule does not hold yet means it is behind, not that the sender lies.
+fn epoch_of(weights: &dyn Weights, epoch: u64) -> Result<(&Committee, u64), Invalid> {
+    weights
+        .epoch_of_number(epoch)
+        .ok_or(Invalid::FutureEpoch { epoch })
+}
+
 fn verify_proposal(
     block: Signed<Block>,
     batch: Batch,
-    certified: Vec<Certificate<CommitVote>>,
+    mut certified: Vec<Certificate<CommitVote>>,
     ancestry: Vec<BlockHeader>,
-    committee: &Committee,
+    weights: &dyn Weights,
     config: &ProtocolConfig,
 ) -> Result<VerifiedMessage, Invalid> {
-    let block = block.verify(committee)?;
+    let block = block.verify(weights.signers())?;
     let body = block.body();
     if body.round > MAX_ROUND {
         return Err(Invalid::BadBlock("round out of range"));
     }
+    let (committee, start) = epoch_of(weights, body.epoch)?;
     // The ancestry must be a chain of ids from the certified parent down; a block extending
     // the round just before (except genesis) starts it with the parent's header, which names
     // who may propose this round.
@@ -787,7 +858,10 @@ fn verify_proposal(
         }
         let mut expected = body.justify.statement.block;
         for header in &ancestry {
-            if header.recent_leaders.len() > committee.size() || header.id() != expected {
+            if header.recent_leaders.len() > committee.size()
+                || header.epoch != body.epoch
+                || header.id() != expected
+            {
                 return Err(Invalid::BadBlock("ancestry does not follow the parent links"));
             }
             expected = header.parent;
@@ -809,13 +883,17 @@ fn verify_proposal(
         Some(expected) if expected == body.recent_leaders => {}
         _ => return Err(Invalid::BadBlock("recent leaders do not follow the parent's")),
     }
-    body.check(batch.requests.is_empty(), block.signer(), committee)?;
+    body.check(batch.requests.is_empty(), block.signer(), committee, start)?;
     verify_batch(&batch, &body.batch_digest, body.seq, committee, config, true)?;
     if certified.len() as u64 > config.log_window {
         return Err(Invalid::BadBlock("more commit certificates than the window"));
     }
+    // Commit certificates count with the weights at their own sequence numbers (those of the
+    // epoch before, too, at a boundary); ones past what this replica's log fixes cannot be
+    // checked yet, and come again with a later proposal or by state transfer.
+    certified.retain(|certificate| weights.for_seq(certificate.statement.seq).is_some());
     for certificate in &certified {
-        certificate.verify(committee)?;
+        certificate.verify(committee_at(weights, certificate.statement.seq)?)?;
     }
     Ok(VerifiedMessage::Propose {
         block,

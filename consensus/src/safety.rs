@@ -36,14 +36,18 @@ pub enum SafetyUpdate {
     Prepared(PreparedProof),
     /// A new stable checkpoint: records at or below it can be dropped.
     Stable(StableCheckpoint),
-    /// Linear mode: the replica is about to vote for a block of `round`, or to time it out;
-    /// it may never vote in `round` or below again (Jolteon's last voted round).
+    /// Linear mode: the replica is about to vote for a block of `round` in `epoch`'s chain, or
+    /// to time it out; it may never vote in `round` or below of that epoch, nor in an earlier
+    /// epoch, again (Jolteon's last voted round).
     Voted {
+        /// The epoch.
+        epoch: u64,
         /// The round.
         round: u64,
     },
-    /// Linear mode: a higher quorum certificate. Its round is what the replica's timeouts
-    /// report, so forgetting it after a crash could let a conflicting block be certified.
+    /// Linear mode: a higher quorum certificate (by epoch, then round). Its round is what the
+    /// replica's timeouts report, so forgetting it after a crash could let a conflicting block
+    /// be certified.
     HighQc(QuorumCert),
 }
 
@@ -61,7 +65,10 @@ pub struct SafetyState {
     pub prepared: BTreeMap<u64, PreparedProof>,
     /// The latest stable checkpoint.
     pub stable: StableCheckpoint,
-    /// Linear mode: the highest round voted or timed out in.
+    /// Linear mode: the epoch of `voted_round`.
+    #[serde(default)]
+    pub voted_epoch: u64,
+    /// Linear mode: the highest round voted or timed out in, in `voted_epoch`.
     #[serde(default)]
     pub voted_round: u64,
     /// Linear mode: the highest quorum certificate held (`None`: genesis).
@@ -77,6 +84,7 @@ impl Default for SafetyState {
             prepares: BTreeMap::new(),
             prepared: BTreeMap::new(),
             stable: StableCheckpoint::genesis(),
+            voted_epoch: 0,
             voted_round: 0,
             high_qc: None,
         }
@@ -112,13 +120,17 @@ impl SafetyState {
                     self.prepared = self.prepared.split_off(&(stable.seq + 1));
                 }
             }
-            SafetyUpdate::Voted { round } => self.voted_round = self.voted_round.max(*round),
+            SafetyUpdate::Voted { epoch, round } => {
+                if (*epoch, *round) > (self.voted_epoch, self.voted_round) {
+                    self.voted_epoch = *epoch;
+                    self.voted_round = *round;
+                }
+            }
             SafetyUpdate::HighQc(qc) => {
-                if self
-                    .high_qc
-                    .as_ref()
-                    .is_none_or(|held| held.statement.round < qc.statement.round)
-                {
+                let newer = |held: &QuorumCert| {
+                    (held.statement.epoch, held.statement.round) < (qc.statement.epoch, qc.statement.round)
+                };
+                if self.high_qc.as_ref().is_none_or(newer) {
                     self.high_qc = Some(qc.clone());
                 }
             }

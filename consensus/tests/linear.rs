@@ -12,7 +12,8 @@ use common::assert_clean;
 use ordinal_consensus::messages::{genesis_qc, Block, Message};
 use ordinal_consensus::sim::{committee, replica_key, run, Behaviour, Crash, SimConfig};
 use ordinal_consensus::{
-    linear, Action, Batch, Input, Protocol, ProtocolConfig, ProtocolKind, Request, SafetyState, SafetyUpdate,
+    linear, Action, Batch, Input, Invalid, Protocol, ProtocolConfig, ProtocolKind, Request, SafetyState,
+    SafetyUpdate,
 };
 use ordinal_crypto::{Committee, KeyPair, ReplicaId, Signed};
 
@@ -114,6 +115,7 @@ fn replica(committee: &Committee, id: u16, safety: SafetyState) -> linear::Repli
 /// names replica 2 as the next leader.
 fn first_block(batch: &Batch) -> Block {
     Block {
+        epoch: 0,
         round: 1,
         seq: 1,
         batch_digest: batch.digest(),
@@ -160,7 +162,12 @@ fn the_vote_is_durable_first_goes_to_the_next_leader_and_is_never_repeated() {
     let actions = voter.drain_actions();
     let persisted = actions
         .iter()
-        .position(|a| matches!(a, Action::PersistSafety(SafetyUpdate::Voted { round: 1 })))
+        .position(|a| {
+            matches!(
+                a,
+                Action::PersistSafety(SafetyUpdate::Voted { epoch: 0, round: 1 })
+            )
+        })
         .expect("the vote's round is persisted");
     let sent = actions
         .iter()
@@ -206,6 +213,56 @@ fn the_vote_is_durable_first_goes_to_the_next_leader_and_is_never_repeated() {
     );
 }
 
+/// Epochs: a replica that voted in a later epoch than its stored log has reached (its log was
+/// not durable as far as its votes) never acts in the earlier epoch again, where it may have
+/// voted in rounds it no longer records; and the safety state orders votes by epoch first.
+#[test]
+fn a_replica_that_voted_in_a_later_epoch_never_votes_in_an_earlier_one() {
+    let committee = committee(4).unwrap();
+    let mut safety = SafetyState::default();
+    safety.apply(&SafetyUpdate::Voted { epoch: 1, round: 2 });
+    safety.apply(&SafetyUpdate::Voted { epoch: 0, round: 9 });
+    assert_eq!(
+        (safety.voted_epoch, safety.voted_round),
+        (1, 2),
+        "a vote of an earlier epoch does not lower the state"
+    );
+    let mut restarted = replica(&committee, 3, safety);
+    let result = restarted.handle(Duration::from_millis(1), proposal(&committee, 1));
+    assert_eq!(result, Err(Invalid::Stale), "epoch 0's proposal is old news");
+    assert!(
+        !restarted.drain_actions().iter().any(|a| matches!(
+            a,
+            Action::Send {
+                message: Message::Vote { .. },
+                ..
+            } | Action::PersistSafety(SafetyUpdate::Voted { .. })
+        )),
+        "a replica past epoch 0 voted in it"
+    );
+
+    // A block naming another epoch than its certificate's is refused at verification.
+    let client = KeyPair::from_seed([9; 32]).public();
+    let batch = Batch {
+        requests: vec![Request::unsigned(client, 1, vec![1])],
+    };
+    let block = Block {
+        epoch: 1,
+        ..first_block(&batch)
+    };
+    let message = Message::Propose {
+        block: Signed::sign(block, ReplicaId(1), &replica_key(1), &committee),
+        batch,
+        certified: Vec::new(),
+        ancestry: Vec::new(),
+    };
+    let config = ProtocolConfig::default();
+    assert!(
+        message.verify(&committee, &config).is_err(),
+        "epoch 1 is not scheduled, and genesis certifies epoch 0"
+    );
+}
+
 /// Commit votes only count with the vote that carries them: they must name the round just
 /// before the vote's (the parent's), so votes from different rounds never add up to a commit
 /// certificate; and rounds no cluster reaches are refused before any arithmetic on them.
@@ -219,6 +276,7 @@ fn commit_votes_are_bound_to_their_voting_round() {
     let vote_in = |round: u64, view: u64| Message::Vote {
         vote: Signed::sign(
             BlockVote {
+                epoch: 0,
                 round,
                 block: Digest::of(b"child"),
                 seq: 3,
@@ -363,6 +421,7 @@ fn proposals_from_anyone_but_the_named_leader_are_refused() {
     // Round 2 extends round 1's block, certified by replicas 0, 1 and 3: the proposer is the
     // one round 1's block named (2), shown by its header; it names 3 (first signer after 2).
     let statement = ordinal_consensus::messages::BlockVote {
+        epoch: 0,
         round: 1,
         block: first.id(),
         seq: 1,
@@ -378,6 +437,7 @@ fn proposals_from_anyone_but_the_named_leader_are_refused() {
     }
     let qc = set.certificate(&statement, &committee).unwrap();
     let second = Block {
+        epoch: 0,
         round: 2,
         seq: 1,
         batch_digest: Batch::default().digest(),
@@ -445,11 +505,13 @@ fn proposals_from_anyone_but_the_named_leader_are_refused() {
     // Round-robin names replica 1 (5 mod 4). With replica 1 among the timeouts' signers it
     // leads; without it, the next signer (2) does, and names the signer after itself.
     let timeout_cert = |signers: &[u16]| ordinal_consensus::messages::TimeoutCert {
+        epoch: 0,
         round: 4,
         timeouts: signers
             .iter()
             .map(|&id| {
                 let vote = ordinal_consensus::messages::TimeoutVote {
+                    epoch: 0,
                     round: 4,
                     high_qc_round: 1,
                 };

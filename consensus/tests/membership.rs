@@ -12,7 +12,7 @@ use common::assert_clean;
 
 use ordinal_consensus::epoch::MembershipChange;
 use ordinal_consensus::sim::{replica_key, run, Behaviour, Crash, SimConfig};
-use ordinal_consensus::RequestAuth;
+use ordinal_consensus::{ProtocolKind, RequestAuth};
 use ordinal_crypto::{MembershipEdit, ReplicaId};
 
 fn ms(n: u64) -> Duration {
@@ -23,8 +23,9 @@ fn ms(n: u64) -> Duration {
 /// an empty log and catches up), and removes 1 at 1.5 s. At 3 s, replicas 1 (gone) and 2
 /// crash until the heal at 6 s: the rest of the load (to 4 s) must be ordered by 0, 3 and 4,
 /// a quorum only if 4 votes and 1 no longer counts.
-fn grow_and_shrink(seed: u64) -> SimConfig {
+fn grow_and_shrink(seed: u64, kind: ProtocolKind) -> SimConfig {
     let mut config = SimConfig::calm(seed, 4);
+    config.kind = kind;
     config.protocol.request_auth = RequestAuth::Signed;
     config.clients = 3;
     config.requests_per_client = 60;
@@ -62,8 +63,11 @@ fn grow_and_shrink(seed: u64) -> SimConfig {
 
 #[test]
 fn a_replica_joins_by_state_transfer_and_a_member_leaves_under_load() {
-    for seed in 0..3 {
-        let report = run(grow_and_shrink(seed));
+    for (kind, seed) in [ProtocolKind::Pbft, ProtocolKind::Linear]
+        .into_iter()
+        .flat_map(|kind| (0..3).map(move |seed| (kind, seed)))
+    {
+        let report = run(grow_and_shrink(seed, kind));
         assert_clean(&report, "grow to five, shrink to four");
         let weights: Vec<Vec<u64>> = report.weight_epochs.iter().map(|(_, w)| w.clone()).collect();
         assert_eq!(
@@ -91,7 +95,7 @@ fn a_replica_joins_by_state_transfer_and_a_member_leaves_under_load() {
             .expect("replica 4 runs");
         assert_eq!(joiner.1.weight_epoch, 2, "seed {seed}");
         println!(
-            "seed {seed}: epochs {:?}, decided {}, median latency {:?}, max {:?}",
+            "{kind} seed {seed}: epochs {:?}, decided {}, median latency {:?}, max {:?}",
             report.weight_epochs, report.decided_seq, report.median_latency, report.max_latency
         );
     }
@@ -102,8 +106,11 @@ fn a_replica_joins_by_state_transfer_and_a_member_leaves_under_load() {
 /// membership schedule.
 #[test]
 fn membership_changes_with_a_byzantine_member_keep_every_invariant() {
-    for (seed, behaviour) in Behaviour::ALL.iter().enumerate() {
-        let mut config = grow_and_shrink(100 + seed as u64);
+    for (kind, (seed, behaviour)) in [ProtocolKind::Pbft, ProtocolKind::Linear]
+        .into_iter()
+        .flat_map(|kind| Behaviour::ALL.iter().enumerate().map(move |b| (kind, b)))
+    {
+        let mut config = grow_and_shrink(100 + seed as u64, kind);
         config.crashes.clear();
         config.byzantine = vec![(3, *behaviour)];
         config.link_faults = ordinal_consensus::sim::LinkFaults {
@@ -113,10 +120,10 @@ fn membership_changes_with_a_byzantine_member_keep_every_invariant() {
         };
         config.heal_at = Duration::from_secs(4);
         let report = run(config);
-        assert_clean(&report, &format!("{behaviour:?}"));
+        assert_clean(&report, &format!("{kind} {behaviour:?}"));
         assert!(
             report.weight_epochs.len() >= 2,
-            "{behaviour:?}: {:?}",
+            "{kind} {behaviour:?}: {:?}",
             report.weight_epochs
         );
     }

@@ -56,7 +56,7 @@ enum Command {
         /// admissible: the f heaviest replicas hold less than a third of the total.
         #[arg(long, value_delimiter = ',')]
         weights: Vec<u64>,
-        /// Let weights change through the ordered log within MIN,MAX (PBFT only; writes the
+        /// Let weights change through the ordered log within MIN,MAX (writes the
         /// cluster's `[weights]` table).
         #[arg(long, value_delimiter = ',', value_name = "MIN,MAX")]
         weight_bounds: Vec<u64>,

@@ -185,7 +185,8 @@ impl Writes {
                 }
             }
             SafetyUpdate::Voted { .. } => {
-                self.batch.put(VOTED_KEY, encode(&state.voted_round));
+                self.batch
+                    .put(VOTED_KEY, encode(&(state.voted_epoch, state.voted_round)));
             }
             SafetyUpdate::HighQc(_) => {
                 if let Some(qc) = &state.high_qc {
@@ -353,7 +354,12 @@ impl Store {
             state.stable = decode::<StableCheckpoint>(STABLE_KEY, &value)?;
         }
         if let Some(value) = self.db.get(VOTED_KEY)? {
-            state.voted_round = decode(VOTED_KEY, &value)?;
+            // (epoch, round) since the linear mode's epochs; stores written before hold the
+            // round alone, of epoch 0.
+            (state.voted_epoch, state.voted_round) = match decode::<(u64, u64)>(VOTED_KEY, &value) {
+                Ok(voted) => voted,
+                Err(_) => (0, decode(VOTED_KEY, &value)?),
+            };
         }
         if let Some(value) = self.db.get(HIGH_QC_KEY)? {
             state.high_qc = Some(decode::<QuorumCert>(HIGH_QC_KEY, &value)?);
@@ -557,7 +563,7 @@ mod tests {
                     seq: 6,
                     digest: Digest::of(b"x"),
                 },
-                SafetyUpdate::Voted { round: 9 },
+                SafetyUpdate::Voted { epoch: 2, round: 9 },
                 SafetyUpdate::HighQc(ordinal_consensus::messages::genesis_qc()),
             ] {
                 state.apply(&update);
@@ -574,8 +580,9 @@ mod tests {
         assert_eq!((state.view, state.changing), (3, true));
         assert_eq!(state.prepares.get(&6).map(|p| p.0), Some(3));
         assert_eq!(
-            state.voted_round, 9,
-            "the linear mode's last voted round survives"
+            (state.voted_epoch, state.voted_round),
+            (2, 9),
+            "the linear mode's last voted epoch and round survive"
         );
         assert_eq!(state.high_qc, Some(ordinal_consensus::messages::genesis_qc()));
         // Another cluster's replica refuses the directory.
@@ -605,7 +612,12 @@ mod tests {
         let store = Store::open(dir.path(), SyncPolicy::Always, &id).unwrap();
         let log: Vec<_> = store.log().collect::<Result<_, _>>().unwrap();
         assert_eq!(log.len(), 300, "batches moved in more than one chunk");
-        assert_eq!(store.safety().unwrap().voted_round, 7);
+        let safety = store.safety().unwrap();
+        assert_eq!(
+            (safety.voted_epoch, safety.voted_round),
+            (0, 7),
+            "a round stored alone is of epoch 0"
+        );
         assert!(
             store.db.get(batch_key(1)).unwrap().is_none(),
             "the old copies are gone"

@@ -34,20 +34,24 @@ pub(super) struct Chain {
     capacity: usize,
     /// The log's last executed sequence number, as of the last prune.
     executed: u64,
-    /// The last committed block's round and id (genesis: round 0).
+    /// The last committed block's round and id (the epoch's genesis: round 0).
     pub(super) committed_round: u64,
     pub(super) committed_id: Digest,
+    /// The id of the epoch's genesis block, where every walk back ends.
+    genesis: Digest,
 }
 
 impl Chain {
-    pub(super) fn new(capacity: usize) -> Self {
+    /// An empty chain growing from `genesis`, the genesis statement of its epoch.
+    pub(super) fn new(capacity: usize, genesis: &BlockVote) -> Self {
         Chain {
             blocks: HashMap::new(),
             by_round: BTreeMap::new(),
             capacity: capacity.max(4),
-            executed: 0,
+            executed: genesis.seq,
             committed_round: 0,
-            committed_id: BlockVote::genesis().block,
+            committed_id: genesis.block,
+            genesis: genesis.block,
         }
     }
 
@@ -165,7 +169,7 @@ impl Chain {
     /// `seq`) to the batches the log has executed (`executed`), with the sequence number its
     /// child's certificate names.
     pub(super) fn first_missing(&self, id: &Digest, seq: u64, executed: u64) -> Option<(Digest, u64)> {
-        let genesis = BlockVote::genesis().block;
+        let genesis = self.genesis;
         let mut cursor = *id;
         let mut cursor_seq = seq;
         while cursor != genesis && cursor_seq > executed {
@@ -221,7 +225,7 @@ impl Chain {
         // Whether a block is executed is decided from the sequence number its child's
         // certificate names, before looking it up: executed blocks are pruned (and a restarted
         // replica holds none), and must not count as missing.
-        let genesis = BlockVote::genesis().block;
+        let genesis = self.genesis;
         let mut cursor = *id;
         let mut cursor_seq = seq;
         while cursor != genesis && cursor_seq > executed {

@@ -39,6 +39,14 @@
 //!   names.
 //! - A leader proposes only when it has work (requests, uncommitted batches, certificates to
 //!   hand out), so an idle cluster is quiet and never changes leaders.
+//! - Weight and membership epochs (see [`crate::epoch`]) each run a chain of their own, as in
+//!   DiemBFT's reconfiguration: every block, vote and timeout names its epoch and counts with
+//!   that epoch's committee, and rounds start again from 1 over a genesis certificate that
+//!   needs no votes. An epoch's blocks carry only batches of its own sequence numbers: once
+//!   the chain reaches the last one, leaders propose empty blocks until it is certified, and a
+//!   replica enters the next epoch when its log has executed it. Jolteon's lock therefore
+//!   never spans two committees: each epoch is plain Jolteon with one committee, and it
+//!   starts from a log prefix the one before fixed by its commit certificates.
 
 mod chain;
 pub mod pacemaker;
@@ -50,13 +58,14 @@ use ordinal_crypto::{Certificate, Committee, Digest, KeyPair, ReplicaId, Signed,
 
 use crate::batch::{Batch, CommittedBatch};
 use crate::config::ProtocolConfig;
+use crate::epoch::Weights;
 use crate::error::Invalid;
 use crate::io::{Action, Footprint, Input, Protocol, Status, Time};
 use crate::leader::{fallback_leader, leader_of};
 use crate::ledger::Ledger;
 use crate::messages::{
-    genesis_qc, Block, BlockHeader, BlockVote, CommitVote, Message, QuorumCert, TimeoutCert, TimeoutVote,
-    VerifiedMessage,
+    epoch_genesis_qc, Block, BlockHeader, BlockVote, CommitVote, Message, QuorumCert, TimeoutCert,
+    TimeoutVote, VerifiedMessage,
 };
 use crate::quorum::{Inserted, VoteSet};
 use crate::request::Request;
@@ -77,6 +86,14 @@ const BLOCKS_PER_FETCH: usize = 16;
 pub struct Replica {
     /// Identity, outbox, request pool, and the ordered log with its checkpoints.
     ledger: Ledger,
+
+    /// The epoch whose chain this replica follows: the one in force at its next sequence
+    /// number, or a later one it already voted in before a restart (its log then catches up
+    /// before it acts).
+    epoch: u64,
+    /// When this replica last asked a peer for the log because a message came from an epoch
+    /// it has not reached.
+    epoch_catch_up_at: Option<Time>,
 
     // Pacemaker.
     round: u64,
@@ -145,25 +162,32 @@ impl Replica {
         safety: SafetyState,
         log: impl IntoIterator<Item = CommittedBatch>,
     ) -> Self {
-        // Weight and membership epochs are PBFT-only so far. Jolteon's lock spans sequence
-        // numbers: a timeout certificate must meet the quorum that certified a block whose
-        // sequence number may lie two or more epochs away, and consecutive-epoch joint safety
-        // does not reach that far. Ending each epoch's chain at its boundary (as DiemBFT's
-        // reconfiguration does) is the planned fix. Until then changes in the log are refused.
-        let config = ProtocolConfig {
-            weight_bounds: None,
-            membership_operator: None,
-            ..config
-        };
         let mut ledger = Ledger::new(id, key, committee, config, now, safety.stable.clone());
         ledger.replay(log);
-        let high_qc = safety.high_qc.clone().unwrap_or_else(genesis_qc);
+        // A replica that voted in a later epoch than its stored log reaches never acts in the
+        // earlier one again (it may have voted there in rounds it no longer records): it
+        // waits in the later epoch until state transfer brings its log there.
+        let held_qc_epoch = safety.high_qc.as_ref().map_or(0, |qc| qc.statement.epoch);
+        let epoch = ledger.weight_epoch().max(safety.voted_epoch).max(held_qc_epoch);
+        let start = Self::start_of(&ledger, epoch);
+        let high_qc = safety
+            .high_qc
+            .clone()
+            .filter(|qc| qc.statement.epoch == epoch)
+            .unwrap_or_else(|| epoch_genesis_qc(epoch, start));
+        let voted_round = if safety.voted_epoch == epoch {
+            safety.voted_round
+        } else {
+            0
+        };
         let capacity = chain_capacity(&ledger.config);
-        let chain = Chain::new(capacity);
-        let round = safety.voted_round.max(high_qc.statement.round + 1).max(1);
+        let chain = Chain::new(capacity, &epoch_genesis_qc(epoch, start).statement);
+        let round = voted_round.max(high_qc.statement.round + 1).max(1);
         let mut replica = Replica {
             next_tick: now + ledger.config.retransmit_interval,
             ledger,
+            epoch,
+            epoch_catch_up_at: None,
             round,
             timer_start: now,
             waiting_since: None,
@@ -172,14 +196,14 @@ impl Replica {
             timeouts_total: 0,
             timeouts: TimeoutCollector::default(),
             last_tc: None,
-            voted_round: safety.voted_round,
+            voted_round,
             high_qc,
             chain,
             early_certificates: BTreeMap::new(),
             votes: BTreeMap::new(),
             commit_votes: BTreeMap::new(),
             fresh_certificates: BTreeMap::new(),
-            proposed_round: safety.voted_round,
+            proposed_round: voted_round,
             last_vote: None,
             last_timeout: None,
             last_proposal: None,
@@ -200,12 +224,110 @@ impl Replica {
         self.ledger.log_digest
     }
 
+    /// The first sequence number of `epoch`, or `u64::MAX` while the log has not scheduled it
+    /// (a restarted replica whose votes ran ahead of its stored log).
+    fn start_of(ledger: &Ledger, epoch: u64) -> u64 {
+        ledger
+            .committees
+            .epoch_of_number(epoch)
+            .map_or(u64::MAX, |(_, start)| start)
+    }
+
+    /// The committee of `epoch`, counting its votes, timeouts and certificates (the latest
+    /// scheduled one while `epoch` is not scheduled: nothing is counted then, since this
+    /// replica cannot verify that epoch's messages yet).
+    fn committee_of(committees: &crate::epoch::Committees, epoch: u64) -> &Committee {
+        committees.by_number(epoch).unwrap_or(committees.latest())
+    }
+
+    /// The committee of this replica's epoch.
+    fn committee(&self) -> &Committee {
+        Self::committee_of(&self.ledger.committees, self.epoch)
+    }
+
+    /// Whether this replica's log has reached its epoch's chain: executed everything before
+    /// the epoch's first sequence number.
+    fn in_epoch(&self) -> bool {
+        self.ledger.last_executed.saturating_add(1) >= Self::start_of(&self.ledger, self.epoch)
+    }
+
+    /// Whether this replica votes, times out and leads in its epoch: a member, with its log
+    /// at the epoch's chain. A replica joining (or gone) follows the log without a voice.
+    fn has_voice(&self) -> bool {
+        self.in_epoch() && self.committee().contains(self.ledger.id)
+    }
+
+    /// Enters the epoch in force at the next sequence number once the log has executed the
+    /// previous epoch's last batch; returns whether it did. A restarted replica whose epoch
+    /// was not scheduled yet when it started also gets that epoch's genesis here.
+    fn follow_epoch(&mut self) -> bool {
+        let log_epoch = self.ledger.weight_epoch();
+        if log_epoch > self.epoch {
+            self.enter_epoch(log_epoch);
+            return true;
+        }
+        if self.high_qc.statement.round == 0 {
+            let genesis = epoch_genesis_qc(self.epoch, Self::start_of(&self.ledger, self.epoch));
+            if self.high_qc != genesis {
+                self.chain = Chain::new(chain_capacity(&self.ledger.config), &genesis.statement);
+                self.high_qc = genesis;
+            }
+        }
+        false
+    }
+
+    /// Starts `epoch`'s chain: its genesis certificate, round 1, nothing voted. Everything
+    /// held for the epoch before is dropped; its votes and timeouts can never count here, and
+    /// its batches are all executed. Commit certificates this replica aggregated stay: peers
+    /// still in the epoch before may need them, and its proposals hand them out.
+    fn enter_epoch(&mut self, epoch: u64) {
+        let start = Self::start_of(&self.ledger, epoch);
+        self.epoch = epoch;
+        self.high_qc = epoch_genesis_qc(epoch, start);
+        self.chain = Chain::new(chain_capacity(&self.ledger.config), &self.high_qc.statement);
+        self.round = 1;
+        self.voted_round = 0;
+        self.proposed_round = 0;
+        self.timer_start = self.ledger.now;
+        self.failed_rounds = 0;
+        self.timeout_broadcast = false;
+        self.timeouts = TimeoutCollector::default();
+        self.last_tc = None;
+        self.votes.clear();
+        self.commit_votes.clear();
+        self.proposals_seen.clear();
+        self.last_vote = None;
+        self.last_timeout = None;
+        self.last_proposal = None;
+        self.last_fetch = None;
+    }
+
+    /// Accepts a message of `epoch` from `from` only in this replica's epoch, once its log is
+    /// there. An older epoch's message is stale; a newer one means this replica is behind, so
+    /// it asks the sender for the log (at most once per quarter retransmission interval).
+    fn check_epoch(&mut self, epoch: u64, from: ReplicaId) -> Result<(), Invalid> {
+        if epoch < self.epoch {
+            return Err(Invalid::Stale);
+        }
+        if epoch == self.epoch && self.in_epoch() {
+            return Ok(());
+        }
+        let now = self.ledger.now;
+        let gap = self.ledger.config.retransmit_interval / 4;
+        if from != self.ledger.id && self.epoch_catch_up_at.is_none_or(|at| now >= at + gap) {
+            self.epoch_catch_up_at = Some(now);
+            self.ledger.catch_up_hint = Some(from);
+            self.ledger.request_catch_up(self.round);
+        }
+        Err(Invalid::FutureEpoch { epoch })
+    }
+
     /// Who this replica expects to lead `round`: the leader its highest certificate's block
     /// named when that certificate is for the round just before, else (the round began with a
     /// timeout certificate) the fallback leader that certificate gives. `None` while that
     /// block is not here.
     fn leader(&self, round: u64) -> Option<ReplicaId> {
-        let committee = self.ledger.committees.base();
+        let committee = self.committee();
         let justify = &self.high_qc.statement;
         if justify.round + 1 != round {
             return Some(match &self.last_tc {
@@ -333,7 +455,7 @@ impl Replica {
     /// As a collector: a round whose votes formed a certificate, leaving without a peer's
     /// vote, counts as a vote that peer missed.
     fn count_missed_votes<'a>(&mut self, rounds: impl Iterator<Item = &'a VoteSet<BlockVote>>) {
-        let committee = self.ledger.committees.base();
+        let committee = Self::committee_of(&self.ledger.committees, self.epoch);
         for votes in rounds {
             let certified = votes
                 .statements()
@@ -432,9 +554,14 @@ impl Replica {
         {
             return;
         }
+        // Counted with the weights at the batch's sequence number: an epoch's blocks carry only
+        // its own numbers, so these are the weights of the epoch the votes were cast in.
+        let Some(committee) = self.ledger.committees.for_seq(seq) else {
+            return;
+        };
         let votes = self.commit_votes.entry((seq, statement.view)).or_default();
         votes.insert(vote);
-        if let Some(certificate) = votes.certificate(&statement, self.ledger.committees.base()) {
+        if let Some(certificate) = votes.certificate(&statement, committee) {
             self.commit_votes.retain(|(voted_seq, _), _| *voted_seq != seq);
             self.fresh_certificates.insert(seq, certificate.clone());
             self.on_commit_certificate(certificate);
@@ -450,8 +577,21 @@ impl Replica {
         certified: Vec<Certificate<CommitVote>>,
         ancestry: Vec<BlockHeader>,
     ) -> Result<(), Invalid> {
-        let body = block.body().clone();
         let leader = block.signer();
+        let mut certified = certified;
+        if block.body().epoch != self.epoch || !self.in_epoch() {
+            // Commit certificates count with the weights of their own sequence numbers: the
+            // next epoch's leader hands out the last certificates of the epoch before, which
+            // take a replica that missed them into the new epoch, where this block belongs.
+            for certificate in std::mem::take(&mut certified) {
+                self.on_commit_certificate(certificate);
+            }
+            let executed_before = self.ledger.last_executed;
+            self.follow_ledger(executed_before);
+            self.follow_epoch();
+            self.check_epoch(block.body().epoch, leader)?;
+        }
+        let body = block.body().clone();
         let signature = block.signature();
         let message = Message::Propose {
             block: block.into_signed(),
@@ -500,7 +640,7 @@ impl Replica {
         {
             self.last_proposal = Some((body.round, message));
         }
-        if !voting::safe_to_vote(&body, self.voted_round) {
+        if !voting::safe_to_vote(&body, self.voted_round) || !self.has_voice() {
             return Ok(());
         }
         if body.seq > self.ledger.window_high() {
@@ -509,6 +649,13 @@ impl Replica {
                 low: self.ledger.stable.seq,
                 high: self.ledger.window_high(),
             });
+        }
+        // A batch belongs to the epoch in force at its sequence number (inside the window the
+        // executed log fixes it): the chain of an epoch ends at its last number.
+        if body.seq != body.justify.statement.seq
+            && self.ledger.committees.for_seq(body.seq).map(Committee::epoch) != Some(self.epoch)
+        {
+            return Err(Invalid::BadBlock("a batch past the end of the block's epoch"));
         }
         self.vote(&body, &ancestry);
         Ok(())
@@ -519,13 +666,17 @@ impl Replica {
     /// `ancestry` (already checked to chain by id from the parent).
     fn vote(&mut self, block: &Block, ancestry: &[BlockHeader]) {
         self.voted_round = block.round;
-        self.ledger.persist(SafetyUpdate::Voted { round: block.round });
+        self.ledger.persist(SafetyUpdate::Voted {
+            epoch: self.epoch,
+            round: block.round,
+        });
         self.send_vote(block, ancestry);
     }
 
     /// Signs and sends the vote for `block`; the caller made the round durable as voted.
     fn send_vote(&mut self, block: &Block, ancestry: &[BlockHeader]) {
         let vote = self.ledger.sign(BlockVote {
+            epoch: self.epoch,
             round: block.round,
             block: block.id(),
             seq: block.seq,
@@ -574,6 +725,15 @@ impl Replica {
     fn on_vote(&mut self, vote: Verified<BlockVote>) -> Result<(), Invalid> {
         let statement = *vote.body();
         let round = statement.round;
+        if statement.epoch != self.epoch {
+            return Err(if statement.epoch < self.epoch {
+                Invalid::Stale
+            } else {
+                Invalid::FutureEpoch {
+                    epoch: statement.epoch,
+                }
+            });
+        }
         // Votes name the block, and the block names its collector. A vote for a block not here
         // yet is kept (bounded by the round window below): its proposal is on the way.
         if let Some(stored) = self.chain.get(&statement.block) {
@@ -624,17 +784,29 @@ impl Replica {
         if late {
             return Err(Invalid::Stale);
         }
-        if let Some(qc) = votes.certificate(&statement, self.ledger.committees.base()) {
+        if let Some(qc) = votes.certificate(
+            &statement,
+            Self::committee_of(&self.ledger.committees, self.epoch),
+        ) {
             self.on_qc(qc);
         }
         Ok(())
     }
 
-    fn on_sync(&mut self, high_qc: QuorumCert, last_tc: Option<TimeoutCert>) {
+    /// Certificates that moved a peer on: only those of this replica's epoch count (an older
+    /// epoch's are settled, a newer one's wait for the log to get there).
+    fn on_sync(
+        &mut self,
+        from: ReplicaId,
+        high_qc: QuorumCert,
+        last_tc: Option<TimeoutCert>,
+    ) -> Result<(), Invalid> {
+        self.check_epoch(high_qc.statement.epoch, from)?;
         self.on_qc(high_qc);
-        if let Some(tc) = last_tc {
+        if let Some(tc) = last_tc.filter(|tc| tc.epoch == self.epoch) {
             self.on_tc(tc);
         }
+        Ok(())
     }
 
     /// What justifies this replica's round, for a peer behind.
@@ -652,7 +824,7 @@ impl Replica {
         high_qc: QuorumCert,
         last_tc: Option<TimeoutCert>,
     ) -> Result<(), Invalid> {
-        self.on_sync(high_qc, last_tc);
+        self.on_sync(from, high_qc, last_tc)?;
         let round = timeout.body().round;
         if round < self.round {
             // The sender is behind. Show it what moved us on; and if we never timed its round
@@ -665,9 +837,13 @@ impl Replica {
                     // Never vote in that round after a restart either.
                     if self.voted_round < round {
                         self.voted_round = round;
-                        self.ledger.persist(SafetyUpdate::Voted { round });
+                        self.ledger.persist(SafetyUpdate::Voted {
+                            epoch: self.epoch,
+                            round,
+                        });
                     }
                     let helping = self.ledger.sign(TimeoutVote {
+                        epoch: self.epoch,
                         round,
                         high_qc_round: self.high_qc.statement.round,
                     });
@@ -692,7 +868,10 @@ impl Replica {
         self.timeouts.insert(timeout);
         // Bracha's amplification: more than F weight gave up on a round at or beyond ours, so
         // a correct replica did; give up there too.
-        if let Some(join) = self.timeouts.join_round(self.ledger.committees.base()) {
+        let join = self
+            .timeouts
+            .join_round(Self::committee_of(&self.ledger.committees, self.epoch));
+        if let Some(join) = join.filter(|_| self.has_voice()) {
             if join >= self.round && join > self.voted_round {
                 if join > self.round {
                     self.round = join;
@@ -706,7 +885,10 @@ impl Replica {
     }
 
     fn check_timeout_certificate(&mut self, round: u64) {
-        if let Some(tc) = self.timeouts.certificate(round, self.ledger.committees.base()) {
+        if let Some(tc) = self
+            .timeouts
+            .certificate(round, Self::committee_of(&self.ledger.committees, self.epoch))
+        {
             self.on_tc(tc);
         }
     }
@@ -727,9 +909,13 @@ impl Replica {
         self.timer_start = self.ledger.now;
         if self.voted_round < round {
             self.voted_round = round;
-            self.ledger.persist(SafetyUpdate::Voted { round });
+            self.ledger.persist(SafetyUpdate::Voted {
+                epoch: self.epoch,
+                round,
+            });
         }
         let timeout = self.ledger.sign(TimeoutVote {
+            epoch: self.epoch,
             round,
             high_qc_round: self.high_qc.statement.round,
         });
@@ -748,7 +934,7 @@ impl Replica {
         // A timeout certificate makes the round-robin leader the next round's, so it collects
         // the timeouts; but not if it has been silent for a whole view timeout (a crash, most
         // likely): then everyone collects at once, instead of half a timeout later.
-        let next = leader_of(self.round + 1, self.ledger.committees.base());
+        let next = leader_of(self.round + 1, self.committee());
         if !self.timeout_broadcast && self.suspects(next) {
             self.timeout_broadcast = true;
         }
@@ -772,7 +958,11 @@ impl Replica {
     /// work, extending the highest certificate.
     fn try_propose(&mut self) {
         let round = self.round;
-        if !self.leads_current_round() || self.proposed_round >= round || self.voted_round >= round {
+        if !self.has_voice()
+            || !self.leads_current_round()
+            || self.proposed_round >= round
+            || self.voted_round >= round
+        {
             return;
         }
         let timeout = if self.high_qc.statement.round + 1 == round {
@@ -796,7 +986,11 @@ impl Replica {
             self.ledger.last_executed,
             auth,
         );
-        let window_full = self.high_qc.statement.seq + 1 > self.ledger.window_high();
+        // The epoch's chain ends at its last sequence number: past it, only empty blocks, until
+        // the last batches are certified and the next epoch's chain takes over.
+        let next_seq = self.high_qc.statement.seq + 1;
+        let epoch_full = self.ledger.committees.for_seq(next_seq).map(Committee::epoch) != Some(self.epoch);
+        let window_full = epoch_full || next_seq > self.ledger.window_high();
         // A certificate can form from votes before the block itself arrives. Without every
         // block back to the executed log, this leader cannot tell which requests they carry:
         // it proposes no requests (an empty block if other work is due) until they arrive.
@@ -832,6 +1026,7 @@ impl Replica {
             batch = Batch::default();
         }
         let mut block = Block {
+            epoch: self.epoch,
             round,
             seq: parent_seq + u64::from(!batch.requests.is_empty()),
             batch_digest: batch.digest(),
@@ -844,14 +1039,13 @@ impl Replica {
             .chain
             .get(&self.high_qc.statement.block)
             .map(|stored| stored.block.header());
-        let Some(recent) =
-            block.expected_recent_leaders(self.ledger.id, parent.as_ref(), self.ledger.committees.base())
-        else {
+        let committee = Self::committee_of(&self.ledger.committees, self.epoch);
+        let Some(recent) = block.expected_recent_leaders(self.ledger.id, parent.as_ref(), committee) else {
             // Unreachable: leading a round that extends the one before needs the parent here.
             return;
         };
         block.recent_leaders = recent;
-        block.next_leader = block.successor_for(self.ledger.id, self.ledger.committees.base());
+        block.next_leader = block.successor_for(self.ledger.id, committee);
         let signed = self.ledger.sign(block.clone());
         let signature = signed.signature;
         // Voters refuse more certificates than the window; the rest wait for the next proposal.
@@ -891,7 +1085,10 @@ impl Replica {
         // sending it never proposes a second block in the same round.
         let votes_for_it = voting::safe_to_vote(&block, self.voted_round);
         self.voted_round = round;
-        self.ledger.persist(SafetyUpdate::Voted { round });
+        self.ledger.persist(SafetyUpdate::Voted {
+            epoch: self.epoch,
+            round,
+        });
         let message = Message::Propose {
             block: signed,
             batch,
@@ -988,7 +1185,9 @@ impl Replica {
         }
         if self.round_deadline().is_some_and(|deadline| now >= deadline) {
             self.ledger.pool.purge(&self.ledger.clients);
-            if self.expects_progress() {
+            // Without a voice in the epoch (joining, gone, or its log not there yet) a replica
+            // has no round to give up on: it follows the log.
+            if self.expects_progress() && self.has_voice() {
                 if self
                     .last_timeout
                     .as_ref()
@@ -1113,8 +1312,11 @@ impl Protocol for Replica {
                         ancestry,
                     } => self.on_propose(block, batch, certified, ancestry),
                     VerifiedMessage::Vote { vote, commits } => {
-                        for commit in commits {
-                            self.on_commit_vote(commit);
+                        // Commit votes name rounds of the vote's epoch.
+                        if vote.body().epoch == self.epoch {
+                            for commit in commits {
+                                self.on_commit_vote(commit);
+                            }
                         }
                         self.on_vote(vote)
                     }
@@ -1127,10 +1329,7 @@ impl Protocol for Replica {
                         self.on_fetch_blocks(from, id);
                         Ok(())
                     }
-                    VerifiedMessage::Sync { high_qc, last_tc } => {
-                        self.on_sync(high_qc, last_tc);
-                        Ok(())
-                    }
+                    VerifiedMessage::Sync { high_qc, last_tc } => self.on_sync(from, high_qc, last_tc),
                     VerifiedMessage::Checkpoint(vote) => self.ledger.on_checkpoint(vote, self.round),
                     VerifiedMessage::CatchUp {
                         next_seq,
@@ -1157,7 +1356,18 @@ impl Protocol for Replica {
             }
         };
         self.follow_ledger(executed_before);
+        if self.ledger.take_report_due() {
+            let report = self.ledger.latency_report_request();
+            // A refusal (a full pool) only skips this report; the next checkpoint sends one.
+            let _ = self.on_request(report, false);
+        }
         self.try_propose();
+        // After the proposal above: a leader that just certified its epoch's last batch hands
+        // the certificate out in its epoch's chain before it leaves for the next one.
+        if self.follow_epoch() {
+            self.follow_ledger(self.ledger.last_executed);
+            self.try_propose();
+        }
         if let (Some(from), Err(e)) = (sender, &result) {
             if e.blames_sender() {
                 self.ledger.monitor.refused(from);
@@ -1198,7 +1408,7 @@ impl Protocol for Replica {
             view: self.round,
             leader: self
                 .leader(self.round)
-                .unwrap_or_else(|| leader_of(self.round, self.ledger.committees.base())),
+                .unwrap_or_else(|| leader_of(self.round, self.committee())),
             changing_view: self.voted_round >= self.round
                 && self.proposed_round < self.round
                 && self.last_timeout.as_ref().is_some_and(|(r, _)| *r == self.round),

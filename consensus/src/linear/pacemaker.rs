@@ -54,15 +54,23 @@ impl TimeoutCollector {
         self.by_round.retain(|_, votes| !votes.is_empty());
     }
 
-    /// A timeout certificate for `round`, if a quorum timed it out.
+    /// A timeout certificate for `round`, if a quorum of `committee` (the epoch's) timed it
+    /// out. Timeouts of replicas without weight in the epoch are left out.
     pub(super) fn certificate(&self, round: u64, committee: &Committee) -> Option<TimeoutCert> {
         let votes = self.by_round.get(&round)?;
-        if !committee.is_quorum(votes.keys().copied()) {
+        let members = || {
+            votes
+                .keys()
+                .copied()
+                .filter(|id| committee.weight(*id).unwrap_or(0) > 0)
+        };
+        if !committee.is_quorum(members()) {
             return None;
         }
         Some(TimeoutCert {
+            epoch: committee.epoch(),
             round,
-            timeouts: votes.values().cloned().collect(),
+            timeouts: members().filter_map(|id| votes.get(&id).cloned()).collect(),
         })
     }
 
@@ -109,6 +117,7 @@ mod tests {
     fn timeout(keys: &[KeyPair], committee: &Committee, i: usize, round: u64) -> Verified<TimeoutVote> {
         Signed::sign(
             TimeoutVote {
+                epoch: 0,
                 round,
                 high_qc_round: 0,
             },

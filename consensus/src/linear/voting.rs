@@ -48,11 +48,13 @@ mod tests {
         let keys = [key.public()];
         let committee = ordinal_crypto::Committee::equal_weights(Digest::of(b"v"), &keys).unwrap();
         Block {
+            epoch: 0,
             round,
             seq: 0,
             batch_digest: Digest::of(b""),
             justify: Certificate {
                 statement: BlockVote {
+                    epoch: 0,
                     round: qc_round,
                     block: Digest::of(b"parent"),
                     seq: 0,
@@ -61,12 +63,17 @@ mod tests {
                 votes: Vec::new(),
             },
             timeout: tc.map(|(round, reported)| TimeoutCert {
+                epoch: 0,
                 round,
                 timeouts: reported
                     .iter()
                     .map(|&high_qc_round| {
                         Signed::sign(
-                            TimeoutVote { round, high_qc_round },
+                            TimeoutVote {
+                                epoch: 0,
+                                round,
+                                high_qc_round,
+                            },
                             ReplicaId(0),
                             &key,
                             &committee,

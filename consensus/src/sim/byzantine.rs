@@ -383,6 +383,7 @@ fn forge_view_change(
             // its own timeout alone with corrupted copies standing in for a quorum.
             send(&Message::Timeout {
                 timeout: signer.sign(TimeoutVote {
+                    epoch: timeout.body.epoch,
                     round: timeout.body.round + 5,
                     high_qc_round: timeout.body.round + 4,
                 }),
@@ -398,6 +399,7 @@ fn forge_view_change(
             send(&Message::Sync {
                 high_qc: high_qc.clone(),
                 last_tc: Some(TimeoutCert {
+                    epoch: timeout.body.epoch,
                     round: timeout.body.round,
                     timeouts: forged,
                 }),

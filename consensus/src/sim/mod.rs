@@ -211,9 +211,9 @@ impl SimConfig {
         } else {
             config.protocol.request_auth = RequestAuth::Unsigned;
         }
-        // Half the runs move weights through the log while the faults go on (PBFT applies
-        // them; the linear mode refuses them alike everywhere): flat vectors, AWARE shapes
-        // around random heavy sets, and random vectors, most of which are refused.
+        // Half the runs move weights through the log while the faults go on: flat vectors,
+        // AWARE shapes around random heavy sets, and random vectors, most of which are
+        // refused.
         if f > 0 && rng.gen_bool(0.5) {
             config.protocol.weight_bounds = Some(ordinal_crypto::WeightBounds { min: 1, max: 3 });
             if rng.gen_bool(0.5) {
@@ -234,7 +234,7 @@ impl SimConfig {
                 config.weight_proposals.push((at, proposer, weights));
             }
         }
-        // A quarter of the runs (PBFT; see `without_membership`) grow by a spare replica and
+        // A quarter of the runs grow by a spare replica and
         // then shrink by a random member, while the faults go on. The entries name epochs 1
         // and 2: a weight change ordered first makes them refused alike everywhere.
         if f > 0 && rng.gen_bool(0.25) {
@@ -260,15 +260,6 @@ impl SimConfig {
             ));
         }
         config
-    }
-
-    /// The same run without membership changes (the linear mode refuses them, and a replica
-    /// outside its membership is a PBFT notion so far).
-    pub fn without_membership(mut self) -> Self {
-        self.spares = 0;
-        self.spare_starts.clear();
-        self.membership.clear();
-        self
     }
 
     fn is_byzantine(&self, replica: usize) -> bool {
