@@ -28,6 +28,13 @@ pub fn leader_of(view: u64, committee: &Committee) -> ReplicaId {
     committee.nth_member(view)
 }
 
+/// Linear mode: the round-robin position of `round` in `epoch`'s chain. Rounds start again from
+/// 1 in every epoch; offsetting them by the epoch number keeps the same replica from opening
+/// every epoch (and, if it is down, from costing every epoch a timeout).
+pub fn epoch_round(epoch: u64, round: u64) -> u64 {
+    round.saturating_add(epoch)
+}
+
 /// Linear mode: the leader of `round` entered by a timeout certificate signed by `signers`:
 /// the round-robin leader if it signed (the timeouts went to it first, so it normally holds the
 /// certificate), else the first signer after it in id order. A round-robin leader that is down

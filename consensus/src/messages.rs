@@ -11,7 +11,7 @@ use crate::batch::{Batch, CommittedBatch};
 use crate::config::ProtocolConfig;
 use crate::epoch::Weights;
 use crate::error::Invalid;
-use crate::leader::{fallback_leader, leader_of, successor};
+use crate::leader::{epoch_round, fallback_leader, leader_of, successor};
 use crate::request::{verify_requests, Request};
 
 /// The primary's proposal of a batch digest at (view, seq). PBFT 4.2, PRE-PREPARE.
@@ -475,12 +475,16 @@ impl Block {
         let justify = &self.justify.statement;
         if justify.round + 1 != self.round {
             return Some(match &self.timeout {
-                Some(tc) => fallback_leader(self.round, tc.timeouts.iter().map(|t| t.signer), committee),
-                None => leader_of(self.round, committee),
+                Some(tc) => fallback_leader(
+                    epoch_round(self.epoch, self.round),
+                    tc.timeouts.iter().map(|t| t.signer),
+                    committee,
+                ),
+                None => leader_of(epoch_round(self.epoch, self.round), committee),
             });
         }
         if justify.round == 0 {
-            return Some(leader_of(self.round, committee));
+            return Some(leader_of(epoch_round(self.epoch, self.round), committee));
         }
         parent
             .filter(|header| header.id() == justify.block)

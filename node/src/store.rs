@@ -40,8 +40,13 @@ const VIEW_KEY: &[u8] = b"s/view";
 const STABLE_KEY: &[u8] = b"s/stable";
 const PREPARE_PREFIX: &[u8] = b"s/p";
 const PREPARED_PREFIX: &[u8] = b"s/q";
-const VOTED_KEY: &[u8] = b"s/voted";
-const HIGH_QC_KEY: &[u8] = b"s/hqc";
+/// Linear mode: (epoch, last voted round).
+const VOTED_KEY: &[u8] = b"s/voted2";
+/// Linear mode: the highest quorum certificate (with its epoch).
+const HIGH_QC_KEY: &[u8] = b"s/hqc2";
+/// Before epochs: the last voted round alone (epoch 0), and a certificate without an epoch.
+const LEGACY_VOTED_KEY: &[u8] = b"s/voted";
+const LEGACY_HIGH_QC_KEY: &[u8] = b"s/hqc";
 
 /// Why the store cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +70,9 @@ pub enum StoreError {
         /// The one found.
         found: u64,
     },
+    /// The directory holds state an older version wrote that this one cannot use safely.
+    #[error("store written by an older version: {0}")]
+    Outdated(&'static str),
     /// The directory holds another cluster's data.
     #[error("the store belongs to cluster {found}, not {expected}")]
     WrongCluster {
@@ -354,15 +362,20 @@ impl Store {
             state.stable = decode::<StableCheckpoint>(STABLE_KEY, &value)?;
         }
         if let Some(value) = self.db.get(VOTED_KEY)? {
-            // (epoch, round) since the linear mode's epochs; stores written before hold the
-            // round alone, of epoch 0.
-            (state.voted_epoch, state.voted_round) = match decode::<(u64, u64)>(VOTED_KEY, &value) {
-                Ok(voted) => voted,
-                Err(_) => (0, decode(VOTED_KEY, &value)?),
-            };
+            (state.voted_epoch, state.voted_round) = decode(VOTED_KEY, &value)?;
+        } else if let Some(value) = self.db.get(LEGACY_VOTED_KEY)? {
+            state.voted_round = decode(LEGACY_VOTED_KEY, &value)?;
         }
         if let Some(value) = self.db.get(HIGH_QC_KEY)? {
             state.high_qc = Some(decode::<QuorumCert>(HIGH_QC_KEY, &value)?);
+        } else if self.db.get(LEGACY_HIGH_QC_KEY)?.is_some() {
+            // Its votes were signed before statements named their epoch: no replica of this
+            // version verifies it, and resuming without it could let this replica vote against
+            // its lock. The linear mode's wire format changed too, so its cluster restarts as a
+            // whole, from empty stores.
+            return Err(StoreError::Outdated(
+                "linear-mode safety state from before epochs; start the replica from an empty data directory",
+            ));
         }
         for item in self.db.prefix_iterator(PREPARE_PREFIX) {
             let (key, value) = item?;
@@ -607,7 +620,7 @@ mod tests {
                 db.put(batch_key(seq), encode(&committed(seq, &keys, &committee)))
                     .unwrap();
             }
-            db.put(VOTED_KEY, encode(&7u64)).unwrap();
+            db.put(LEGACY_VOTED_KEY, encode(&7u64)).unwrap();
         }
         let store = Store::open(dir.path(), SyncPolicy::Always, &id).unwrap();
         let log: Vec<_> = store.log().collect::<Result<_, _>>().unwrap();
@@ -626,6 +639,10 @@ mod tests {
         // Reopening finds layout 2 and the same log.
         let store = Store::open(dir.path(), SyncPolicy::Always, &id).unwrap();
         assert_eq!(store.log().count(), 300);
+        // A linear-mode certificate from before epochs is refused by name, not decoded as
+        // something else.
+        store.db.put(LEGACY_HIGH_QC_KEY, b"old").unwrap();
+        assert!(matches!(store.safety(), Err(StoreError::Outdated(_))));
     }
 
     #[test]

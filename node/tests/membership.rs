@@ -18,8 +18,6 @@ use ordinal_client::Receipt;
 use ordinal_consensus::{ProtocolKind, RequestAuth, WeightsConfig};
 use ordinal_node::testnet::{TestnetSpec, OPERATOR_KEY_FILE};
 
-const BASE_PORT: u16 = 22_600;
-
 /// Runs `ordinal-node membership ARGS` and returns the first sequence number of the epoch it
 /// scheduled.
 async fn membership(cluster: &Cluster, args: &[&str]) -> u64 {
@@ -69,12 +67,22 @@ async fn wait_until(what: &str, timeout: Duration, mut check: impl FnMut() -> bo
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cluster_grows_to_five_and_shrinks_to_four_under_load() {
+    grow_and_shrink(ProtocolKind::Pbft, 22_600).await;
+}
+
+/// The same in the linear mode, where each membership runs a chain of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_linear_cluster_grows_to_five_and_shrinks_to_four_under_load() {
+    grow_and_shrink(ProtocolKind::Linear, 22_800).await;
+}
+
+async fn grow_and_shrink(protocol: ProtocolKind, base_port: u16) {
     let _serial = serial().await;
     let mut cluster = Cluster::generate_spec(TestnetSpec {
         replicas: 4,
-        protocol: ProtocolKind::Pbft,
+        protocol,
         host: [127, 0, 0, 1].into(),
-        base_port: BASE_PORT,
+        base_port,
         docker: false,
         request_auth: RequestAuth::Signed,
         weights: Vec::new(),
@@ -146,7 +154,7 @@ async fn a_cluster_grows_to_five_and_shrinks_to_four_under_load() {
     let receipts = load.await.unwrap();
     let high = receipts.iter().map(|r| r.seq).max().unwrap();
     println!(
-        "{} acknowledged, up to seq {high}; joined from {joined_from}, left from {left_from}",
+        "{protocol}: {} acknowledged, up to seq {high}; joined from {joined_from}, left from {left_from}",
         receipts.len()
     );
     assert!(

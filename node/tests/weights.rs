@@ -14,12 +14,22 @@ use ordinal_consensus::{ProtocolKind, RequestAuth, WeightsConfig};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn weights_move_off_a_slow_replica_through_the_log() {
+    weights_move_off_a_slow_replica(ProtocolKind::Pbft, 21_500).await;
+}
+
+/// The same in the linear mode, where each weight epoch runs a chain of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn linear_weights_move_off_a_slow_replica_through_the_log() {
+    weights_move_off_a_slow_replica(ProtocolKind::Linear, 24_000).await;
+}
+
+async fn weights_move_off_a_slow_replica(protocol: ProtocolKind, base_port: u16) {
     let _serial = serial().await;
     let mut cluster = Cluster::generate_weighted(
         5,
-        21_500,
+        base_port,
         RequestAuth::Unsigned,
-        ProtocolKind::Pbft,
+        protocol,
         Some(WeightsConfig {
             min: 1,
             max: 2,
@@ -55,7 +65,7 @@ async fn weights_move_off_a_slow_replica_through_the_log() {
     common::assert_same_logs(&logs);
     common::assert_receipts_in_log(&receipts, &logs[0]);
     let epochs: std::collections::BTreeSet<u64> = logs[0].iter().map(|b| b.certificate.epoch).collect();
-    println!("certificate epochs in the log: {epochs:?}");
+    println!("{protocol}: certificate epochs in the log: {epochs:?}");
     assert!(
         epochs.len() >= 2,
         "certificates of more than one epoch: {epochs:?}"
@@ -79,7 +89,7 @@ async fn weights_move_off_a_slow_replica_through_the_log() {
         let status = client.replica_status(i).await.expect("status");
         weights.push(status.weights);
     }
-    println!("weights in force as each replica reports them: {weights:?} (log through {high})");
+    println!("{protocol}: weights in force as each replica reports them: {weights:?} (log through {high})");
     assert!(weights.iter().all(|w| *w == weights[0]), "{weights:?}");
     assert_eq!(weights[0][4], 1, "the slow replica is not heavy: {weights:?}");
     let scrape = common::scrape(cluster.metrics_port(0));

@@ -61,7 +61,7 @@ use crate::config::ProtocolConfig;
 use crate::epoch::Weights;
 use crate::error::Invalid;
 use crate::io::{Action, Footprint, Input, Protocol, Status, Time};
-use crate::leader::{fallback_leader, leader_of};
+use crate::leader::{epoch_round, fallback_leader, leader_of};
 use crate::ledger::Ledger;
 use crate::messages::{
     epoch_genesis_qc, Block, BlockHeader, BlockVote, CommitVote, Message, QuorumCert, TimeoutCert,
@@ -233,15 +233,14 @@ impl Replica {
             .map_or(u64::MAX, |(_, start)| start)
     }
 
-    /// The committee of `epoch`, counting its votes, timeouts and certificates (the latest
-    /// scheduled one while `epoch` is not scheduled: nothing is counted then, since this
-    /// replica cannot verify that epoch's messages yet).
-    fn committee_of(committees: &crate::epoch::Committees, epoch: u64) -> &Committee {
-        committees.by_number(epoch).unwrap_or(committees.latest())
+    /// The committee of `epoch`, counting its votes, timeouts and certificates; `None` while
+    /// the log has not scheduled it (nothing is counted then).
+    fn committee_of(committees: &crate::epoch::Committees, epoch: u64) -> Option<&Committee> {
+        committees.by_number(epoch)
     }
 
     /// The committee of this replica's epoch.
-    fn committee(&self) -> &Committee {
+    fn committee(&self) -> Option<&Committee> {
         Self::committee_of(&self.ledger.committees, self.epoch)
     }
 
@@ -254,7 +253,7 @@ impl Replica {
     /// Whether this replica votes, times out and leads in its epoch: a member, with its log
     /// at the epoch's chain. A replica joining (or gone) follows the log without a voice.
     fn has_voice(&self) -> bool {
-        self.in_epoch() && self.committee().contains(self.ledger.id)
+        self.in_epoch() && self.committee().is_some_and(|c| c.contains(self.ledger.id))
     }
 
     /// Enters the epoch in force at the next sequence number once the log has executed the
@@ -266,7 +265,9 @@ impl Replica {
             self.enter_epoch(log_epoch);
             return true;
         }
-        if self.high_qc.statement.round == 0 {
+        // The placeholder genesis of an epoch not scheduled at restart (its start unknown).
+        let placeholder = BlockVote::epoch_genesis(self.epoch, u64::MAX);
+        if self.high_qc.statement == placeholder {
             let genesis = epoch_genesis_qc(self.epoch, Self::start_of(&self.ledger, self.epoch));
             if self.high_qc != genesis {
                 self.chain = Chain::new(chain_capacity(&self.ledger.config), &genesis.statement);
@@ -278,8 +279,9 @@ impl Replica {
 
     /// Starts `epoch`'s chain: its genesis certificate, round 1, nothing voted. Everything
     /// held for the epoch before is dropped; its votes and timeouts can never count here, and
-    /// its batches are all executed. Commit certificates this replica aggregated stay: peers
-    /// still in the epoch before may need them, and its proposals hand them out.
+    /// its batches are all executed. Commit certificates this replica aggregated and has not
+    /// handed out yet stay: they go with its next proposal, whose certificates replicas still
+    /// in the epoch before read too.
     fn enter_epoch(&mut self, epoch: u64) {
         let start = Self::start_of(&self.ledger, epoch);
         self.epoch = epoch;
@@ -303,10 +305,16 @@ impl Replica {
     }
 
     /// Accepts a message of `epoch` from `from` only in this replica's epoch, once its log is
-    /// there. An older epoch's message is stale; a newer one means this replica is behind, so
-    /// it asks the sender for the log (at most once per quarter retransmission interval).
+    /// there. An older epoch's message is stale: its sender is behind, and gets (rate-limited)
+    /// this replica's certificate, whose newer epoch makes it ask for the log. A newer
+    /// epoch's message means this replica is behind, so it asks the sender for the log (at most
+    /// once per quarter retransmission interval).
     fn check_epoch(&mut self, epoch: u64, from: ReplicaId) -> Result<(), Invalid> {
         if epoch < self.epoch {
+            if from != self.ledger.id && self.in_epoch() && self.ledger.may_help(from, 0) {
+                let sync = self.sync_message();
+                self.ledger.send(from, sync);
+            }
             return Err(Invalid::Stale);
         }
         if epoch == self.epoch && self.in_epoch() {
@@ -327,18 +335,20 @@ impl Replica {
     /// timeout certificate) the fallback leader that certificate gives. `None` while that
     /// block is not here.
     fn leader(&self, round: u64) -> Option<ReplicaId> {
-        let committee = self.committee();
+        let committee = self.committee()?;
         let justify = &self.high_qc.statement;
         if justify.round + 1 != round {
             return Some(match &self.last_tc {
-                Some(tc) if tc.round + 1 == round => {
-                    fallback_leader(round, tc.timeouts.iter().map(|t| t.signer), committee)
-                }
-                _ => leader_of(round, committee),
+                Some(tc) if tc.round + 1 == round => fallback_leader(
+                    epoch_round(self.epoch, round),
+                    tc.timeouts.iter().map(|t| t.signer),
+                    committee,
+                ),
+                _ => leader_of(epoch_round(self.epoch, round), committee),
             });
         }
         if justify.round == 0 {
-            return Some(leader_of(round, committee));
+            return Some(leader_of(epoch_round(self.epoch, round), committee));
         }
         self.chain
             .get(&justify.block)
@@ -455,7 +465,9 @@ impl Replica {
     /// As a collector: a round whose votes formed a certificate, leaving without a peer's
     /// vote, counts as a vote that peer missed.
     fn count_missed_votes<'a>(&mut self, rounds: impl Iterator<Item = &'a VoteSet<BlockVote>>) {
-        let committee = Self::committee_of(&self.ledger.committees, self.epoch);
+        let Some(committee) = Self::committee_of(&self.ledger.committees, self.epoch) else {
+            return;
+        };
         for votes in rounds {
             let certified = votes
                 .statements()
@@ -583,10 +595,10 @@ impl Replica {
             // Commit certificates count with the weights of their own sequence numbers: the
             // next epoch's leader hands out the last certificates of the epoch before, which
             // take a replica that missed them into the new epoch, where this block belongs.
+            let executed_before = self.ledger.last_executed;
             for certificate in std::mem::take(&mut certified) {
                 self.on_commit_certificate(certificate);
             }
-            let executed_before = self.ledger.last_executed;
             self.follow_ledger(executed_before);
             self.follow_epoch();
             self.check_epoch(block.body().epoch, leader)?;
@@ -725,15 +737,7 @@ impl Replica {
     fn on_vote(&mut self, vote: Verified<BlockVote>) -> Result<(), Invalid> {
         let statement = *vote.body();
         let round = statement.round;
-        if statement.epoch != self.epoch {
-            return Err(if statement.epoch < self.epoch {
-                Invalid::Stale
-            } else {
-                Invalid::FutureEpoch {
-                    epoch: statement.epoch,
-                }
-            });
-        }
+        self.check_epoch(statement.epoch, vote.signer())?;
         // Votes name the block, and the block names its collector. A vote for a block not here
         // yet is kept (bounded by the round window below): its proposal is on the way.
         if let Some(stored) = self.chain.get(&statement.block) {
@@ -784,10 +788,8 @@ impl Replica {
         if late {
             return Err(Invalid::Stale);
         }
-        if let Some(qc) = votes.certificate(
-            &statement,
-            Self::committee_of(&self.ledger.committees, self.epoch),
-        ) {
+        let committee = Self::committee_of(&self.ledger.committees, self.epoch);
+        if let Some(qc) = committee.and_then(|committee| votes.certificate(&statement, committee)) {
             self.on_qc(qc);
         }
         Ok(())
@@ -868,9 +870,8 @@ impl Replica {
         self.timeouts.insert(timeout);
         // Bracha's amplification: more than F weight gave up on a round at or beyond ours, so
         // a correct replica did; give up there too.
-        let join = self
-            .timeouts
-            .join_round(Self::committee_of(&self.ledger.committees, self.epoch));
+        let join = Self::committee_of(&self.ledger.committees, self.epoch)
+            .and_then(|committee| self.timeouts.join_round(committee));
         if let Some(join) = join.filter(|_| self.has_voice()) {
             if join >= self.round && join > self.voted_round {
                 if join > self.round {
@@ -885,10 +886,8 @@ impl Replica {
     }
 
     fn check_timeout_certificate(&mut self, round: u64) {
-        if let Some(tc) = self
-            .timeouts
-            .certificate(round, Self::committee_of(&self.ledger.committees, self.epoch))
-        {
+        let committee = Self::committee_of(&self.ledger.committees, self.epoch);
+        if let Some(tc) = committee.and_then(|committee| self.timeouts.certificate(round, committee)) {
             self.on_tc(tc);
         }
     }
@@ -934,7 +933,10 @@ impl Replica {
         // A timeout certificate makes the round-robin leader the next round's, so it collects
         // the timeouts; but not if it has been silent for a whole view timeout (a crash, most
         // likely): then everyone collects at once, instead of half a timeout later.
-        let next = leader_of(self.round + 1, self.committee());
+        let Some(committee) = self.committee() else {
+            return;
+        };
+        let next = leader_of(epoch_round(self.epoch, self.round + 1), committee);
         if !self.timeout_broadcast && self.suspects(next) {
             self.timeout_broadcast = true;
         }
@@ -1039,7 +1041,9 @@ impl Replica {
             .chain
             .get(&self.high_qc.statement.block)
             .map(|stored| stored.block.header());
-        let committee = Self::committee_of(&self.ledger.committees, self.epoch);
+        let Some(committee) = Self::committee_of(&self.ledger.committees, self.epoch) else {
+            return;
+        };
         let Some(recent) = block.expected_recent_leaders(self.ledger.id, parent.as_ref(), committee) else {
             // Unreachable: leading a round that extends the one before needs the parent here.
             return;
@@ -1408,7 +1412,11 @@ impl Protocol for Replica {
             view: self.round,
             leader: self
                 .leader(self.round)
-                .unwrap_or_else(|| leader_of(self.round, self.committee())),
+                .or_else(|| {
+                    self.committee()
+                        .map(|committee| leader_of(epoch_round(self.epoch, self.round), committee))
+                })
+                .unwrap_or(self.ledger.id),
             changing_view: self.voted_round >= self.round
                 && self.proposed_round < self.round
                 && self.last_timeout.as_ref().is_some_and(|(r, _)| *r == self.round),
