@@ -128,3 +128,36 @@ fn membership_changes_with_a_byzantine_member_keep_every_invariant() {
         );
     }
 }
+
+/// View changes (PBFT) and timed-out rounds (the linear mode) around the epoch boundaries: the
+/// replica leading when the run starts crashes at every 100 ms from 0.2 s to 2 s, for 600 ms,
+/// so some view change happens while the window straddles each boundary (the join takes
+/// effect near 0.5 s, the leave near 1.7 s). Every invariant holds and both changes take
+/// effect.
+#[test]
+fn view_changes_around_epoch_boundaries_keep_every_invariant() {
+    for kind in [ProtocolKind::Pbft, ProtocolKind::Linear] {
+        let (mut runs, mut changed_views) = (0, 0);
+        for (i, crash_at) in (200..=2000).step_by(100).enumerate() {
+            let mut config = grow_and_shrink(200 + i as u64, kind);
+            config.crashes = vec![Crash {
+                replica: 0,
+                at: ms(crash_at),
+                restart_at: ms(crash_at + 600),
+            }];
+            let report = run(config);
+            assert_clean(&report, &format!("{kind}, replica 0 down from {crash_at} ms"));
+            assert_eq!(
+                report.weight_epochs.len(),
+                3,
+                "{kind}, crash at {crash_at} ms: {:?}",
+                report.weight_epochs
+            );
+            let view_changes: u64 = report.final_status.iter().map(|(_, s)| s.view_changes).sum();
+            runs += 1;
+            changed_views += usize::from(view_changes > 0);
+        }
+        println!("{kind}: {runs} runs, {changed_views} with view changes or timed-out rounds");
+        assert!(changed_views * 2 >= runs, "{kind}: {changed_views} of {runs}");
+    }
+}
