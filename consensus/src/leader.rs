@@ -35,6 +35,18 @@ pub fn epoch_round(epoch: u64, round: u64) -> u64 {
     round.saturating_add(epoch)
 }
 
+/// Linear mode: the leader of the first rounds of an epoch's chain (those extending its genesis
+/// certificate, which no one signed): round-robin over the members of `committee` that were
+/// members of the epoch before (`previous`) too, all members if none was. A replica that just
+/// joined may still be catching up; leading the epoch's first round would cost a timeout.
+pub fn opening_leader(round: u64, committee: &Committee, previous: Option<&Committee>) -> ReplicaId {
+    let members = committee.size() as u64;
+    (0..members)
+        .map(|k| committee.nth_member(round.saturating_add(k)))
+        .find(|id| previous.is_none_or(|previous| previous.contains(*id)))
+        .unwrap_or_else(|| committee.nth_member(round))
+}
+
 /// Linear mode: the leader of `round` entered by a timeout certificate signed by `signers`:
 /// the round-robin leader if it signed (the timeouts went to it first, so it normally holds the
 /// certificate), else the first signer after it in id order. A round-robin leader that is down
@@ -110,6 +122,29 @@ mod tests {
 
     fn ids(list: &[u16]) -> Vec<ReplicaId> {
         list.iter().copied().map(ReplicaId).collect()
+    }
+
+    #[test]
+    fn an_epoch_is_opened_by_a_replica_that_was_a_member_before() {
+        let before = committee(4);
+        let after = before
+            .with_membership(
+                1,
+                ordinal_crypto::MembershipEdit::Join(KeyPair::from_seed([9; 32]).public()),
+                1,
+            )
+            .unwrap();
+        assert_eq!(after.size(), 5);
+        // Round-robin would pick the newcomer (member 4) at position 4; the next member that
+        // was there before leads instead.
+        assert_eq!(leader_of(4, &after), ReplicaId(4));
+        assert_eq!(opening_leader(4, &after, Some(&before)), ReplicaId(0));
+        assert_eq!(opening_leader(2, &after, Some(&before)), ReplicaId(2));
+        assert_eq!(
+            opening_leader(4, &after, None),
+            ReplicaId(4),
+            "epoch 0 has no before"
+        );
     }
 
     #[test]

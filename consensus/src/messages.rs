@@ -11,7 +11,7 @@ use crate::batch::{Batch, CommittedBatch};
 use crate::config::ProtocolConfig;
 use crate::epoch::Weights;
 use crate::error::Invalid;
-use crate::leader::{epoch_round, fallback_leader, leader_of, successor};
+use crate::leader::{epoch_round, fallback_leader, leader_of, opening_leader, successor};
 use crate::request::{verify_requests, Request};
 
 /// The primary's proposal of a batch digest at (view, seq). PBFT 4.2, PRE-PREPARE.
@@ -465,12 +465,14 @@ impl Block {
 
     /// Who may propose this block: after a timeout certificate, the round-robin leader of its
     /// round or the signer after it ([`crate::leader::fallback_leader`]); otherwise the leader
-    /// its parent named, from the parent's header (`None` if it is not at hand; genesis names
-    /// the round-robin leader of round 1).
+    /// its parent named, from the parent's header (`None` if it is not at hand). An epoch's
+    /// genesis names the round-robin leader among the members of the epoch before too
+    /// ([`crate::leader::opening_leader`]; `previous` is that epoch's committee).
     pub fn expected_proposer(
         &self,
         parent: Option<&BlockHeader>,
         committee: &Committee,
+        previous: Option<&Committee>,
     ) -> Option<ReplicaId> {
         let justify = &self.justify.statement;
         if justify.round + 1 != self.round {
@@ -484,7 +486,11 @@ impl Block {
             });
         }
         if justify.round == 0 {
-            return Some(leader_of(epoch_round(self.epoch, self.round), committee));
+            return Some(opening_leader(
+                epoch_round(self.epoch, self.round),
+                committee,
+                previous,
+            ));
         }
         parent
             .filter(|header| header.id() == justify.block)
@@ -871,7 +877,13 @@ fn verify_proposal(
             expected = header.parent;
         }
     }
-    let Some(expected) = body.expected_proposer(ancestry.first(), committee) else {
+    // Members of the epoch before, for who opens this epoch's chain.
+    let previous = body
+        .epoch
+        .checked_sub(1)
+        .and_then(|number| weights.epoch_of_number(number))
+        .map(|(committee, _)| committee);
+    let Some(expected) = body.expected_proposer(ancestry.first(), committee, previous) else {
         return Err(Invalid::BadBlock(
             "a block extending the round before lacks its parent's header",
         ));

@@ -61,7 +61,7 @@ use crate::config::ProtocolConfig;
 use crate::epoch::Weights;
 use crate::error::Invalid;
 use crate::io::{Action, Footprint, Input, Protocol, Status, Time};
-use crate::leader::{epoch_round, fallback_leader, leader_of};
+use crate::leader::{epoch_round, fallback_leader, leader_of, opening_leader};
 use crate::ledger::Ledger;
 use crate::messages::{
     epoch_genesis_qc, Block, BlockHeader, BlockVote, CommitVote, Message, QuorumCert, TimeoutCert,
@@ -348,7 +348,15 @@ impl Replica {
             });
         }
         if justify.round == 0 {
-            return Some(leader_of(epoch_round(self.epoch, round), committee));
+            let previous = self
+                .epoch
+                .checked_sub(1)
+                .and_then(|number| Self::committee_of(&self.ledger.committees, number));
+            return Some(opening_leader(
+                epoch_round(self.epoch, round),
+                committee,
+                previous,
+            ));
         }
         self.chain
             .get(&justify.block)
