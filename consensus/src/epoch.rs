@@ -822,6 +822,13 @@ pub trait Weights {
     /// Epoch `number`'s committee and its first sequence number, if scheduled: what the
     /// linear mode counts an epoch's votes and timeouts with.
     fn epoch_of_number(&self, number: u64) -> Option<(&Committee, u64)>;
+
+    /// The committee of the epoch before `epoch`, if there is one: who may open `epoch`'s
+    /// chain in the linear mode ([`crate::leader::opening_leader`]).
+    fn committee_before(&self, epoch: u64) -> Option<&Committee> {
+        let (committee, _) = self.epoch_of_number(epoch.checked_sub(1)?)?;
+        Some(committee)
+    }
 }
 
 impl Weights for Committee {

@@ -232,8 +232,13 @@ impl BlockVote {
             epoch,
             round: 0,
             block,
-            seq: start.saturating_sub(1),
+            seq: Self::epoch_genesis_seq(start),
         }
+    }
+
+    /// The sequence number an epoch's genesis names: the one before the epoch's first.
+    pub fn epoch_genesis_seq(start: u64) -> u64 {
+        start.saturating_sub(1)
     }
 }
 
@@ -878,11 +883,7 @@ fn verify_proposal(
         }
     }
     // Members of the epoch before, for who opens this epoch's chain.
-    let previous = body
-        .epoch
-        .checked_sub(1)
-        .and_then(|number| weights.epoch_of_number(number))
-        .map(|(committee, _)| committee);
+    let previous = weights.committee_before(body.epoch);
     let Some(expected) = body.expected_proposer(ancestry.first(), committee, previous) else {
         return Err(Invalid::BadBlock(
             "a block extending the round before lacks its parent's header",

@@ -265,9 +265,10 @@ impl Replica {
             self.enter_epoch(log_epoch);
             return true;
         }
-        // The placeholder genesis of an epoch not scheduled at restart (its start unknown).
-        let placeholder = BlockVote::epoch_genesis(self.epoch, u64::MAX);
-        if self.high_qc.statement == placeholder {
+        // The placeholder genesis of an epoch not scheduled at restart (its start unknown):
+        // checked by its numbers, not its id, since this runs on every input.
+        let genesis_seq = self.high_qc.statement.seq;
+        if self.high_qc.statement.round == 0 && genesis_seq == BlockVote::epoch_genesis_seq(u64::MAX) {
             let genesis = epoch_genesis_qc(self.epoch, Self::start_of(&self.ledger, self.epoch));
             if self.high_qc != genesis {
                 self.chain = Chain::new(chain_capacity(&self.ledger.config), &genesis.statement);
@@ -348,10 +349,7 @@ impl Replica {
             });
         }
         if justify.round == 0 {
-            let previous = self
-                .epoch
-                .checked_sub(1)
-                .and_then(|number| Self::committee_of(&self.ledger.committees, number));
+            let previous = self.ledger.committees.committee_before(self.epoch);
             return Some(opening_leader(
                 epoch_round(self.epoch, round),
                 committee,
