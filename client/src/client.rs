@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use ordinal_consensus::batch::BatchProofError;
 use ordinal_consensus::epoch::Committees;
 use ordinal_consensus::messages::CommitVote;
 use ordinal_consensus::{ClusterConfig, CommittedBatch, Receipt, Request, RequestAuth};
@@ -171,6 +172,11 @@ struct Inner {
     schedule: Mutex<Committees>,
     /// Held by the task reading the log to learn newer weights.
     schedule_reader: tokio::sync::Mutex<()>,
+    /// Set while a task reads the log ahead of the receipts ([`Inner::read_ahead`]).
+    reading_ahead: AtomicBool,
+    /// How much of the known range this client keeps ahead of its receipts, in percent: drawn
+    /// at random so that clients of one cluster do not all read the same batches at once.
+    read_ahead_percent: u64,
     cluster_id: Digest,
     auth: RequestAuth,
     key: KeyPair,
@@ -256,6 +262,8 @@ impl Client {
             committee,
             schedule: Mutex::new(schedule),
             schedule_reader: tokio::sync::Mutex::new(()),
+            reading_ahead: AtomicBool::new(false),
+            read_ahead_percent: 25 + rand_core::RngCore::next_u64(&mut rand_core::OsRng) % 51,
             cluster_id,
             auth: cluster.request_auth,
             key,
@@ -484,31 +492,19 @@ impl Client {
                 reason: format!("{} batches where at most {max} were asked for", batches.len()),
             });
         }
-        let mut batches = batches;
-        let mut known = batches.len();
-        for (offset, batch) in batches.iter().enumerate() {
-            let invalid = |reason: String| ClientError::Invalid {
-                replica: replica as u16,
-                reason,
-            };
-            let expected = from.saturating_add(offset as u64);
-            if batch.seq() != expected {
-                return Err(invalid(format!(
-                    "batch {} where {expected} was expected",
-                    batch.seq()
-                )));
-            }
-            let verdict = self
-                .inner
-                .verify_batch(batch)
-                .map_err(|e| invalid(format!("batch {}: {e}", batch.seq())))?;
-            if verdict == Verdict::WeightsUnknown {
-                // Past what this client has learnt of the weights: return the checked prefix
-                // (a caller reading in order learns as it goes; see `Subscription`).
-                known = offset;
-                break;
-            }
-        }
+        // Certificates are checked on the blocking pool: a read of many batches is many
+        // signature checks, and the async workers must keep delivering receipts meanwhile.
+        let inner = self.inner.clone();
+        let (mut batches, known) = tokio::task::spawn_blocking(move || {
+            let known = inner.check_batches(replica, from, &batches);
+            (batches, known)
+        })
+        .await
+        .map_err(|e| ClientError::Invalid {
+            replica: replica as u16,
+            reason: format!("checking batches: {e}"),
+        })?;
+        let known = known?;
         batches.truncate(known);
         if batches.iter().any(|b| !b.batch.requests.is_empty()) {
             // A batch may have let a replica join: dial it.
@@ -644,6 +640,20 @@ enum Verdict {
     WeightsUnknown,
 }
 
+/// Where the schedule should reach once a receipt at `seq` arrived, if it should be read
+/// further now. The log executed through L fixes the weights through about L + log_window
+/// ([`Committees::known_through`]); only clusters that can change weights have such a horizon.
+/// Receipts come from the head of the log, so a client that waited for a receipt to pass the
+/// horizon would hold that receipt for a read. Instead, once fewer than `percent` of the known
+/// range remain ahead of a receipt, the client reads on in the background and no receipt waits
+/// while it keeps up with the log.
+fn read_ahead_target(schedule: &Committees, seq: u64, percent: u64) -> Option<u64> {
+    let horizon = schedule.known_through();
+    let lead = horizon.saturating_sub(schedule.applied_through());
+    let margin = lead.saturating_mul(percent) / 100;
+    (seq.saturating_add(margin) > horizon).then(|| seq.saturating_add(margin))
+}
+
 /// Batches per read while learning weights from the log.
 const SCHEDULE_READ_BATCHES: u32 = 64;
 
@@ -765,15 +775,57 @@ impl Inner {
         }
     }
 
+    /// Checks batches read from `replica` starting at `from`: in sequence order, each against
+    /// its certificate. Returns how many lead up to the first whose weights this client does
+    /// not know yet (a caller reading in order learns as it goes; see `Subscription`).
+    fn check_batches(
+        &self,
+        replica: usize,
+        from: u64,
+        batches: &[CommittedBatch],
+    ) -> Result<usize, ClientError> {
+        for (offset, batch) in batches.iter().enumerate() {
+            let invalid = |reason: String| ClientError::Invalid {
+                replica: replica as u16,
+                reason,
+            };
+            let expected = from.saturating_add(offset as u64);
+            if batch.seq() != expected {
+                return Err(invalid(format!(
+                    "batch {} where {expected} was expected",
+                    batch.seq()
+                )));
+            }
+            let verdict = self
+                .verify_batch(batch)
+                .map_err(|e| invalid(format!("batch {}: {e}", batch.seq())))?;
+            if verdict == Verdict::WeightsUnknown {
+                return Ok(offset);
+            }
+        }
+        Ok(batches.len())
+    }
+
     /// Checks a committed batch with the weights in force at its sequence number, and, when it
-    /// is the next the schedule lacks, learns from it.
+    /// is the next the schedule lacks, learns from it. A certificate this client verified
+    /// for a receipt already is not checked again: the batch need only match its digest.
     fn verify_batch(&self, batch: &CommittedBatch) -> Result<Verdict, String> {
-        let mut schedule = lock(&self.schedule);
         let seq = batch.seq();
-        let Some(committee) = schedule.for_seq(seq) else {
+        // Weights at a sequence number never change once known, so the check runs without
+        // holding the schedule, which receipts need meanwhile.
+        let Some(committee) = lock(&self.schedule).for_seq(seq).cloned() else {
             return Ok(Verdict::WeightsUnknown);
         };
-        batch.verify(committee).map_err(|e| e.to_string())?;
+        let statement = &batch.certificate.statement;
+        let key = (statement.view, statement.seq, statement.digest);
+        if lock(&self.verified).contains_key(&key) {
+            if batch.batch.digest() != statement.digest {
+                return Err(BatchProofError::DigestMismatch { seq }.to_string());
+            }
+        } else {
+            batch.verify(&committee).map_err(|e| e.to_string())?;
+        }
+        let mut schedule = lock(&self.schedule);
         if seq == schedule.applied_through() + 1 {
             schedule.apply_batch(seq, &batch.batch);
         }
@@ -806,6 +858,25 @@ impl Inner {
         }
     }
 
+    /// Reads the log in the background until the schedule covers `target`, unless a task
+    /// already does. Receipts then find their weights learnt instead of waiting for a read.
+    fn read_ahead(self: &Arc<Self>, target: u64) {
+        if self.reading_ahead.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let inner = self.clone();
+        tokio::spawn(async move {
+            let started = tokio::time::Instant::now();
+            inner.learn_schedule(target).await;
+            tracing::debug!(
+                target,
+                took_ms = started.elapsed().as_millis() as u64,
+                "read the log ahead"
+            );
+            inner.reading_ahead.store(false, Ordering::Release);
+        });
+    }
+
     fn dispatch(self: &Arc<Self>, from: ReplicaId, reply: ClientReply) {
         match reply {
             ClientReply::Committed { nonce, receipt } => {
@@ -833,7 +904,16 @@ impl Inner {
                     // The weights in force at the receipt's sequence number; a receipt from
                     // an epoch this client has not learnt yet waits for the retry while a
                     // task reads the certified log that far.
-                    let committee = lock(&self.schedule).for_seq(receipt.seq).cloned();
+                    let (committee, read_ahead) = {
+                        let schedule = lock(&self.schedule);
+                        (
+                            schedule.for_seq(receipt.seq).cloned(),
+                            read_ahead_target(&schedule, receipt.seq, self.read_ahead_percent),
+                        )
+                    };
+                    if let Some(target) = read_ahead {
+                        self.read_ahead(target);
+                    }
                     let Some(committee) = committee else {
                         // Read the log only for a certificate more than f members signed (a
                         // vote's signature does not depend on weights): one Byzantine replica
@@ -852,6 +932,7 @@ impl Inner {
                         }
                         let inner = self.clone();
                         let seq = receipt.seq;
+                        tracing::debug!(seq, "a receipt waits for the log to be read that far");
                         tokio::spawn(async move {
                             inner.learn_schedule(seq).await;
                             if lock(&inner.schedule).for_seq(seq).is_some() {
@@ -990,5 +1071,45 @@ async fn read_replies(inner: Weak<Inner>, from: ReplicaId, mut recv: quinn::Recv
                 return;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ordinal_consensus::Batch;
+    use ordinal_crypto::WeightBounds;
+
+    fn schedule(bounds: Option<WeightBounds>) -> Committees {
+        let publics: Vec<_> = (1..=4u8)
+            .map(|i| KeyPair::from_seed([i; 32]).public())
+            .collect();
+        let committee = Committee::equal_weights(Digest::of(b"read ahead"), &publics).unwrap();
+        Committees::new(committee, bounds, 16, 128)
+    }
+
+    #[test]
+    fn a_client_reads_ahead_once_receipts_near_the_known_horizon() {
+        let mut schedule = schedule(Some(WeightBounds { min: 1, max: 2 }));
+        for seq in 1..=40 {
+            schedule.apply_batch(seq, &Batch::default());
+        }
+        // Executed through 40: weights known through 48 + 128 = 176, a lead of 136.
+        assert_eq!(schedule.known_through(), 176);
+        // Half the lead (68) ahead of the receipt is kept known.
+        assert_eq!(read_ahead_target(&schedule, 100, 50), None);
+        assert_eq!(read_ahead_target(&schedule, 108, 50), None);
+        assert_eq!(read_ahead_target(&schedule, 109, 50), Some(177));
+        // A smaller share reads later; a receipt past the horizon still asks for a read.
+        assert_eq!(read_ahead_target(&schedule, 109, 25), None);
+        assert_eq!(read_ahead_target(&schedule, 143, 25), Some(177));
+        assert_eq!(read_ahead_target(&schedule, 500, 25), Some(534));
+    }
+
+    #[test]
+    fn a_client_of_a_cluster_with_fixed_weights_never_reads_the_log_for_them() {
+        let schedule = schedule(None);
+        assert_eq!(read_ahead_target(&schedule, 1, 75), None);
+        assert_eq!(read_ahead_target(&schedule, u64::MAX, 75), None);
     }
 }

@@ -314,6 +314,8 @@ struct Recorder {
     latency_micros: Histogram<u64>,
     /// Receipts per second since the load started (index = second).
     per_second: Vec<u64>,
+    /// The slowest receipt of each second, in microseconds: where stalls show.
+    per_second_max_micros: Vec<u64>,
     /// Acknowledged transactions, kept only with `--acks`.
     acks: Option<Vec<Ack>>,
 }
@@ -327,12 +329,15 @@ struct Ack {
 
 impl Recorder {
     fn record(&mut self, latency: Duration, since_start: Duration, ack: impl FnOnce() -> Ack) {
-        let _ = self.latency_micros.record((latency.as_micros() as u64).max(1));
+        let micros = (latency.as_micros() as u64).max(1);
+        let _ = self.latency_micros.record(micros);
         let second = since_start.as_secs() as usize;
         if self.per_second.len() <= second {
             self.per_second.resize(second + 1, 0);
+            self.per_second_max_micros.resize(second + 1, 0);
         }
         self.per_second[second] += 1;
+        self.per_second_max_micros[second] = self.per_second_max_micros[second].max(micros);
         if let Some(acks) = &mut self.acks {
             acks.push(ack());
         }
@@ -386,6 +391,7 @@ async fn bench(cluster: &Path, spec: BenchSpec, json_out: Option<PathBuf>) -> an
     let recorder = Arc::new(Mutex::new(Recorder {
         latency_micros: Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).context("histogram")?,
         per_second: Vec::new(),
+        per_second_max_micros: Vec::new(),
         acks: spec.acks.as_ref().map(|_| Vec::new()),
     }));
     // Payloads carry this run's random tag, so that transactions of different runs against
@@ -537,6 +543,11 @@ async fn bench(cluster: &Path, spec: BenchSpec, json_out: Option<PathBuf>) -> an
             "protocol": cluster_config.protocol.to_string(),
             "request_auth": format!("{:?}", cluster_config.request_auth).to_lowercase(),
             "per_second": recorded.per_second,
+            "per_second_max_ms": recorded
+                .per_second_max_micros
+                .iter()
+                .map(|us| *us as f64 / 1000.0)
+                .collect::<Vec<_>>(),
         });
         std::fs::write(&path, serde_json::to_string_pretty(&report)? + "\n")
             .with_context(|| format!("writing {}", path.display()))?;
