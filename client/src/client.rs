@@ -1081,9 +1081,7 @@ mod tests {
     use ordinal_crypto::WeightBounds;
 
     fn schedule(bounds: Option<WeightBounds>) -> Committees {
-        let publics: Vec<_> = (1..=4u8)
-            .map(|i| KeyPair::from_seed([i; 32]).public())
-            .collect();
+        let publics: Vec<_> = (1..=4u8).map(|i| KeyPair::from_seed([i; 32]).public()).collect();
         let committee = Committee::equal_weights(Digest::of(b"read ahead"), &publics).unwrap();
         Committees::new(committee, bounds, 16, 128)
     }

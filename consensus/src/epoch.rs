@@ -586,6 +586,12 @@ impl Committees {
             })
             .collect();
         let mut standing = median_latencies(size, &reports, (2 * faults + 1).min(size - 1));
+        // The 2f heavy replicas are chosen on measurements only: while fewer than 2f members
+        // have a median, the rest would be picked by id (or a lone measured slow replica would
+        // rank first), so the weights wait for more reports.
+        if standing.iter().filter(|s| s.is_some()).count() < 2 * faults {
+            return None;
+        }
         let current: Vec<u64> = member_ids
             .iter()
             .map(|&i| latest.committee.weights()[i])

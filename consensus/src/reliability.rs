@@ -210,6 +210,16 @@ impl PeerMonitor {
         }
     }
 
+    /// A latency sample for `peer` from a vote already counted with [`PeerMonitor::vote`]:
+    /// PBFT times the COMMIT, the first vote every replica sends in answer to others (a
+    /// primary's PREPARE leaves with its PRE-PREPARE, so timing it would make the primary look
+    /// instant however slow it is).
+    pub fn vote_latency(&mut self, peer: ReplicaId, latency: Duration) {
+        if let Some(record) = self.record(peer) {
+            record.vote_latency.add(latency);
+        }
+    }
+
     /// A slot committed and left the window without `peer`'s vote.
     pub fn missed_vote(&mut self, peer: ReplicaId) {
         if let Some(record) = self.record(peer) {

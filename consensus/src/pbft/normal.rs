@@ -205,10 +205,8 @@ impl Replica {
                     seq: body.seq,
                 })
             }
-            Inserted::New => {
-                let latency = slot.proposed_at.map(|at| self.ledger.now.saturating_sub(at));
-                self.ledger.monitor.vote(from, latency);
-            }
+            // Counted, not timed: see `on_commit`.
+            Inserted::New => self.ledger.monitor.vote(from, None),
             Inserted::Repeat => {}
         }
         self.check_prepared(body.seq);
@@ -222,12 +220,25 @@ impl Replica {
         self.ledger.check_window(body.seq)?;
         let from = vote.signer();
         let slot = self.slots.entry(body.seq).or_default();
-        if slot.commits.insert(vote) == Inserted::Conflict {
-            return Err(Invalid::DuplicateVote {
-                from,
-                view: body.view,
-                seq: body.seq,
-            });
+        match slot.commits.insert(vote) {
+            Inserted::Conflict => {
+                return Err(Invalid::DuplicateVote {
+                    from,
+                    view: body.view,
+                    seq: body.seq,
+                })
+            }
+            // A peer's vote latency is timed to its COMMIT: every replica, the primary too,
+            // sends it only after hearing a quorum of PREPAREs, so a replica slow to receive
+            // shows as slow whatever its role.
+            Inserted::New => {
+                if let Some(at) = slot.proposed_at {
+                    self.ledger
+                        .monitor
+                        .vote_latency(from, self.ledger.now.saturating_sub(at));
+                }
+            }
+            Inserted::Repeat => {}
         }
         self.check_committed(body.seq);
         Ok(())
