@@ -192,8 +192,8 @@ fn weights_follow_measured_latency(kind: ProtocolKind, slow: usize) {
         assert_clean(&report, "weights from measurements");
         let epochs = &report.weight_epochs;
         println!(
-            "{kind} seed {seed}: epochs {epochs:?}, decided through {}",
-            report.decided_seq
+            "{kind} seed {seed}: epochs {epochs:?}, decided through {}, max latency {:?} (equal weights {:?}), views {}",
+            report.decided_seq, report.max_latency, unchanged.max_latency, report.max_view
         );
         assert!(epochs.len() >= 2, "{epochs:?}");
         // Moves to AWARE weights heavy on two fast replicas, and settles there: at most one

@@ -39,6 +39,10 @@ pub struct TestingConfig {
     /// Hold every message from the other replicas this long before the protocol sees it:
     /// makes this replica a slow one (its votes come late) without touching the network.
     pub peer_receive_delay_ms: u64,
+    /// Hold every message to the other replicas this long before it is sent: with
+    /// `peer_receive_delay_ms`, a replica behind a long link both ways (what `tc netem` on its
+    /// interface would do), so that its proposals, not only its votes, come late.
+    pub peer_send_delay_ms: u64,
 }
 
 /// One replica's configuration.
@@ -127,11 +131,16 @@ impl NodeConfig {
         if self.listen == self.metrics {
             return Err(ConfigError::new("metrics", "must differ from listen"));
         }
-        if self.testing.peer_receive_delay_ms > 10_000 {
-            return Err(ConfigError::new(
+        for (field, value) in [
+            (
                 "testing.peer_receive_delay_ms",
-                "must be at most 10000",
-            ));
+                self.testing.peer_receive_delay_ms,
+            ),
+            ("testing.peer_send_delay_ms", self.testing.peer_send_delay_ms),
+        ] {
+            if value > 10_000 {
+                return Err(ConfigError::new(field, "must be at most 10000"));
+            }
         }
         Ok(committee)
     }

@@ -117,7 +117,13 @@ pub async fn start(loaded: &LoadedConfig) -> anyhow::Result<RunningReplica> {
         .iter()
         .map(|r| r.address.clone())
         .collect();
-    let (peers, mut tasks) = Peers::start(&endpoint, id, &addresses, &metrics);
+    let (peers, mut tasks) = Peers::start(
+        &endpoint,
+        id,
+        &addresses,
+        &metrics,
+        Duration::from_millis(config.testing.peer_send_delay_ms),
+    );
     tasks.extend([
         tokio::spawn(transport::accept(endpoint.clone(), shared.clone())),
         tokio::spawn(async move {

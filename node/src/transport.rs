@@ -37,6 +37,9 @@ const CLIENT_QUEUE_BYTES: usize = 16 << 20;
 const WRITE_GATHER: usize = 512 * 1024;
 /// Most batches and payload bytes in one answer to a client read.
 const READ_MAX_BATCHES: usize = 256;
+/// Most frames held per peer by the send-delay testing knob (beyond, they are dropped and
+/// counted like a full queue's).
+const DELAYED_FRAMES: usize = 16_384;
 const READ_MAX_BYTES: usize = 8 << 20;
 /// Client connections open at once; more are refused at accept.
 pub const MAX_CLIENT_CONNECTIONS: usize = 1024;
@@ -200,8 +203,10 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// The sending half towards every peer.
 pub struct Peers {
-    queues: Vec<Option<FrameSender>>,
+    queues: Vec<Option<PeerQueue>>,
     metrics: Metrics,
+    /// Testing knob: how long each frame is held before it is queued for its peer.
+    send_delay: Duration,
     me: ReplicaId,
     endpoint: quinn::Endpoint,
     /// Where link tasks run (the transport's runtime, not the protocol thread's).
@@ -216,10 +221,12 @@ impl Peers {
         me: ReplicaId,
         addresses: &[String],
         metrics: &Metrics,
+        send_delay: Duration,
     ) -> (Peers, Vec<tokio::task::JoinHandle<()>>) {
         let mut peers = Peers {
             queues: Vec::new(),
             metrics: metrics.clone(),
+            send_delay,
             me,
             endpoint: endpoint.clone(),
             runtime: tokio::runtime::Handle::current(),
@@ -242,7 +249,13 @@ impl Peers {
             self.queues.resize_with(id.index() + 1, || None);
         }
         let (tx, rx) = wire::frame_queue(PEER_QUEUE_BYTES);
-        self.queues[id.index()] = Some(tx);
+        let delayed = (!self.send_delay.is_zero()).then(|| {
+            let (sender, receiver) = mpsc::channel(DELAYED_FRAMES);
+            self.runtime
+                .spawn(send_late(receiver, tx.clone(), self.metrics.clone(), id));
+            sender
+        });
+        self.queues[id.index()] = Some(PeerQueue { frames: tx, delayed });
         Some(self.runtime.spawn(peer_link(
             self.endpoint.clone(),
             id,
@@ -269,11 +282,14 @@ impl Peers {
         let Some(Some(queue)) = self.queues.get(to.index()) else {
             return;
         };
-        if !queue.try_send(frame.clone()) {
-            self.metrics
-                .send_queue_drops
-                .with_label_values(&[&to.0.to_string()])
-                .inc();
+        let queued = match &queue.delayed {
+            Some(delayed) => delayed
+                .try_send((Instant::now() + self.send_delay, frame.clone()))
+                .is_ok(),
+            None => queue.frames.try_send(frame.clone()),
+        };
+        if !queued {
+            count_send_drop(&self.metrics, to);
         }
     }
 
@@ -281,6 +297,36 @@ impl Peers {
     pub fn broadcast(&self, frame: &Frame) {
         for i in 0..self.queues.len() {
             self.send(ReplicaId(i as u16), frame);
+        }
+    }
+}
+
+/// The queue towards one peer, behind a delay stage when the testing knob asks for one.
+struct PeerQueue {
+    frames: FrameSender,
+    delayed: Option<mpsc::Sender<(Instant, Frame)>>,
+}
+
+fn count_send_drop(metrics: &Metrics, to: ReplicaId) {
+    metrics
+        .send_queue_drops
+        .with_label_values(&[&to.0.to_string()])
+        .inc();
+}
+
+/// Queues each frame for its peer once its due time has come. Every frame waits the same
+/// delay, so the order is kept and the waits do not add up: the link behaves like a longer
+/// wire, not a slower one.
+async fn send_late(
+    mut due: mpsc::Receiver<(Instant, Frame)>,
+    frames: FrameSender,
+    metrics: Metrics,
+    to: ReplicaId,
+) {
+    while let Some((at, frame)) = due.recv().await {
+        tokio::time::sleep_until(at.into()).await;
+        if !frames.try_send(frame) {
+            count_send_drop(&metrics, to);
         }
     }
 }
