@@ -339,8 +339,20 @@ impl Replica {
         }
         let before = leader_of(self.view, &self.leaders);
         self.leaders = self.ledger.committees.leaders().clone();
-        if before != self.primary() && self.changing.is_none() && self.ledger.is_member() {
+        if before == self.primary() || !self.ledger.is_member() {
+            return;
+        }
+        if self.changing.is_none() {
             self.start_planned_view_change(self.view.saturating_add(1));
+        } else if let Some(own) = self.own_view_changes.get(&self.view) {
+            // This replica joined the view change before its log reached the entry: the new
+            // primary's NEW-VIEW may have come and been refused as from the wrong leader.
+            // Asking again now gets it from any peer in the view at once, rather than at the
+            // next retransmission (200 ms lost at every weight change in the simulator).
+            let message = Message::ViewChange(own.clone());
+            self.ledger.broadcast(message);
+            // This replica may lead the view under the new rotation.
+            self.check_view_change_quorum();
         }
     }
 

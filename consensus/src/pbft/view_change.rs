@@ -222,8 +222,14 @@ impl Replica {
             .current()
             .includes_correct(ahead.iter().map(|(id, _)| *id))
         {
-            if let Some(smallest) = ahead.iter().map(|(_, view)| *view).min() {
+            if let Some(&(peer, smallest)) = ahead.iter().min_by_key(|(_, view)| *view) {
                 self.start_view_change(smallest);
+                // Others moved first, maybe on a log entry this replica has not executed yet
+                // (one that changed who leads, so it would refuse the new primary's NEW-VIEW
+                // as from the wrong leader): ask one of them for what it lacks now, not at
+                // the next tick.
+                self.ledger.catch_up_hint = Some(peer);
+                self.request_catch_up();
             }
         }
         self.check_view_change_quorum();
