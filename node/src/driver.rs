@@ -50,6 +50,9 @@ pub struct Driver {
     /// Requests that came from their client directly, until their receipt is due.
     arrivals: HashMap<RequestKey, Arrival>,
     view_changes_seen: u64,
+    /// When this replica last entered a view change it has not finished (what the duration
+    /// metric and the "new view installed" line measure from).
+    view_change_since: Option<Instant>,
     /// (epochs, known-through) of the schedule last handed to the transport.
     schedule_shape: Option<(usize, u64)>,
     /// Epochs already logged.
@@ -101,6 +104,7 @@ impl Driver {
             recent: BTreeMap::new(),
             arrivals: HashMap::new(),
             view_changes_seen,
+            view_change_since: None,
             schedule_shape: None,
             schedule_shape_epochs: 1,
             peers_published: None,
@@ -552,6 +556,21 @@ impl Driver {
                 view_changes = status.view_changes,
                 "view change (timeout)"
             );
+        }
+        match (status.changing_view, self.view_change_since) {
+            (true, None) => self.view_change_since = Some(Instant::now()),
+            (false, Some(since)) => {
+                let took = since.elapsed();
+                metrics.view_change_duration.observe(took.as_secs_f64());
+                tracing::info!(
+                    view = status.view,
+                    leader = status.leader.0,
+                    took_ms = took.as_millis() as u64,
+                    "new view installed"
+                );
+                self.view_change_since = None;
+            }
+            _ => {}
         }
         if self
             .peers_published

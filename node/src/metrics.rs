@@ -20,6 +20,8 @@ pub struct Metrics {
     pub view: IntGauge,
     /// View changes started or joined.
     pub view_changes: IntCounter,
+    /// From this replica entering a view change to its installing the new view.
+    pub view_change_duration: Histogram,
     /// From a client's request reaching this replica to its receipt leaving.
     pub commit_latency: Histogram,
     /// Transactions per committed batch.
@@ -92,6 +94,11 @@ impl Metrics {
             view_changes: IntCounter::new(
                 "ordinal_view_changes_total",
                 "View changes this replica started or joined",
+            )?,
+            view_change_duration: histogram(
+                "ordinal_view_change_seconds",
+                "From entering a view change to installing the new view",
+                latency_buckets.clone(),
             )?,
             commit_latency: histogram(
                 "ordinal_commit_latency_seconds",
@@ -225,6 +232,7 @@ impl Metrics {
         r.register(Box::new(metrics.stable_seq.clone()))?;
         r.register(Box::new(metrics.view.clone()))?;
         r.register(Box::new(metrics.view_changes.clone()))?;
+        r.register(Box::new(metrics.view_change_duration.clone()))?;
         r.register(Box::new(metrics.commit_latency.clone()))?;
         r.register(Box::new(metrics.batch_transactions.clone()))?;
         r.register(Box::new(metrics.replica_weight.clone()))?;
