@@ -175,7 +175,8 @@ struct Inner {
     /// Set while a task reads the log ahead of the receipts ([`Inner::read_ahead`]).
     reading_ahead: AtomicBool,
     /// How much of the known range this client keeps ahead of its receipts, in percent: drawn
-    /// at random so that clients of one cluster do not all read the same batches at once.
+    /// at random so that clients of one cluster do not all read the same batches at once. At
+    /// most half, so that the target is reached by reading no further than the receipt.
     read_ahead_percent: u64,
     cluster_id: Digest,
     auth: RequestAuth,
@@ -263,7 +264,7 @@ impl Client {
             schedule: Mutex::new(schedule),
             schedule_reader: tokio::sync::Mutex::new(()),
             reading_ahead: AtomicBool::new(false),
-            read_ahead_percent: 25 + rand_core::RngCore::next_u64(&mut rand_core::OsRng) % 51,
+            read_ahead_percent: 25 + rand_core::RngCore::next_u64(&mut rand_core::OsRng) % 26,
             cluster_id,
             auth: cluster.request_auth,
             key,
@@ -494,9 +495,13 @@ impl Client {
         }
         // Certificates are checked on the blocking pool: a read of many batches is many
         // signature checks, and the async workers must keep delivering receipts meanwhile.
+        if batches.is_empty() {
+            return Ok((batches, committed_seq));
+        }
         let inner = self.inner.clone();
         let (mut batches, known) = tokio::task::spawn_blocking(move || {
-            let known = inner.check_batches(replica, from, &batches);
+            let mut batches = batches;
+            let known = inner.check_batches(replica, from, &mut batches);
             (batches, known)
         })
         .await
@@ -646,11 +651,13 @@ enum Verdict {
 /// Receipts come from the head of the log, so a client that waited for a receipt to pass the
 /// horizon would hold that receipt for a read. Instead, once fewer than `percent` of the known
 /// range remain ahead of a receipt, the client reads on in the background and no receipt waits
-/// while it keeps up with the log.
+/// while it keeps up with the log. `percent` is capped at 50: the known range is at most
+/// log_window + checkpoint_interval, at most 1.5 log windows, so half of it lies within one
+/// log window of the receipt, which reading the log as far as the receipt makes known.
 fn read_ahead_target(schedule: &Committees, seq: u64, percent: u64) -> Option<u64> {
     let horizon = schedule.known_through();
     let lead = horizon.saturating_sub(schedule.applied_through());
-    let margin = lead.saturating_mul(percent) / 100;
+    let margin = lead.saturating_mul(percent.min(50)) / 100;
     (seq.saturating_add(margin) > horizon).then(|| seq.saturating_add(margin))
 }
 
@@ -782,9 +789,9 @@ impl Inner {
         &self,
         replica: usize,
         from: u64,
-        batches: &[CommittedBatch],
+        batches: &mut [CommittedBatch],
     ) -> Result<usize, ClientError> {
-        for (offset, batch) in batches.iter().enumerate() {
+        for (offset, batch) in batches.iter_mut().enumerate() {
             let invalid = |reason: String| ClientError::Invalid {
                 replica: replica as u16,
                 reason,
@@ -809,19 +816,22 @@ impl Inner {
     /// Checks a committed batch with the weights in force at its sequence number, and, when it
     /// is the next the schedule lacks, learns from it. A certificate this client verified
     /// for a receipt already is not checked again: the batch need only match its digest.
-    fn verify_batch(&self, batch: &CommittedBatch) -> Result<Verdict, String> {
+    fn verify_batch(&self, batch: &mut CommittedBatch) -> Result<Verdict, String> {
         let seq = batch.seq();
         // Weights at a sequence number never change once known, so the check runs without
         // holding the schedule, which receipts need meanwhile.
         let Some(committee) = lock(&self.schedule).for_seq(seq).cloned() else {
             return Ok(Verdict::WeightsUnknown);
         };
-        let statement = &batch.certificate.statement;
+        let statement = batch.certificate.statement;
         let key = (statement.view, statement.seq, statement.digest);
-        if lock(&self.verified).contains_key(&key) {
+        let cached = lock(&self.verified).get(&key).cloned();
+        if let Some(verified) = cached {
             if batch.batch.digest() != statement.digest {
                 return Err(BatchProofError::DigestMismatch { seq }.to_string());
             }
+            // The batch leaves with the certificate that verified, whatever the replica sent.
+            batch.certificate = verified;
         } else {
             batch.verify(&committee).map_err(|e| e.to_string())?;
         }
@@ -911,9 +921,6 @@ impl Inner {
                             read_ahead_target(&schedule, receipt.seq, self.read_ahead_percent),
                         )
                     };
-                    if let Some(target) = read_ahead {
-                        self.read_ahead(target);
-                    }
                     let Some(committee) = committee else {
                         // Read the log only for a certificate more than f members signed (a
                         // vote's signature does not depend on weights): one Byzantine replica
@@ -945,6 +952,11 @@ impl Inner {
                     if let Err(e) = receipt.certificate.verify(&committee) {
                         tracing::warn!(replica = from.0, nonce, error = %e, "receipt certificate does not verify");
                         return;
+                    }
+                    // Only a verified certificate moves the reading: a made-up sequence
+                    // number from one Byzantine replica sends the client nowhere.
+                    if let Some(target) = read_ahead {
+                        self.read_ahead(target);
                     }
                     let mut verified = lock(&self.verified);
                     if verified.len() >= VERIFIED_CACHE {

@@ -11,7 +11,7 @@
 //!   nothing else.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -37,8 +37,8 @@ const CLIENT_QUEUE_BYTES: usize = 16 << 20;
 const WRITE_GATHER: usize = 512 * 1024;
 /// Most batches and payload bytes in one answer to a client read.
 const READ_MAX_BATCHES: usize = 256;
-/// Most frames held per peer by the send-delay testing knob (beyond, they are dropped and
-/// counted like a full queue's).
+/// Most frames held per peer by the send-delay testing knob, which also holds at most
+/// `PEER_QUEUE_BYTES` (beyond, frames are dropped and counted like a full queue's).
 const DELAYED_FRAMES: usize = 16_384;
 const READ_MAX_BYTES: usize = 8 << 20;
 /// Client connections open at once; more are refused at accept.
@@ -251,9 +251,15 @@ impl Peers {
         let (tx, rx) = wire::frame_queue(PEER_QUEUE_BYTES);
         let delayed = (!self.send_delay.is_zero()).then(|| {
             let (sender, receiver) = mpsc::channel(DELAYED_FRAMES);
-            self.runtime
-                .spawn(send_late(receiver, tx.clone(), self.metrics.clone(), id));
-            sender
+            let held = Arc::new(AtomicUsize::new(0));
+            self.runtime.spawn(send_late(
+                receiver,
+                tx.clone(),
+                held.clone(),
+                self.metrics.clone(),
+                id,
+            ));
+            DelayStage { frames: sender, held }
         });
         self.queues[id.index()] = Some(PeerQueue { frames: tx, delayed });
         Some(self.runtime.spawn(peer_link(
@@ -283,9 +289,7 @@ impl Peers {
             return;
         };
         let queued = match &queue.delayed {
-            Some(delayed) => delayed
-                .try_send((Instant::now() + self.send_delay, frame.clone()))
-                .is_ok(),
+            Some(delayed) => delayed.hold(Instant::now() + self.send_delay, frame),
             None => queue.frames.try_send(frame.clone()),
         };
         if !queued {
@@ -304,7 +308,27 @@ impl Peers {
 /// The queue towards one peer, behind a delay stage when the testing knob asks for one.
 struct PeerQueue {
     frames: FrameSender,
-    delayed: Option<mpsc::Sender<(Instant, Frame)>>,
+    delayed: Option<DelayStage>,
+}
+
+/// Frames waiting out the send delay, bounded in bytes like the queue behind it.
+struct DelayStage {
+    frames: mpsc::Sender<(Instant, Frame)>,
+    /// Bytes of the frames held.
+    held: Arc<AtomicUsize>,
+}
+
+impl DelayStage {
+    fn hold(&self, due: Instant, frame: &Frame) -> bool {
+        let bytes = frame.len();
+        if self.held.fetch_add(bytes, Ordering::AcqRel) + bytes > PEER_QUEUE_BYTES
+            || self.frames.try_send((due, frame.clone())).is_err()
+        {
+            self.held.fetch_sub(bytes, Ordering::AcqRel);
+            return false;
+        }
+        true
+    }
 }
 
 fn count_send_drop(metrics: &Metrics, to: ReplicaId) {
@@ -320,11 +344,13 @@ fn count_send_drop(metrics: &Metrics, to: ReplicaId) {
 async fn send_late(
     mut due: mpsc::Receiver<(Instant, Frame)>,
     frames: FrameSender,
+    held: Arc<AtomicUsize>,
     metrics: Metrics,
     to: ReplicaId,
 ) {
     while let Some((at, frame)) = due.recv().await {
         tokio::time::sleep_until(at.into()).await;
+        held.fetch_sub(frame.len(), Ordering::AcqRel);
         if !frames.try_send(frame) {
             count_send_drop(&metrics, to);
         }

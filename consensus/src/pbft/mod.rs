@@ -51,7 +51,7 @@ struct Slot {
     sent_prepare: bool,
     sent_commit: bool,
     committed: bool,
-    /// When this replica had the proposal: each peer's PREPARE is timed from here.
+    /// When this replica had the proposal: each peer's COMMIT is timed from here.
     proposed_at: Option<Time>,
     /// When this replica's messages for the slot are sent again.
     resend: Backoff,
@@ -349,8 +349,13 @@ impl Replica {
             // primary's NEW-VIEW may have come and been refused as from the wrong leader.
             // Asking again now gets it from any peer in the view at once, rather than at the
             // next retransmission (200 ms lost at every weight change in the simulator).
-            let message = Message::ViewChange(own.clone());
-            self.ledger.broadcast(message);
+            // The new primary alone: it answers with its NEW-VIEW at once, and the periodic
+            // re-send still reaches everyone if it does not.
+            let primary = self.primary();
+            if primary != self.ledger.id {
+                let message = Message::ViewChange(own.clone());
+                self.ledger.send(primary, message);
+            }
             // This replica may lead the view under the new rotation.
             self.check_view_change_quorum();
         }

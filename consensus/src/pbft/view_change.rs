@@ -222,8 +222,15 @@ impl Replica {
             .current()
             .includes_correct(ahead.iter().map(|(id, _)| *id))
         {
-            if let Some(&(peer, smallest)) = ahead.iter().min_by_key(|(_, view)| *view) {
+            if let Some(&(lowest, smallest)) = ahead.iter().min_by_key(|(_, view)| *view) {
                 self.start_view_change(smallest);
+                // The sender of this VIEW-CHANGE if it moved, so that lagging replicas do not
+                // all ask the same peer.
+                let peer = if ahead.iter().any(|(id, _)| *id == from) {
+                    from
+                } else {
+                    lowest
+                };
                 // Others moved first, maybe on a log entry this replica has not executed yet
                 // (one that changed who leads, so it would refuse the new primary's NEW-VIEW
                 // as from the wrong leader): ask one of them for what it lacks now, not at
