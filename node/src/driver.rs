@@ -53,6 +53,9 @@ pub struct Driver {
     /// When this replica last entered a view change it has not finished (what the duration
     /// metric and the "new view installed" line measure from).
     view_change_since: Option<Instant>,
+    /// When the last finished view change began, until the first batch commits after it
+    /// (what the "first batch committed after the view change" line measures).
+    stalled_since: Option<Instant>,
     /// (epochs, known-through) of the schedule last handed to the transport.
     schedule_shape: Option<(usize, u64)>,
     /// Epochs already logged.
@@ -105,6 +108,7 @@ impl Driver {
             arrivals: HashMap::new(),
             view_changes_seen,
             view_change_since: None,
+            stalled_since: None,
             schedule_shape: None,
             schedule_shape_epochs: 1,
             peers_published: None,
@@ -260,7 +264,14 @@ impl Driver {
                             .metrics
                             .batch_transactions
                             .observe(committed.batch.requests.len() as f64);
-                        writes.put_batch(&committed);
+                        writes.put_batch(&committed, &self.safety);
+                        if let Some(since) = self.stalled_since.take() {
+                            tracing::info!(
+                                seq = committed.seq(),
+                                took_ms = since.elapsed().as_millis() as u64,
+                                "first batch committed after the view change"
+                            );
+                        }
                         self.recent.insert(committed.seq(), Arc::new(committed));
                         while self.recent.len() > RECENT_BATCHES {
                             self.recent.pop_first();
@@ -568,6 +579,7 @@ impl Driver {
                     took_ms = took.as_millis() as u64,
                     "new view installed"
                 );
+                self.stalled_since = Some(since);
                 self.view_change_since = None;
             }
             _ => {}

@@ -7,17 +7,25 @@
 //! client de-duplication table is not stored separately: it is a function of the committed
 //! log, and [`ordinal_consensus::start_replica`] rebuilds it by replaying the log.
 //!
-//! Keys: `format` (layout version and cluster id), `b` + seq (big-endian, so iteration is in
-//! sequence order), `s/view`, `s/stable`, `s/p` + seq (prepare votes), `s/q` + seq (prepared
-//! certificates); for the linear mode `s/voted` (last voted round) and `s/hqc` (highest quorum
+//! Keys in the log's column family: a batch's requests under `b`, the sequence number
+//! (big-endian, so iteration is in sequence order) and a 0 byte; its commit certificate under
+//! the same with a 1 byte. A batch is committed when its certificate is there. In the default
+//! column family: `format` (layout version and cluster id), `s/view`, `s/stable`, `s/p` + seq
+//! (prepare votes), `s/q` + seq (prepared certificates, whose batches are the log's); for the
+//! linear mode `s/voted2` (last voted epoch and round) and `s/hqc2` (highest quorum
 //! certificate).
+//!
+//! PBFT writes each batch once: with its prepared certificate, synced before the COMMIT vote
+//! leaves, where the log will keep it. Committing it adds only the certificate. (Layout 2 wrote
+//! the batch twice, inside the prepared certificate and again inside the committed record: the
+//! largest cost of a PBFT replica's storage, `cargo bench -p ordinal-node --bench store`.)
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use ordinal_consensus::messages::{PreparedProof, QuorumCert, StableCheckpoint};
-use ordinal_consensus::{CommittedBatch, SafetyState, SafetyUpdate};
-use ordinal_crypto::Digest;
+use ordinal_consensus::messages::{CommitVote, PrepareVote, PreparedProof, QuorumCert, StableCheckpoint};
+use ordinal_consensus::{Batch, CommittedBatch, SafetyState, SafetyUpdate};
+use ordinal_crypto::{Certificate, Digest};
 use rocksdb::{
     ColumnFamily, ColumnFamilyDescriptor, Direction, IteratorMode, Options, WriteBatch, WriteOptions, DB,
 };
@@ -26,8 +34,9 @@ use crate::config::SyncPolicy;
 
 const FORMAT_KEY: &[u8] = b"format";
 /// Layout 1 kept batches beside the safety state in the default column family; layout 2 keeps
-/// them in their own (`LOG_CF`). Opening a layout-1 store moves them over.
-const FORMAT_VERSION: u32 = 2;
+/// them in their own (`LOG_CF`); layout 3 splits each into its requests and its certificate,
+/// and keeps a prepared certificate's batch in the log only. Opening an older store converts it.
+const FORMAT_VERSION: u32 = 3;
 /// The committed log, alone in its column family. Its keys only ever grow, so the table
 /// files RocksDB flushes never overlap and compaction moves them down without rewriting them.
 /// Beside the safety state (rewritten constantly, and PBFT's prepared proofs, deleted at every
@@ -36,6 +45,9 @@ const FORMAT_VERSION: u32 = 2;
 /// 300 ms, 11-12 s into every benchmark run, and the rewrite grows with the log.
 const LOG_CF: &str = "log";
 const BATCH_PREFIX: u8 = b'b';
+/// The last byte of a log key: the batch's requests, or its commit certificate.
+const BODY: u8 = 0;
+const CERTIFICATE: u8 = 1;
 const VIEW_KEY: &[u8] = b"s/view";
 const STABLE_KEY: &[u8] = b"s/stable";
 const PREPARE_PREFIX: &[u8] = b"s/p";
@@ -83,11 +95,36 @@ pub enum StoreError {
     },
 }
 
-fn batch_key(seq: u64) -> [u8; 9] {
+/// Layouts 1 and 2: a committed batch with its certificate in one value.
+fn legacy_batch_key(seq: u64) -> [u8; 9] {
     let mut key = [0u8; 9];
     key[0] = BATCH_PREFIX;
     key[1..].copy_from_slice(&seq.to_be_bytes());
     key
+}
+
+/// The log key of a batch's `part` (`BODY` or `CERTIFICATE`).
+fn log_key(seq: u64, part: u8) -> [u8; 10] {
+    let mut key = [0u8; 10];
+    key[0] = BATCH_PREFIX;
+    key[1..9].copy_from_slice(&seq.to_be_bytes());
+    key[9] = part;
+    key
+}
+
+/// The sequence number and part of a layout-3 log key.
+fn parse_log_key(key: &[u8]) -> Result<(u64, u8), StoreError> {
+    match key {
+        [BATCH_PREFIX, seq @ .., part @ (BODY | CERTIFICATE)] if seq.len() == 8 => {
+            let mut bytes = [0u8; 8];
+            bytes.copy_from_slice(seq);
+            Ok((u64::from_be_bytes(bytes), *part))
+        }
+        _ => Err(StoreError::Corrupt {
+            key: printable(key),
+            reason: "malformed log key".into(),
+        }),
+    }
 }
 
 fn seq_key(prefix: &[u8], seq: u64) -> Vec<u8> {
@@ -147,9 +184,8 @@ fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
 pub struct Writes {
     /// Safety state, in the default column family.
     batch: WriteBatch,
-    /// Committed batches (key, sealed value), for the log's column family at commit.
-    log: Vec<([u8; 9], Vec<u8>)>,
-    batches: usize,
+    /// Batches and their certificates (key, sealed value), for the log's column family.
+    log: Vec<([u8; 10], Vec<u8>)>,
     highest_batch: Option<u64>,
     safety: bool,
 }
@@ -165,11 +201,20 @@ impl Writes {
         self.highest_batch
     }
 
-    /// Adds a committed batch.
-    pub fn put_batch(&mut self, committed: &CommittedBatch) {
-        self.log.push((batch_key(committed.seq()), encode(committed)));
-        self.batches += 1;
-        self.highest_batch = Some(self.highest_batch.unwrap_or(0).max(committed.seq()));
+    /// Adds a committed batch. `safety` is the state these writes bring about: when it holds a
+    /// prepared certificate for the same batch, the batch went into the log with it (in these
+    /// writes or earlier ones) and only the commit certificate is added.
+    pub fn put_batch(&mut self, committed: &CommittedBatch, safety: &SafetyState) {
+        let seq = committed.seq();
+        let stored = safety.prepared.get(&seq).is_some_and(|proof| {
+            proof.certificate.statement.digest == committed.certificate.statement.digest
+        });
+        if !stored {
+            self.log.push((log_key(seq, BODY), encode(&committed.batch)));
+        }
+        self.log
+            .push((log_key(seq, CERTIFICATE), encode(&committed.certificate)));
+        self.highest_batch = Some(self.highest_batch.unwrap_or(0).max(seq));
     }
 
     /// Adds what `update` changed in `state` (already applied to it). Writes holding a safety
@@ -187,9 +232,17 @@ impl Writes {
                 }
             }
             SafetyUpdate::Prepared(proof) => {
-                if let Some(kept) = state.prepared.get(&proof.seq()) {
+                // Only a certificate the state kept is written; an older one changed nothing.
+                // Its batch goes where the log keeps batches, so that committing it later
+                // writes the certificate alone.
+                if let Some(kept) = state
+                    .prepared
+                    .get(&proof.seq())
+                    .filter(|kept| kept.certificate == proof.certificate)
+                {
                     self.batch
-                        .put(seq_key(PREPARED_PREFIX, proof.seq()), encode(kept));
+                        .put(seq_key(PREPARED_PREFIX, kept.seq()), encode(&kept.certificate));
+                    self.log.push((log_key(kept.seq(), BODY), encode(&kept.batch)));
                 }
             }
             SafetyUpdate::Voted { .. } => {
@@ -203,7 +256,8 @@ impl Writes {
             }
             SafetyUpdate::Stable(_) => {
                 self.batch.put(STABLE_KEY, encode(&state.stable));
-                // Votes at or below the stable checkpoint are never needed again.
+                // Votes at or below the stable checkpoint are never needed again (the batches
+                // of prepared certificates stay: they are the log's).
                 let end = state.stable.seq.saturating_add(1);
                 self.batch
                     .delete_range(seq_key(PREPARE_PREFIX, 0), seq_key(PREPARE_PREFIX, end));
@@ -262,9 +316,12 @@ impl Store {
                 }
                 match version {
                     FORMAT_VERSION => {}
-                    1 => {
-                        store.move_log_to_its_family()?;
-                        store.write_format(&expected)?;
+                    1 | 2 => {
+                        if version == 1 {
+                            store.move_log_to_its_family()?;
+                        }
+                        store.split_log_records()?;
+                        store.keep_prepared_batches_in_the_log(&expected)?;
                     }
                     _ => {
                         return Err(StoreError::Corrupt {
@@ -319,6 +376,91 @@ impl Store {
         if moved > 0 {
             self.db.write_opt(writes, &options)?;
         }
+        Ok(())
+    }
+
+    /// Layout 2 to 3, first step: each committed batch's one value becomes two, its requests
+    /// and its certificate, a chunk per synced write. The old keys are one byte shorter, so a
+    /// crash midway leaves exactly the batches not yet split under old keys, and the next open
+    /// splits those.
+    fn split_log_records(&self) -> Result<(), StoreError> {
+        const CHUNK_BATCHES: usize = 256;
+        const CHUNK_BYTES: usize = 32 << 20;
+        let log = self.log_family()?;
+        let mut options = WriteOptions::default();
+        options.set_sync(true);
+        let mut writes = WriteBatch::default();
+        let mut split = 0;
+        let mut bytes = 0;
+        let start = [BATCH_PREFIX];
+        for item in self
+            .db
+            .iterator_cf(log, IteratorMode::From(&start, Direction::Forward))
+        {
+            let (key, value) = item?;
+            if key.first() != Some(&BATCH_PREFIX) {
+                break;
+            }
+            if key.len() != legacy_batch_key(0).len() {
+                continue;
+            }
+            let committed = check_batch(&key, key_seq(&key, 1)?, &value)?;
+            writes.put_cf(log, log_key(committed.seq(), BODY), encode(&committed.batch));
+            writes.put_cf(
+                log,
+                log_key(committed.seq(), CERTIFICATE),
+                encode(&committed.certificate),
+            );
+            writes.delete_cf(log, &key);
+            split += 1;
+            bytes += value.len();
+            if split >= CHUNK_BATCHES || bytes >= CHUNK_BYTES {
+                self.db.write_opt(std::mem::take(&mut writes), &options)?;
+                split = 0;
+                bytes = 0;
+            }
+        }
+        if split > 0 {
+            self.db.write_opt(writes, &options)?;
+        }
+        Ok(())
+    }
+
+    /// Layout 2 to 3, second step, in one synced write with the new layout version (so it runs
+    /// once, and fully or not at all): each prepared certificate stored with its batch is kept
+    /// as the certificate alone, its batch in the log. A certificate whose sequence number the
+    /// log already holds with another batch is dropped: that batch committed, so no later view
+    /// can prepare this one, and carrying it in a VIEW-CHANGE never mattered.
+    fn keep_prepared_batches_in_the_log(&self, format: &(u32, String)) -> Result<(), StoreError> {
+        let log = self.log_family()?;
+        let mut writes = WriteBatch::default();
+        for item in self.db.prefix_iterator(PREPARED_PREFIX) {
+            let (key, value) = item?;
+            if !key.starts_with(PREPARED_PREFIX) {
+                break;
+            }
+            let proof: PreparedProof = decode(&key, &value)?;
+            let seq = proof.seq();
+            let digest = proof.certificate.statement.digest;
+            match self.db.get_cf(log, log_key(seq, CERTIFICATE))? {
+                Some(held) => {
+                    let held: Certificate<CommitVote> = decode(&log_key(seq, CERTIFICATE), &held)?;
+                    if held.statement.digest == digest {
+                        writes.put(&key, encode(&proof.certificate));
+                    } else {
+                        writes.delete(&key);
+                    }
+                }
+                None => {
+                    writes.put(&key, encode(&proof.certificate));
+                    writes.put_cf(log, log_key(seq, BODY), encode(&proof.batch));
+                }
+            }
+        }
+        writes.put(FORMAT_KEY, encode(format));
+        let mut options = WriteOptions::default();
+        options.set_sync(true);
+        self.db.write_opt(writes, &options)?;
         Ok(())
     }
 
@@ -385,31 +527,50 @@ impl Store {
             let seq = key_seq(&key, PREPARE_PREFIX.len())?;
             state.prepares.insert(seq, decode(&key, &value)?);
         }
+        let log = self.log_family()?;
         for item in self.db.prefix_iterator(PREPARED_PREFIX) {
             let (key, value) = item?;
             if !key.starts_with(PREPARED_PREFIX) {
                 break;
             }
             let seq = key_seq(&key, PREPARED_PREFIX.len())?;
-            let proof: PreparedProof = decode(&key, &value)?;
-            if proof.seq() != seq {
+            let certificate: Certificate<PrepareVote> = decode(&key, &value)?;
+            if certificate.statement.seq != seq {
                 return Err(StoreError::Corrupt {
                     key: printable(&key),
-                    reason: format!("holds a certificate for {}", proof.seq()),
+                    reason: format!("holds a certificate for {}", certificate.statement.seq),
                 });
             }
-            state.prepared.insert(seq, proof);
+            let body_key = log_key(seq, BODY);
+            let Some(body) = self.db.get_cf(log, body_key)? else {
+                return Err(StoreError::Corrupt {
+                    key: printable(&key),
+                    reason: "its batch is missing from the log".into(),
+                });
+            };
+            let batch: Batch = decode(&body_key, &body)?;
+            if batch.digest() != certificate.statement.digest {
+                // The log's batch at this sequence number is another one, which committed
+                // after this certificate was stored (fetched from peers): no later view can
+                // prepare this batch, so the certificate is not needed.
+                tracing::debug!(seq, "prepared certificate superseded by the committed batch");
+                continue;
+            }
+            state.prepared.insert(seq, PreparedProof { certificate, batch });
         }
         Ok(state)
     }
 
     /// One committed batch, checked.
     pub fn batch(&self, seq: u64) -> Result<Option<CommittedBatch>, StoreError> {
-        let key = batch_key(seq);
-        match self.db.get_cf(self.log_family()?, key)? {
-            None => Ok(None),
-            Some(value) => Ok(Some(check_batch(&key, seq, &value)?)),
-        }
+        let log = self.log_family()?;
+        let certificate_key = log_key(seq, CERTIFICATE);
+        let Some(certificate) = self.db.get_cf(log, certificate_key)? else {
+            return Ok(None);
+        };
+        let body_key = log_key(seq, BODY);
+        let body = self.db.get_cf(log, body_key)?;
+        check_parts(seq, body.as_deref(), &certificate).map(Some)
     }
 
     /// Committed batches from `from` on, in order, stopping at the first missing one, after
@@ -421,28 +582,21 @@ impl Store {
         max_bytes: usize,
     ) -> Result<Vec<CommittedBatch>, StoreError> {
         let mut out = Vec::new();
+        if max == 0 {
+            return Ok(out);
+        }
         let mut bytes = 0usize;
-        let start = batch_key(from);
-        let log = self.log_family()?;
-        for item in self
-            .db
-            .iterator_cf(log, IteratorMode::From(&start, Direction::Forward))
-        {
-            let (key, value) = item?;
-            if key.first() != Some(&BATCH_PREFIX)
-                || out.len() >= max
-                || (bytes >= max_bytes && !out.is_empty())
-            {
-                break;
-            }
-            let expected = from + out.len() as u64;
-            let seq = key_seq(&key, 1)?;
-            if seq != expected {
-                break;
-            }
-            let committed = check_batch(&key, seq, &value)?;
+        for item in self.committed_from(from)? {
+            let committed = match item {
+                Ok(committed) => committed,
+                Err(StoreError::Gap { .. }) => break,
+                Err(e) => return Err(e),
+            };
             bytes += committed.batch.payload_bytes();
             out.push(committed);
+            if out.len() >= max || bytes >= max_bytes {
+                break;
+            }
         }
         Ok(out)
     }
@@ -450,40 +604,82 @@ impl Store {
     /// The whole committed log from sequence number 1, read lazily and checked as it goes:
     /// a corrupted value or a hole ends the iteration with an error.
     pub fn log(&self) -> impl Iterator<Item = Result<CommittedBatch, StoreError>> + '_ {
-        let mut expected = 1u64;
-        let mut failed = false;
-        let (family, missing) = match self.log_family() {
-            Ok(family) => (Some(family), None),
+        let (entries, failed) = match self.committed_from(1) {
+            Ok(entries) => (Some(entries), None),
             Err(e) => (None, Some(Err(e))),
         };
-        let entries = family.into_iter().flat_map(move |log| {
-            self.db
-                .iterator_cf(log, IteratorMode::From(&batch_key(1), Direction::Forward))
-        });
-        missing.into_iter().chain(entries.map_while(move |item| {
-            if failed {
-                return None;
+        failed.into_iter().chain(entries.into_iter().flatten())
+    }
+
+    /// Committed batches from `from` on, in order, each checked against its certificate. It
+    /// ends after the last one, or with an error after a hole or a bad value. A batch without
+    /// its certificate is prepared, not committed: the log ends before it (or has a hole there,
+    /// if a certificate follows).
+    fn committed_from(&self, from: u64) -> Result<CommittedLog<'_>, StoreError> {
+        let log = self.log_family()?;
+        let mut entries = self.db.raw_iterator_cf(log);
+        entries.seek(log_key(from, BODY));
+        Ok(CommittedLog {
+            entries,
+            expected: from,
+            done: false,
+        })
+    }
+}
+
+/// The iterator of [`Store::committed_from`]: one pass over the log's keys, each batch's
+/// requests just before its certificate.
+struct CommittedLog<'a> {
+    entries: rocksdb::DBRawIterator<'a>,
+    expected: u64,
+    done: bool,
+}
+
+impl CommittedLog<'_> {
+    fn step(&mut self) -> Result<Option<CommittedBatch>, StoreError> {
+        let mut body: Option<(u64, Vec<u8>)> = None;
+        loop {
+            let Some(key) = self.entries.key() else {
+                self.entries.status()?;
+                return Ok(None);
+            };
+            if key.first() != Some(&BATCH_PREFIX) {
+                return Ok(None);
             }
-            let result = item.map_err(StoreError::from).and_then(|(key, value)| {
-                if key.first() != Some(&BATCH_PREFIX) {
-                    return Ok(None);
-                }
-                let seq = key_seq(&key, 1)?;
-                if seq != expected {
-                    return Err(StoreError::Gap { expected, found: seq });
-                }
-                expected += 1;
-                check_batch(&key, seq, &value).map(Some)
-            });
-            match result {
-                Ok(Some(batch)) => Some(Ok(batch)),
-                Ok(None) => None,
-                Err(e) => {
-                    failed = true;
-                    Some(Err(e))
-                }
+            let (seq, part) = parse_log_key(key)?;
+            let value = self.entries.value().unwrap_or_default();
+            if part == BODY {
+                body = Some((seq, value.to_vec()));
+                self.entries.next();
+                continue;
             }
-        }))
+            if seq != self.expected {
+                return Err(StoreError::Gap {
+                    expected: self.expected,
+                    found: seq,
+                });
+            }
+            let held = body.take().filter(|(at, _)| *at == seq).map(|(_, value)| value);
+            let committed = check_parts(seq, held.as_deref(), value)?;
+            self.expected += 1;
+            self.entries.next();
+            return Ok(Some(committed));
+        }
+    }
+}
+
+impl Iterator for CommittedLog<'_> {
+    type Item = Result<CommittedBatch, StoreError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        let item = self.step().transpose();
+        if !matches!(item, Some(Ok(_))) {
+            self.done = true;
+        }
+        item
     }
 }
 
@@ -497,7 +693,31 @@ fn key_seq(key: &[u8], prefix_len: usize) -> Result<u64, StoreError> {
         })
 }
 
-/// Decodes a stored batch and checks it is the batch its certificate names at its key's
+/// Decodes a committed batch from its parts and checks that the batch is the one its
+/// certificate names at `seq` (the signatures were checked before it was stored).
+fn check_parts(seq: u64, body: Option<&[u8]>, certificate: &[u8]) -> Result<CommittedBatch, StoreError> {
+    let certificate_key = log_key(seq, CERTIFICATE);
+    let body_key = log_key(seq, BODY);
+    let certificate: Certificate<CommitVote> = decode(&certificate_key, certificate)?;
+    let corrupt = |key: &[u8], reason: String| StoreError::Corrupt {
+        key: printable(key),
+        reason,
+    };
+    if certificate.statement.seq != seq {
+        return Err(corrupt(
+            &certificate_key,
+            format!("holds the certificate of batch {}", certificate.statement.seq),
+        ));
+    }
+    let body = body.ok_or_else(|| corrupt(&body_key, "missing beside its certificate".into()))?;
+    let batch: Batch = decode(&body_key, body)?;
+    if batch.digest() != certificate.statement.digest {
+        return Err(corrupt(&body_key, "batch does not match its certificate".into()));
+    }
+    Ok(CommittedBatch { batch, certificate })
+}
+
+/// Decodes a layout-2 batch and checks it is the batch its certificate names at its key's
 /// sequence number (the signatures were checked before it was stored).
 fn check_batch(key: &[u8], seq: u64, value: &[u8]) -> Result<CommittedBatch, StoreError> {
     let committed: CommittedBatch = decode(key, value)?;
@@ -521,8 +741,6 @@ mod tests {
     use ordinal_consensus::{Batch, Request};
     use ordinal_crypto::{Certificate, Committee, KeyPair, ReplicaId, Signed};
 
-    use ordinal_consensus::messages::CommitVote;
-
     fn committee() -> (Vec<KeyPair>, Committee) {
         let keys: Vec<KeyPair> = (1..=4u8).map(|i| KeyPair::from_seed([i; 32])).collect();
         let publics: Vec<_> = keys.iter().map(|k| k.public()).collect();
@@ -532,15 +750,17 @@ mod tests {
         )
     }
 
-    fn committed(seq: u64, keys: &[KeyPair], committee: &Committee) -> CommittedBatch {
-        let batch = Batch {
-            requests: vec![Request::unsigned(keys[0].public(), seq, vec![seq as u8; 10])],
-        };
-        let vote = CommitVote {
-            view: 0,
-            seq,
-            digest: batch.digest(),
-        };
+    fn batch(seq: u64, keys: &[KeyPair], fill: u8) -> Batch {
+        Batch {
+            requests: vec![Request::unsigned(keys[0].public(), seq, vec![fill; 10])],
+        }
+    }
+
+    fn certificate<T: ordinal_crypto::Signable + Copy>(
+        vote: T,
+        keys: &[KeyPair],
+        committee: &Committee,
+    ) -> Certificate<T> {
         let votes: Vec<_> = (0..3)
             .map(|i| {
                 Signed::sign(vote, ReplicaId(i), &keys[i as usize], committee)
@@ -548,10 +768,193 @@ mod tests {
                     .unwrap()
             })
             .collect();
+        Certificate::from_votes(vote, committee.epoch(), &votes)
+    }
+
+    fn committed_batch(seq: u64, batch: Batch, keys: &[KeyPair], committee: &Committee) -> CommittedBatch {
+        let vote = CommitVote {
+            view: 0,
+            seq,
+            digest: batch.digest(),
+        };
         CommittedBatch {
             batch,
-            certificate: Certificate::from_votes(vote, committee.epoch(), &votes),
+            certificate: certificate(vote, keys, committee),
         }
+    }
+
+    fn committed(seq: u64, keys: &[KeyPair], committee: &Committee) -> CommittedBatch {
+        committed_batch(seq, batch(seq, keys, seq as u8), keys, committee)
+    }
+
+    fn prepared(seq: u64, view: u64, batch: Batch, keys: &[KeyPair], committee: &Committee) -> PreparedProof {
+        let vote = PrepareVote {
+            view,
+            seq,
+            digest: batch.digest(),
+        };
+        PreparedProof {
+            certificate: certificate(vote, keys, committee),
+            batch,
+        }
+    }
+
+    /// The log's keys, in order, as (seq, part).
+    fn log_keys(store: &Store) -> Vec<(u64, u8)> {
+        let log = store.log_family().unwrap();
+        store
+            .db
+            .iterator_cf(log, IteratorMode::Start)
+            .map(|item| parse_log_key(&item.unwrap().0).unwrap())
+            .collect()
+    }
+
+    /// PBFT's pattern: the prepared certificate puts the batch in the log, committing adds the
+    /// certificate alone, and the certificate comes back with its batch after a restart. A
+    /// batch fetched from peers in place of a prepared one replaces it in the log, and the
+    /// superseded certificate is dropped at the next open.
+    #[test]
+    fn a_prepared_batch_is_written_once_and_survives_reopen() {
+        let (keys, committee) = committee();
+        let dir = tempfile::tempdir().unwrap();
+        let id = Digest::of(b"cluster");
+        {
+            let store = Store::open(dir.path(), SyncPolicy::Always, &id).unwrap();
+            let mut state = SafetyState::default();
+            // Seq 1: prepared, then committed in a later write.
+            let update = SafetyUpdate::Prepared(prepared(1, 0, batch(1, &keys, 1), &keys, &committee));
+            state.apply(&update);
+            let mut writes = Writes::default();
+            writes.put_safety(&update, &state);
+            assert_eq!(
+                writes.log.len(),
+                1,
+                "the batch goes to the log with its certificate"
+            );
+            store.commit(writes).unwrap();
+            assert!(store.batch(1).unwrap().is_none(), "prepared is not committed");
+            assert_eq!(store.log().count(), 0);
+            let mut writes = Writes::default();
+            writes.put_batch(&committed(1, &keys, &committee), &state);
+            assert_eq!(writes.log.len(), 1, "committing adds the certificate alone");
+            store.commit(writes).unwrap();
+            assert_eq!(store.batch(1).unwrap(), Some(committed(1, &keys, &committee)));
+            // Seq 2: prepared with one batch, then another batch fetched from peers commits.
+            let update = SafetyUpdate::Prepared(prepared(2, 0, batch(2, &keys, 99), &keys, &committee));
+            state.apply(&update);
+            let mut writes = Writes::default();
+            writes.put_safety(&update, &state);
+            writes.put_batch(&committed(2, &keys, &committee), &state);
+            assert_eq!(writes.log.len(), 3, "a different batch is written whole");
+            store.commit(writes).unwrap();
+            // Seq 3: prepared only.
+            let update = SafetyUpdate::Prepared(prepared(3, 1, batch(3, &keys, 3), &keys, &committee));
+            state.apply(&update);
+            let mut writes = Writes::default();
+            writes.put_safety(&update, &state);
+            // An older certificate for the same sequence number changes nothing.
+            let older = SafetyUpdate::Prepared(prepared(3, 0, batch(3, &keys, 7), &keys, &committee));
+            state.apply(&older);
+            writes.put_safety(&older, &state);
+            assert_eq!(writes.log.len(), 1);
+            store.commit(writes).unwrap();
+        }
+        let store = Store::open(dir.path(), SyncPolicy::Always, &id).unwrap();
+        let log: Vec<_> = store.log().collect::<Result<_, _>>().unwrap();
+        assert_eq!(
+            log,
+            vec![committed(1, &keys, &committee), committed(2, &keys, &committee)]
+        );
+        assert_eq!(store.batches(1, 10, usize::MAX).unwrap().len(), 2);
+        assert!(store.batch(3).unwrap().is_none());
+        assert_eq!(
+            log_keys(&store),
+            vec![
+                (1, BODY),
+                (1, CERTIFICATE),
+                (2, BODY),
+                (2, CERTIFICATE),
+                (3, BODY)
+            ],
+            "each batch is stored once"
+        );
+        let state = store.safety().unwrap();
+        assert_eq!(
+            state.prepared.get(&1),
+            Some(&prepared(1, 0, batch(1, &keys, 1), &keys, &committee))
+        );
+        assert!(
+            !state.prepared.contains_key(&2),
+            "superseded by the committed batch"
+        );
+        assert_eq!(
+            state.prepared.get(&3),
+            Some(&prepared(3, 1, batch(3, &keys, 3), &keys, &committee))
+        );
+    }
+
+    /// Layout 2 kept prepared certificates with their batches and each committed batch in one
+    /// value; opening converts both, keeping what the replica needs and each batch once.
+    #[test]
+    fn a_layout_2_store_is_converted_on_open() {
+        let (keys, committee) = committee();
+        let dir = tempfile::tempdir().unwrap();
+        let id = Digest::of(b"cluster");
+        {
+            let mut options = Options::default();
+            options.create_if_missing(true);
+            options.create_missing_column_families(true);
+            let db = DB::open_cf(&options, dir.path(), [LOG_CF]).unwrap();
+            let log = db.cf_handle(LOG_CF).unwrap();
+            db.put(FORMAT_KEY, encode(&(2u32, id.to_hex()))).unwrap();
+            for seq in 1..=3 {
+                db.put_cf(
+                    log,
+                    legacy_batch_key(seq),
+                    encode(&committed(seq, &keys, &committee)),
+                )
+                .unwrap();
+            }
+            // Committed with its batch; superseded by another batch; not committed.
+            for proof in [
+                prepared(2, 0, batch(2, &keys, 2), &keys, &committee),
+                prepared(3, 0, batch(3, &keys, 42), &keys, &committee),
+                prepared(4, 1, batch(4, &keys, 4), &keys, &committee),
+            ] {
+                db.put(seq_key(PREPARED_PREFIX, proof.seq()), encode(&proof))
+                    .unwrap();
+            }
+        }
+        let store = Store::open(dir.path(), SyncPolicy::Always, &id).unwrap();
+        let log: Vec<_> = store.log().collect::<Result<_, _>>().unwrap();
+        assert_eq!(
+            log,
+            (1..=3)
+                .map(|seq| committed(seq, &keys, &committee))
+                .collect::<Vec<_>>()
+        );
+        assert_eq!(
+            log_keys(&store),
+            vec![
+                (1, BODY),
+                (1, CERTIFICATE),
+                (2, BODY),
+                (2, CERTIFICATE),
+                (3, BODY),
+                (3, CERTIFICATE),
+                (4, BODY)
+            ]
+        );
+        let state = store.safety().unwrap();
+        assert_eq!(state.prepared.keys().copied().collect::<Vec<_>>(), vec![2, 4]);
+        assert_eq!(
+            state.prepared.get(&4),
+            Some(&prepared(4, 1, batch(4, &keys, 4), &keys, &committee))
+        );
+        drop(store);
+        let store = Store::open(dir.path(), SyncPolicy::Always, &id).unwrap();
+        assert_eq!(store.log().count(), 3);
+        assert_eq!(store.safety().unwrap().prepared.len(), 2);
     }
 
     #[test]
@@ -564,7 +967,7 @@ mod tests {
             let mut state = SafetyState::default();
             let mut writes = Writes::default();
             for seq in 1..=5 {
-                writes.put_batch(&committed(seq, &keys, &committee));
+                writes.put_batch(&committed(seq, &keys, &committee), &state);
             }
             for update in [
                 SafetyUpdate::EnterView {
@@ -605,9 +1008,9 @@ mod tests {
     }
 
     /// A store written by layout 1 (batches beside the safety state) opens with its log moved
-    /// to the log's column family, nothing lost, and the safety state untouched.
+    /// to the log's column family and split, nothing lost, and the safety state untouched.
     #[test]
-    fn a_layout_1_store_is_moved_to_layout_2_on_open() {
+    fn a_layout_1_store_is_converted_on_open() {
         let (keys, committee) = committee();
         let dir = tempfile::tempdir().unwrap();
         let id = Digest::of(b"cluster");
@@ -617,7 +1020,7 @@ mod tests {
             let db = DB::open(&options, dir.path()).unwrap();
             db.put(FORMAT_KEY, encode(&(1u32, id.to_hex()))).unwrap();
             for seq in 1..=300 {
-                db.put(batch_key(seq), encode(&committed(seq, &keys, &committee)))
+                db.put(legacy_batch_key(seq), encode(&committed(seq, &keys, &committee)))
                     .unwrap();
             }
             db.put(LEGACY_VOTED_KEY, encode(&7u64)).unwrap();
@@ -632,11 +1035,11 @@ mod tests {
             "a round stored alone is of epoch 0"
         );
         assert!(
-            store.db.get(batch_key(1)).unwrap().is_none(),
+            store.db.get(legacy_batch_key(1)).unwrap().is_none() && log_keys(&store).len() == 600,
             "the old copies are gone"
         );
         drop(store);
-        // Reopening finds layout 2 and the same log.
+        // Reopening finds layout 3 and the same log.
         let store = Store::open(dir.path(), SyncPolicy::Always, &id).unwrap();
         assert_eq!(store.log().count(), 300);
         // A linear-mode certificate from before epochs is refused by name, not decoded as
@@ -653,7 +1056,7 @@ mod tests {
         let store = Store::open(dir.path(), SyncPolicy::Never, &id).unwrap();
         let mut writes = Writes::default();
         for seq in [1, 2, 4] {
-            writes.put_batch(&committed(seq, &keys, &committee));
+            writes.put_batch(&committed(seq, &keys, &committee), &SafetyState::default());
         }
         store.commit(writes).unwrap();
         let result: Result<Vec<_>, _> = store.log().collect();
@@ -666,12 +1069,24 @@ mod tests {
         ));
         // Flip one byte of a stored value: its checksum no longer matches.
         let log = store.log_family().unwrap();
-        let mut value = store.db.get_cf(log, batch_key(2)).unwrap().unwrap();
+        assert_eq!(
+            store.batches(1, 10, usize::MAX).unwrap().len(),
+            2,
+            "a read stops at the hole"
+        );
+        let mut value = store.db.get_cf(log, log_key(2, BODY)).unwrap().unwrap();
         let last = value.len() - 1;
         value[last] ^= 1;
-        store.db.put_cf(log, batch_key(2), value).unwrap();
+        store.db.put_cf(log, log_key(2, BODY), value).unwrap();
         assert!(matches!(store.batch(2), Err(StoreError::Corrupt { .. })));
         let result: Result<Vec<_>, _> = store.log().collect();
         assert!(matches!(result, Err(StoreError::Corrupt { .. })));
+        // A certificate whose batch is gone is corrupt, not the end of the log.
+        store.db.delete_cf(log, log_key(1, BODY)).unwrap();
+        assert!(matches!(store.batch(1), Err(StoreError::Corrupt { .. })));
+        assert!(matches!(
+            store.log().next(),
+            Some(Err(StoreError::Corrupt { .. }))
+        ));
     }
 }
