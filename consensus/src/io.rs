@@ -140,6 +140,8 @@ pub struct Footprint {
     pub queued: usize,
     /// View-change messages held.
     pub view_changes: usize,
+    /// Phase messages held for a view not installed yet (PBFT).
+    pub early_messages: usize,
     /// Batches executed but not yet known durable.
     pub unpersisted: usize,
     /// De-duplication table entries.
@@ -159,6 +161,7 @@ impl Footprint {
             && self.pending_bytes <= config.max_pending_bytes
             && self.queued <= 2 * config.max_pending_requests + config.max_batch_requests
             && self.view_changes <= 2 * replicas
+            && self.early_messages <= replicas * crate::pbft::early_limit(config)
             && self.unpersisted <= 2 * window
             && self.client_entries <= clients * 2 * config.client_nonce_window as usize
     }

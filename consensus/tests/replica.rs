@@ -302,3 +302,155 @@ fn view_change_timeouts_double_across_failed_views() {
     }
     assert_eq!(gaps, vec![Duration::from_secs(2), Duration::from_secs(4)]);
 }
+
+/// Replicas install a new view at different moments, and those that have it vote at once:
+/// a PREPARE or COMMIT of the view this replica is changing to, arriving before the NEW-VIEW,
+/// is held and counted once the view is installed, not dropped to wait for a re-send. Held
+/// messages are bounded per sender.
+#[test]
+fn votes_of_the_view_being_installed_are_kept_for_it() {
+    use ordinal_consensus::messages::{CommitVote, NewView, StableCheckpoint, ViewChange};
+    let committee = committee(4).unwrap();
+    let protocol = config();
+    let me = ReplicaId(2);
+    let mut replica = Replica::new(
+        me,
+        replica_key(2),
+        committee.clone(),
+        protocol.clone(),
+        Duration::ZERO,
+    );
+    let deliver = |replica: &mut Replica, now: Duration, from: u16, message: Message| {
+        let message = message.verify(&committee, &protocol).unwrap();
+        replica.handle(
+            now,
+            Input::Message {
+                from: ReplicaId(from),
+                message,
+            },
+        )
+    };
+    let sign = |from: u16| (ReplicaId(from), replica_key(from as usize));
+
+    // A request nobody orders: the view changes to 1, whose primary is replica 1.
+    let request = Request::unsigned(replica_key(9).public(), 1, b"tx".to_vec());
+    replica.handle(Duration::ZERO, Input::Request(request)).unwrap();
+    let mut now = Duration::ZERO;
+    while replica.status().view == 0 {
+        now = replica.poll_timeout().unwrap();
+        replica.handle(now, Input::Timeout).unwrap();
+    }
+    assert!(replica.status().changing_view);
+    replica.drain_actions();
+
+    // The others installed view 1 already and voted for the primary's first batch.
+    let batch = batch(7);
+    let digest = batch.digest();
+    for from in [0u16, 3] {
+        let (id, key) = sign(from);
+        let vote = Signed::sign(
+            PrepareVote {
+                view: 1,
+                seq: 1,
+                digest,
+            },
+            id,
+            &key,
+            &committee,
+        );
+        deliver(&mut replica, now, from, Message::Prepare(vote)).unwrap();
+    }
+    for from in [0u16, 1, 3] {
+        let (id, key) = sign(from);
+        let vote = Signed::sign(
+            CommitVote {
+                view: 1,
+                seq: 1,
+                digest,
+            },
+            id,
+            &key,
+            &committee,
+        );
+        deliver(&mut replica, now, from, Message::Commit(vote)).unwrap();
+    }
+    assert_eq!(replica.footprint().early_messages, 5);
+
+    // Then the NEW-VIEW and the PRE-PREPARE arrive (in that order, on the primary's stream).
+    let view_changes = [0u16, 1, 3]
+        .iter()
+        .map(|&from| {
+            let (id, key) = sign(from);
+            let body = ViewChange {
+                new_view: 1,
+                stable: StableCheckpoint::genesis(),
+                prepared: Vec::new(),
+            };
+            Signed::sign(body, id, &key, &committee)
+        })
+        .collect();
+    let (id, key) = sign(1);
+    let new_view = Signed::sign(
+        NewView {
+            view: 1,
+            view_changes,
+        },
+        id,
+        &key,
+        &committee,
+    );
+    deliver(&mut replica, now, 1, Message::NewView(new_view)).unwrap();
+    assert!(!replica.status().changing_view);
+    assert_eq!(replica.footprint().early_messages, 0);
+    let proposal = Signed::sign(
+        Proposal {
+            view: 1,
+            seq: 1,
+            digest,
+        },
+        id,
+        &key,
+        &committee,
+    );
+    deliver(&mut replica, now, 1, Message::PrePrepare { proposal, batch }).unwrap();
+
+    // Its own PREPARE completes the held ones, its COMMIT the held COMMITs: the batch
+    // commits with no message sent again.
+    let committed: Vec<u64> = replica
+        .drain_actions()
+        .into_iter()
+        .filter_map(|action| match action {
+            Action::PersistBatch(batch) => Some(batch.seq()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(committed, vec![1]);
+
+    // Votes for the next view are held too, up to the bound per sender; the rest are refused
+    // as before.
+    let limit = ordinal_consensus::pbft::early_limit(&protocol);
+    for seq in 1..=limit as u64 + 3 {
+        let (id, key) = sign(3);
+        let vote = Signed::sign(PrepareVote { view: 2, seq, digest }, id, &key, &committee);
+        let result = deliver(&mut replica, now, 3, Message::Prepare(vote));
+        if seq <= limit as u64 {
+            result.unwrap();
+        } else {
+            assert!(matches!(result, Err(Invalid::WrongView { .. })), "{result:?}");
+        }
+    }
+    assert_eq!(replica.footprint().early_messages, limit);
+    // Two views ahead: not held.
+    let (id, key) = sign(0);
+    let vote = Signed::sign(
+        PrepareVote {
+            view: 3,
+            seq: 1,
+            digest,
+        },
+        id,
+        &key,
+        &committee,
+    );
+    assert!(deliver(&mut replica, now, 0, Message::Prepare(vote)).is_err());
+}

@@ -1452,6 +1452,7 @@ impl Protocol for Replica {
             pending_bytes: self.ledger.pool.bytes(),
             queued: 0,
             view_changes: self.timeouts.len(),
+            early_messages: 0,
             unpersisted: self.ledger.unpersisted(),
             client_entries: self.ledger.clients.entries(),
         }

@@ -90,6 +90,25 @@ impl Backoff {
     }
 }
 
+/// A PRE-PREPARE, PREPARE or COMMIT of a view this replica has not installed yet, held until
+/// it has. Replicas install a new view at different moments (the new primary first, the
+/// others once its NEW-VIEW is checked, a lagging one after executing the entry that moved the
+/// view), and the first to install it vote at once: a replica that dropped those votes waited
+/// for re-sends (one interval, then backing off), which stalled every planned view change for
+/// about 400 ms on a real cluster while the view itself was installed in 14-49 ms.
+#[derive(Debug)]
+struct EarlyMessage {
+    view: u64,
+    from: ReplicaId,
+    message: VerifiedMessage,
+}
+
+/// How many early messages one peer may have held: a PRE-PREPARE, PREPARE and COMMIT for
+/// every batch in flight, and a few for slack. Only the next view's messages are held.
+pub fn early_limit(config: &ProtocolConfig) -> usize {
+    3 * config.max_inflight_batches as usize + 4
+}
+
 #[derive(Clone, Copy, Debug)]
 struct ViewChanging {
     /// When a quorum of VIEW-CHANGE messages for the target view was first held; the
@@ -127,6 +146,8 @@ pub struct Replica {
     view_change_resend: (u64, Backoff),
     last_new_view: Option<Signed<NewView>>,
     views_seen: BTreeMap<ReplicaId, u64>,
+    /// Phase messages of the view being installed (or the next one), bounded per sender.
+    early: Vec<EarlyMessage>,
 
     next_tick: Time,
 }
@@ -180,6 +201,7 @@ impl Replica {
             view_change_resend: (0, Backoff::default()),
             last_new_view: None,
             views_seen: BTreeMap::new(),
+            early: Vec::new(),
         };
         // A primary must never reuse a sequence number it proposed before the restart.
         let proposed_high = replica
@@ -422,6 +444,84 @@ impl Replica {
         self.ledger.resend_checkpoint();
         self.ping_peer();
     }
+    /// Hands a verified message from a peer to its handler.
+    fn dispatch(&mut self, from: ReplicaId, message: VerifiedMessage) -> Result<(), Invalid> {
+        match message {
+            VerifiedMessage::Request(request) => self.on_request(request, true),
+            VerifiedMessage::PrePrepare { proposal, batch } => self.on_pre_prepare(proposal, batch),
+            VerifiedMessage::Prepare(vote) => self.on_prepare(vote),
+            VerifiedMessage::Commit(vote) => self.on_commit(vote),
+            VerifiedMessage::Checkpoint(vote) => self.on_checkpoint(vote),
+            VerifiedMessage::ViewChange(vc) => self.on_view_change(vc),
+            VerifiedMessage::NewView(nv) => self.on_new_view(nv),
+            VerifiedMessage::CatchUp {
+                next_seq,
+                view,
+                stable_seq,
+            } => {
+                self.on_catch_up(from, next_seq, view, stable_seq);
+                Ok(())
+            }
+            VerifiedMessage::Batches(batches) => {
+                self.on_batches(from, batches);
+                Ok(())
+            }
+            VerifiedMessage::Stable(stable) => {
+                self.on_stable_proof(stable);
+                Ok(())
+            }
+            VerifiedMessage::Propose { .. }
+            | VerifiedMessage::Vote { .. }
+            | VerifiedMessage::Timeout { .. }
+            | VerifiedMessage::Sync { .. }
+            | VerifiedMessage::FetchBlocks { .. } => Err(Invalid::WrongProtocol),
+        }
+    }
+
+    /// Holds a phase message of a view this replica is about to install (the one it is
+    /// changing to, or the next), instead of refusing it; `Some` gives back what is not held.
+    /// The bound is per sender, and a PRE-PREPARE is held only from the primary the current
+    /// rotation names for its view.
+    fn hold_early(&mut self, from: ReplicaId, message: VerifiedMessage) -> Option<VerifiedMessage> {
+        let (view, proposer) = match &message {
+            VerifiedMessage::PrePrepare { proposal, .. } => (proposal.body().view, Some(proposal.signer())),
+            VerifiedMessage::Prepare(vote) => (vote.body().view, None),
+            VerifiedMessage::Commit(vote) => (vote.body().view, None),
+            _ => return Some(message),
+        };
+        let installing = view == self.view && self.changing.is_some();
+        let next = view == self.view.saturating_add(1);
+        if !(installing || next)
+            || proposer.is_some_and(|p| p != leader_of(view, self.ledger.committees.leaders()))
+            || self.early.iter().filter(|e| e.from == from).count() >= early_limit(&self.ledger.config)
+        {
+            return Some(message);
+        }
+        // What refusing it would have recorded: that the sender is ahead.
+        let _ = self.check_view(from, view);
+        self.early.push(EarlyMessage { view, from, message });
+        None
+    }
+
+    /// Handles the held messages of the view just installed and drops older ones.
+    fn replay_early(&mut self) {
+        if self.changing.is_some() || self.early.is_empty() {
+            return;
+        }
+        let view = self.view;
+        let (now, later): (Vec<EarlyMessage>, Vec<EarlyMessage>) = std::mem::take(&mut self.early)
+            .into_iter()
+            .filter(|e| e.view >= view)
+            .partition(|e| e.view == view);
+        self.early = later;
+        for early in now {
+            if let Err(e) = self.dispatch(early.from, early.message) {
+                if e.blames_sender() {
+                    self.ledger.monitor.refused(early.from);
+                }
+            }
+        }
+    }
 }
 
 impl Protocol for Replica {
@@ -453,35 +553,9 @@ impl Protocol for Replica {
                 self.ledger.on_persisted(seq);
                 Ok(())
             }
-            Input::Message { from, message } => match message {
-                VerifiedMessage::Request(request) => self.on_request(request, true),
-                VerifiedMessage::PrePrepare { proposal, batch } => self.on_pre_prepare(proposal, batch),
-                VerifiedMessage::Prepare(vote) => self.on_prepare(vote),
-                VerifiedMessage::Commit(vote) => self.on_commit(vote),
-                VerifiedMessage::Checkpoint(vote) => self.on_checkpoint(vote),
-                VerifiedMessage::ViewChange(vc) => self.on_view_change(vc),
-                VerifiedMessage::NewView(nv) => self.on_new_view(nv),
-                VerifiedMessage::CatchUp {
-                    next_seq,
-                    view,
-                    stable_seq,
-                } => {
-                    self.on_catch_up(from, next_seq, view, stable_seq);
-                    Ok(())
-                }
-                VerifiedMessage::Batches(batches) => {
-                    self.on_batches(from, batches);
-                    Ok(())
-                }
-                VerifiedMessage::Stable(stable) => {
-                    self.on_stable_proof(stable);
-                    Ok(())
-                }
-                VerifiedMessage::Propose { .. }
-                | VerifiedMessage::Vote { .. }
-                | VerifiedMessage::Timeout { .. }
-                | VerifiedMessage::Sync { .. }
-                | VerifiedMessage::FetchBlocks { .. } => Err(Invalid::WrongProtocol),
+            Input::Message { from, message } => match self.hold_early(from, message) {
+                None => Ok(()),
+                Some(message) => self.dispatch(from, message),
             },
         };
         self.follow_ledger(executed_before);
@@ -557,6 +631,7 @@ impl Protocol for Replica {
             pending_requests: self.ledger.pool.len(),
             pending_bytes: self.ledger.pool.bytes(),
             view_changes: self.view_changes.len(),
+            early_messages: self.early.len(),
             queued: self.ledger.pool.queued(),
             unpersisted: self.ledger.unpersisted(),
             client_entries: self.ledger.clients.entries(),

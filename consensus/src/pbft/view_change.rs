@@ -142,6 +142,7 @@ impl Replica {
         self.batch_deadline = None;
         self.views_seen.retain(|_, view| *view > new_view);
         self.view_changes.prune_below(new_view);
+        self.early.retain(|early| early.view >= new_view);
         self.ledger.persist(SafetyUpdate::EnterView {
             view: new_view,
             changing: true,
@@ -343,6 +344,8 @@ impl Replica {
         if self.is_primary() && !self.ledger.pool.queue_is_empty() {
             self.batch_deadline = Some(self.ledger.now);
         }
+        // Votes of this view that came before its NEW-VIEW was checked.
+        self.replay_early();
     }
 }
 
