@@ -10,6 +10,10 @@
 //!   primary that proposes a request twice cannot get it ordered twice.
 //! - State transfer moves certified batches: the ordered log is the replicated state, and each
 //!   batch carries its commit certificate, so any single peer can serve it.
+//! - A replica holds the PRE-PREPARE, PREPARE and COMMIT messages of the view it is changing
+//!   to (or the next one), bounded per sender, and handles them once it installs that view:
+//!   replicas install a view at different moments, and the paper's rule of accepting only the
+//!   current view's messages made the later ones wait for re-sends.
 
 mod checkpoint;
 mod normal;
