@@ -33,6 +33,8 @@ pub struct LoadSpec {
     pub clients: usize,
     /// SIGKILL the primary this many seconds in.
     pub kill_primary_at: Option<u64>,
+    /// Clients ask one replica for each receipt (`ordinal bench --one-receipt`).
+    pub one_receipt: bool,
 }
 
 /// target/release, next to this harness's own binary.
@@ -324,6 +326,9 @@ pub fn measure(setup: &Setup, load: &LoadSpec) -> anyhow::Result<Point> {
     if load.kill_primary_at.is_some() {
         bench.arg("--acks").arg(&acks_path);
     }
+    if load.one_receipt {
+        bench.arg("--one-receipt");
+    }
     let mut bench = KillOnDrop(bench.spawn()?);
     let mut killed = None;
     if let Some(at) = load.kill_primary_at {
@@ -399,6 +404,7 @@ pub fn measure(setup: &Setup, load: &LoadSpec) -> anyhow::Result<Point> {
         signed_requests: setup.signed_requests,
         tx_size: load.tx_size,
         clients: load.clients,
+        one_receipt: load.one_receipt,
         duration_s: load.duration,
         rate: load.rate,
         submitted: report["submitted"].as_u64().unwrap_or(0),

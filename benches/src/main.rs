@@ -126,6 +126,9 @@ struct SetupArgs {
     /// Load-generator clients (each with its own key and connections).
     #[arg(long, default_value_t = 4)]
     clients: usize,
+    /// Clients ask one replica (in turn) for each receipt instead of all of them.
+    #[arg(long)]
+    one_receipt: bool,
     /// First port of the cluster (UDP base + i, metrics on TCP base + 100 + i).
     #[arg(long, default_value_t = 9400)]
     base_port: u16,
@@ -160,6 +163,7 @@ impl SetupArgs {
             tx_size: self.tx_size,
             clients: self.clients,
             kill_primary_at: None,
+            one_receipt: self.one_receipt,
         }
     }
 }
@@ -227,6 +231,7 @@ fn suite(duration: u64, results: &std::path::Path) -> anyhow::Result<()> {
         tx_size: 512,
         duration,
         clients: 4,
+        one_receipt: false,
         base_port: 9400,
         results: results.to_path_buf(),
         no_build: true,

@@ -17,6 +17,8 @@ pub struct Point {
     pub signed_requests: bool,
     pub tx_size: usize,
     pub clients: usize,
+    /// Clients asked one replica for each receipt instead of all of them.
+    pub one_receipt: bool,
     pub duration_s: u64,
     /// Offered transactions per second.
     pub rate: u64,
@@ -114,13 +116,14 @@ fn mib_per_s(point: &Point) -> f64 {
 
 pub fn print_point(p: &Point) {
     println!(
-        "{} n={} {}B{}{} rate {:>7}: {:>7}/{:<7} committed, {:>9.0} tx/s, p50 {:>8.1} ms, p99 {:>8.1} ms, \
+        "{} n={} {}B{}{}{} rate {:>7}: {:>7}/{:<7} committed, {:>9.0} tx/s, p50 {:>8.1} ms, p99 {:>8.1} ms, \
          cpu {:>5.1} us/tx, rss {} MiB, sent {:.1} MiB/s, machine {:.0}% busy{}",
         p.protocol,
         p.replicas,
         p.tx_size,
         if p.signed_requests { " signed" } else { "" },
         if p.sync_always { "" } else { " no-fsync" },
+        if p.one_receipt { " one-receipt" } else { "" },
         p.rate,
         p.committed,
         p.submitted,

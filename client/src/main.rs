@@ -86,6 +86,10 @@ enum Command {
         /// Fault tests check each of them against the replicas' logs.
         #[arg(long)]
         acks: Option<PathBuf>,
+        /// Ask one replica (in turn) for each receipt, and all of them only after a
+        /// retransmission timeout (`ClientOptions::one_receipt`), instead of all of them.
+        #[arg(long)]
+        one_receipt: bool,
     },
     /// One row per replica: reachable, view, leader, committed seq, weight.
     Status {
@@ -299,6 +303,7 @@ struct BenchSpec {
     clients: usize,
     timeout: Duration,
     acks: Option<PathBuf>,
+    one_receipt: bool,
 }
 
 #[derive(Default)]
@@ -365,6 +370,7 @@ async fn bench(cluster: &Path, spec: BenchSpec, json_out: Option<PathBuf>) -> an
             cluster_config.clone(),
             ClientOptions {
                 timeout: spec.timeout,
+                one_receipt: spec.one_receipt,
                 ..ClientOptions::default()
             },
         )
@@ -592,6 +598,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             json,
             timeout,
             acks,
+            one_receipt,
         } => {
             let spec = BenchSpec {
                 acks,
@@ -600,6 +607,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 tx_size,
                 clients,
                 timeout: Duration::from_secs(timeout),
+                one_receipt,
             };
             bench(&cluster, spec, json).await
         }
