@@ -1,7 +1,9 @@
 //! The state a replica must keep on disk so that, after a restart, it never contradicts a vote
 //! it already sent. The core emits [`SafetyUpdate`]s; the host makes each durable before it
 //! sends any message that follows it in the same action list, and hands the accumulated
-//! [`SafetyState`] back on restart.
+//! [`SafetyState`] back on restart. A host may leave out a prepared certificate whose
+//! sequence number committed with another batch: no later view can prepare its batch, so its
+//! VIEW-CHANGE messages lose nothing without it.
 
 use std::collections::BTreeMap;
 
@@ -32,7 +34,8 @@ pub enum SafetyUpdate {
         digest: Digest,
     },
     /// The replica holds a prepared certificate and is about to COMMIT; the proof must survive
-    /// so that its VIEW-CHANGE messages keep reporting it.
+    /// so that its VIEW-CHANGE messages keep reporting it (unless its sequence number commits
+    /// with another batch; see the module's notes).
     Prepared(PreparedProof),
     /// A new stable checkpoint: records at or below it can be dropped.
     Stable(StableCheckpoint),

@@ -358,6 +358,8 @@ fn votes_of_the_view_being_installed_are_kept_for_it() {
             &key,
             &committee,
         );
+        // A re-sent copy is held once.
+        deliver(&mut replica, now, from, Message::Prepare(vote.clone())).unwrap();
         deliver(&mut replica, now, from, Message::Prepare(vote)).unwrap();
     }
     for from in [0u16, 1, 3] {

@@ -7,9 +7,9 @@
 //! client de-duplication table is not stored separately: it is a function of the committed
 //! log, and [`ordinal_consensus::start_replica`] rebuilds it by replaying the log.
 //!
-//! Keys in the log's column family: a batch's requests under `b`, the sequence number
-//! (big-endian, so iteration is in sequence order) and a 0 byte; its commit certificate under
-//! the same with a 1 byte. A batch is committed when its certificate is there. In the default
+//! Keys in the log's column family: a batch's commit certificate under `b`, the sequence number
+//! (big-endian, so iteration is in sequence order) and a 0 byte; its requests under the same
+//! with a 1 byte. A batch is committed when its certificate is there. In the default
 //! column family: `format` (layout version and cluster id), `s/view`, `s/stable`, `s/p` + seq
 //! (prepare votes), `s/q` + seq (prepared certificates, whose batches are the log's); for the
 //! linear mode `s/voted2` (last voted epoch and round) and `s/hqc2` (highest quorum
@@ -37,17 +37,21 @@ const FORMAT_KEY: &[u8] = b"format";
 /// them in their own (`LOG_CF`); layout 3 splits each into its requests and its certificate,
 /// and keeps a prepared certificate's batch in the log only. Opening an older store converts it.
 const FORMAT_VERSION: u32 = 3;
-/// The committed log, alone in its column family. Its keys only ever grow, so the table
-/// files RocksDB flushes never overlap and compaction moves them down without rewriting them.
+/// The committed log, alone in its column family. Its keys grow (PBFT writes a batch's
+/// requests when it prepares, a little ahead of the log, and rewrites them only if another
+/// batch prepares there in a later view), so the table files RocksDB flushes barely overlap
+/// and compaction moves them down without rewriting them.
 /// Beside the safety state (rewritten constantly, and PBFT's prepared proofs, deleted at every
 /// stable checkpoint) every file spanned both and each compaction rewrote the whole log: on a
 /// 2-core machine, all four replicas compacting at once slowed receipts to a third for about
 /// 300 ms, 11-12 s into every benchmark run, and the rewrite grows with the log.
 const LOG_CF: &str = "log";
 const BATCH_PREFIX: u8 = b'b';
-/// The last byte of a log key: the batch's requests, or its commit certificate.
-const BODY: u8 = 0;
-const CERTIFICATE: u8 = 1;
+/// The last byte of a log key: the batch's commit certificate, or its requests. The certificate
+/// sorts first, so a reader decides whether a batch is committed before it reaches the
+/// requests, and skips a prepared batch's requests without copying them.
+const CERTIFICATE: u8 = 0;
+const BODY: u8 = 1;
 const VIEW_KEY: &[u8] = b"s/view";
 const STABLE_KEY: &[u8] = b"s/stable";
 const PREPARE_PREFIX: &[u8] = b"s/p";
@@ -179,13 +183,23 @@ fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
     seal(&postcard::to_stdvec(value).unwrap_or_default())
 }
 
+/// One write to the log's column family.
+struct LogWrite {
+    key: [u8; 10],
+    value: Vec<u8>,
+    /// A prepared certificate's batch: dropped at commit if its sequence number is already
+    /// committed (a certificate can complete after its slot committed with another batch
+    /// fetched from peers, and must not replace that batch's requests).
+    prepared: bool,
+}
+
 /// Writes collected for one atomic, (optionally) synced commit.
 #[derive(Default)]
 pub struct Writes {
     /// Safety state, in the default column family.
     batch: WriteBatch,
     /// Batches and their certificates (key, sealed value), for the log's column family.
-    log: Vec<([u8; 10], Vec<u8>)>,
+    log: Vec<LogWrite>,
     highest_batch: Option<u64>,
     safety: bool,
 }
@@ -210,10 +224,17 @@ impl Writes {
             proof.certificate.statement.digest == committed.certificate.statement.digest
         });
         if !stored {
-            self.log.push((log_key(seq, BODY), encode(&committed.batch)));
+            self.log.push(LogWrite {
+                key: log_key(seq, BODY),
+                value: encode(&committed.batch),
+                prepared: false,
+            });
         }
-        self.log
-            .push((log_key(seq, CERTIFICATE), encode(&committed.certificate)));
+        self.log.push(LogWrite {
+            key: log_key(seq, CERTIFICATE),
+            value: encode(&committed.certificate),
+            prepared: false,
+        });
         self.highest_batch = Some(self.highest_batch.unwrap_or(0).max(seq));
     }
 
@@ -242,7 +263,11 @@ impl Writes {
                 {
                     self.batch
                         .put(seq_key(PREPARED_PREFIX, kept.seq()), encode(&kept.certificate));
-                    self.log.push((log_key(kept.seq(), BODY), encode(&kept.batch)));
+                    self.log.push(LogWrite {
+                        key: log_key(kept.seq(), BODY),
+                        value: encode(&kept.batch),
+                        prepared: true,
+                    });
                 }
             }
             SafetyUpdate::Voted { .. } => {
@@ -480,8 +505,21 @@ impl Store {
         let mut batch = writes.batch;
         if !writes.log.is_empty() {
             let log = self.log_family()?;
-            for (key, value) in &writes.log {
-                batch.put_cf(log, key, value);
+            let mut certified = Vec::new();
+            for write in &writes.log {
+                let seq = parse_log_key(&write.key)?.0;
+                if write.prepared
+                    && (certified.contains(&seq)
+                        || self.db.get_pinned_cf(log, log_key(seq, CERTIFICATE))?.is_some())
+                {
+                    // Committed already: the certificate is kept in the safety state and dropped
+                    // at the next open if its batch is not the committed one.
+                    continue;
+                }
+                if write.key[9] == CERTIFICATE {
+                    certified.push(seq);
+                }
+                batch.put_cf(log, write.key, &write.value);
             }
         }
         self.db.write_opt(batch, &options)?;
@@ -618,7 +656,7 @@ impl Store {
     fn committed_from(&self, from: u64) -> Result<CommittedLog<'_>, StoreError> {
         let log = self.log_family()?;
         let mut entries = self.db.raw_iterator_cf(log);
-        entries.seek(log_key(from, BODY));
+        entries.seek(log_key(from, CERTIFICATE));
         Ok(CommittedLog {
             entries,
             expected: from,
@@ -628,7 +666,7 @@ impl Store {
 }
 
 /// The iterator of [`Store::committed_from`]: one pass over the log's keys, each batch's
-/// requests just before its certificate.
+/// certificate just before its requests.
 struct CommittedLog<'a> {
     entries: rocksdb::DBRawIterator<'a>,
     expected: u64,
@@ -637,7 +675,6 @@ struct CommittedLog<'a> {
 
 impl CommittedLog<'_> {
     fn step(&mut self) -> Result<Option<CommittedBatch>, StoreError> {
-        let mut body: Option<(u64, Vec<u8>)> = None;
         loop {
             let Some(key) = self.entries.key() else {
                 self.entries.status()?;
@@ -647,9 +684,8 @@ impl CommittedLog<'_> {
                 return Ok(None);
             }
             let (seq, part) = parse_log_key(key)?;
-            let value = self.entries.value().unwrap_or_default();
             if part == BODY {
-                body = Some((seq, value.to_vec()));
+                // Requests without a certificate before them: prepared, not committed.
                 self.entries.next();
                 continue;
             }
@@ -659,8 +695,13 @@ impl CommittedLog<'_> {
                     found: seq,
                 });
             }
-            let held = body.take().filter(|(at, _)| *at == seq).map(|(_, value)| value);
-            let committed = check_parts(seq, held.as_deref(), value)?;
+            let certificate = self.entries.value().unwrap_or_default().to_vec();
+            self.entries.next();
+            let body = match self.entries.key() {
+                Some(key) if key == log_key(seq, BODY) => self.entries.value(),
+                _ => None,
+            };
+            let committed = check_parts(seq, body, &certificate)?;
             self.expected += 1;
             self.entries.next();
             return Ok(Some(committed));
@@ -870,10 +911,10 @@ mod tests {
         assert_eq!(
             log_keys(&store),
             vec![
-                (1, BODY),
                 (1, CERTIFICATE),
-                (2, BODY),
+                (1, BODY),
                 (2, CERTIFICATE),
+                (2, BODY),
                 (3, BODY)
             ],
             "each batch is stored once"
@@ -891,6 +932,40 @@ mod tests {
             state.prepared.get(&3),
             Some(&prepared(3, 1, batch(3, &keys, 3), &keys, &committee))
         );
+    }
+
+    /// A prepared certificate can complete after its slot committed with another batch (fetched
+    /// from peers while late PREPAREs were still coming in): it must not replace the committed
+    /// batch's requests, and it is dropped at the next open.
+    #[test]
+    fn a_late_prepared_certificate_leaves_the_committed_batch_alone() {
+        let (keys, committee) = committee();
+        let dir = tempfile::tempdir().unwrap();
+        let id = Digest::of(b"cluster");
+        {
+            let store = Store::open(dir.path(), SyncPolicy::Always, &id).unwrap();
+            let mut state = SafetyState::default();
+            let mut writes = Writes::default();
+            writes.put_batch(&committed(1, &keys, &committee), &state);
+            store.commit(writes).unwrap();
+            // In a later write, and in the same one after the commit.
+            for (seq, late) in [(1u64, true), (2, false)] {
+                let mut writes = Writes::default();
+                if !late {
+                    writes.put_batch(&committed(seq, &keys, &committee), &state);
+                }
+                let update =
+                    SafetyUpdate::Prepared(prepared(seq, 0, batch(seq, &keys, 55), &keys, &committee));
+                state.apply(&update);
+                writes.put_safety(&update, &state);
+                store.commit(writes).unwrap();
+            }
+            assert_eq!(store.batch(1).unwrap(), Some(committed(1, &keys, &committee)));
+            assert_eq!(store.batch(2).unwrap(), Some(committed(2, &keys, &committee)));
+        }
+        let store = Store::open(dir.path(), SyncPolicy::Always, &id).unwrap();
+        assert_eq!(store.log().count(), 2);
+        assert!(store.safety().unwrap().prepared.is_empty());
     }
 
     /// Layout 2 kept prepared certificates with their batches and each committed batch in one
@@ -936,12 +1011,12 @@ mod tests {
         assert_eq!(
             log_keys(&store),
             vec![
-                (1, BODY),
                 (1, CERTIFICATE),
-                (2, BODY),
+                (1, BODY),
                 (2, CERTIFICATE),
-                (3, BODY),
+                (2, BODY),
                 (3, CERTIFICATE),
+                (3, BODY),
                 (4, BODY)
             ]
         );

@@ -102,13 +102,21 @@ impl Backoff {
 /// about 400 ms on a real cluster while the view itself was installed in 14-49 ms.
 #[derive(Debug)]
 struct EarlyMessage {
-    view: u64,
+    /// (view, kind, seq, signer): a re-sent copy is held once.
+    id: (u64, u8, u64, ReplicaId),
     from: ReplicaId,
     message: VerifiedMessage,
 }
 
+impl EarlyMessage {
+    fn view(&self) -> u64 {
+        self.id.0
+    }
+}
+
 /// How many early messages one peer may have held: a PRE-PREPARE, PREPARE and COMMIT for
-/// every batch in flight, and a few for slack. Only the next view's messages are held.
+/// every batch in flight, and a few for slack (of them at most `max_inflight_batches`
+/// PRE-PREPAREs, the only large ones). Only the next view's messages are held.
 pub fn early_limit(config: &ProtocolConfig) -> usize {
     3 * config.max_inflight_batches as usize + 4
 }
@@ -484,26 +492,38 @@ impl Replica {
 
     /// Holds a phase message of a view this replica is about to install (the one it is
     /// changing to, or the next), instead of refusing it; `Some` gives back what is not held.
-    /// The bound is per sender, and a PRE-PREPARE is held only from the primary the current
-    /// rotation names for its view.
+    /// Held messages are bounded per sender. A PRE-PREPARE is held from any signer: one that
+    /// lags may not know the new rotation yet, and the primary is checked when it is handled.
     fn hold_early(&mut self, from: ReplicaId, message: VerifiedMessage) -> Option<VerifiedMessage> {
-        let (view, proposer) = match &message {
-            VerifiedMessage::PrePrepare { proposal, .. } => (proposal.body().view, Some(proposal.signer())),
-            VerifiedMessage::Prepare(vote) => (vote.body().view, None),
-            VerifiedMessage::Commit(vote) => (vote.body().view, None),
+        let id = match &message {
+            VerifiedMessage::PrePrepare { proposal, .. } => {
+                let body = proposal.body();
+                (body.view, 0, body.seq, proposal.signer())
+            }
+            VerifiedMessage::Prepare(vote) => (vote.body().view, 1, vote.body().seq, vote.signer()),
+            VerifiedMessage::Commit(vote) => (vote.body().view, 2, vote.body().seq, vote.signer()),
             _ => return Some(message),
         };
+        let (view, kind, seq, signer) = id;
         let installing = view == self.view && self.changing.is_some();
         let next = view == self.view.saturating_add(1);
-        if !(installing || next)
-            || proposer.is_some_and(|p| p != leader_of(view, self.ledger.committees.leaders()))
-            || self.early.iter().filter(|e| e.from == from).count() >= early_limit(&self.ledger.config)
+        if !(installing || next) {
+            return Some(message);
+        }
+        if self.early.iter().any(|held| held.id == id) {
+            return None;
+        }
+        let from_sender = || self.early.iter().filter(|held| held.from == from);
+        let proposals = from_sender().filter(|held| held.id.1 == 0).count();
+        if from_sender().count() >= early_limit(&self.ledger.config)
+            || (kind == 0 && proposals >= self.ledger.config.max_inflight_batches as usize)
         {
             return Some(message);
         }
-        // What refusing it would have recorded: that the sender is ahead.
-        let _ = self.check_view(from, view);
-        self.early.push(EarlyMessage { view, from, message });
+        // What refusing it would have recorded: how far the signer is, and that it is ahead.
+        self.ledger.note_seq(signer, seq);
+        let _ = self.check_view(signer, view);
+        self.early.push(EarlyMessage { id, from, message });
         None
     }
 
@@ -515,12 +535,15 @@ impl Replica {
         let view = self.view;
         let (now, later): (Vec<EarlyMessage>, Vec<EarlyMessage>) = std::mem::take(&mut self.early)
             .into_iter()
-            .filter(|e| e.view >= view)
-            .partition(|e| e.view == view);
+            .filter(|e| e.view() >= view)
+            .partition(|e| e.view() == view);
         self.early = later;
         for early in now {
+            // A PRE-PREPARE from another primary is not blamed: the rotation may have changed
+            // while these were replayed (a replayed COMMIT can execute an entry that moves it),
+            // and the view with it.
             if let Err(e) = self.dispatch(early.from, early.message) {
-                if e.blames_sender() {
+                if e.blames_sender() && !matches!(e, Invalid::WrongLeader { .. }) {
                     self.ledger.monitor.refused(early.from);
                 }
             }

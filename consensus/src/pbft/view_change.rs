@@ -142,7 +142,7 @@ impl Replica {
         self.batch_deadline = None;
         self.views_seen.retain(|_, view| *view > new_view);
         self.view_changes.prune_below(new_view);
-        self.early.retain(|early| early.view >= new_view);
+        self.early.retain(|early| early.view() >= new_view);
         self.ledger.persist(SafetyUpdate::EnterView {
             view: new_view,
             changing: true,
