@@ -110,10 +110,16 @@ pub struct ClientOptions {
     pub max_in_flight: usize,
     /// Ask one replica (in turn) for each receipt instead of all of them, and all of them only
     /// after a retransmission timeout that follows the observed latency. One verified receipt
-    /// is proof enough, and this cuts the replicas' receipts and the client's decoding by n.
-    /// Off by default: with the primary killed under load, some requests then waited about
-    /// 7 s for their receipt (recovery 7.5 to 9.5 s instead of 1.6 s in the benchmark
-    /// harness); the cause is not found yet.
+    /// is proof enough, and this cuts the replicas' receipts and the client's decoding by n:
+    /// on a 2-core machine with the whole cluster on it, PBFT committed 17,000-17,300 tx/s
+    /// with it against 13,300-15,800 without (`ordinal-benches run --rate 20000
+    /// [--one-receipt]`, two runs each). Off by default: each receipt then depends on one
+    /// replica, so a slow or stalled one (a compaction, a long link) delays the receipts it was
+    /// asked for until the retransmission timeout (at least 200 ms), where with every replica
+    /// answering the fastest one counts. With the primary killed under load, receipts used to
+    /// wait about 7 s: a view change left every replica suspected and the dead primary was
+    /// asked in turn until its connection timed out ([`choose_responder`] fixed it; since then
+    /// the slowest receipt of such a run is 1.07-1.14 s, as without this option).
     pub one_receipt: bool,
     /// Sign every request even where the cluster authenticates clients by their connection
     /// only (`request_auth = "unsigned"`): quorum-manager entries, such as the operator's
@@ -758,20 +764,21 @@ impl Inner {
         }
     }
 
-    /// The replica asked for the next receipt: the connected replicas in turn, skipping those
-    /// that recently left a receipt unanswered (all of them, if every one did).
+    /// The replica asked for the next receipt (see [`choose_responder`]).
     fn pick_responder(&self) -> usize {
-        let links = self.links();
-        let count = links.len().max(1);
         let start = self.next_responder.fetch_add(1, Ordering::Relaxed) as usize;
         let now = self.started.elapsed().as_millis() as u64;
-        let usable = |link: &Link| {
-            link.connected.load(Ordering::Relaxed) && link.suspected_until.load(Ordering::Relaxed) <= now
-        };
-        (0..count)
-            .map(|offset| (start + offset) % count)
-            .find(|&index| links.get(index).is_some_and(|l| usable(l)))
-            .unwrap_or(start % count)
+        let links: Vec<(bool, u64)> = self
+            .links()
+            .iter()
+            .map(|link| {
+                (
+                    link.connected.load(Ordering::Relaxed),
+                    link.suspected_until.load(Ordering::Relaxed),
+                )
+            })
+            .collect();
+        choose_responder(start, &links, now)
     }
 
     /// `responder` left a receipt unanswered for a whole retry interval: ask others for a while.
@@ -967,6 +974,12 @@ impl Inner {
                 if let Some(done) = lock(&self.pending).get_mut(&nonce).and_then(|e| e.done.take()) {
                     let _ = done.send(Ok(receipt));
                 }
+                // It answers again: a stall of the whole cluster (a view change) made every
+                // replica miss receipts, and keeping them all suspected would leave only the
+                // least suspected one, maybe a dead one, to ask.
+                if let Some(link) = self.links().iter().find(|link| link.id == from) {
+                    link.suspected_until.store(0, Ordering::Relaxed);
+                }
             }
             ClientReply::Rejected { nonce, kind, reason } => {
                 // Counted with the membership in force as far as this client knows the log.
@@ -1008,6 +1021,33 @@ impl Inner {
             }
         }
     }
+}
+
+/// Which replica to ask for a receipt, given each link's (connected, suspected until) and the
+/// time: the connected replicas in turn from `start`, skipping those that recently left a
+/// receipt unanswered. If every connected one did (a view change stalls them all), the one
+/// whose suspicion ends first: a dead replica whose connection has not timed out yet is
+/// suspected again at each miss, so it comes last, and a replica is cleared of suspicion by
+/// answering. Before this fallback the choice went round all replicas, the dead one too, and
+/// after a primary was killed under load a quarter of the receipts waited for a timeout.
+fn choose_responder(start: usize, links: &[(bool, u64)], now: u64) -> usize {
+    let count = links.len().max(1);
+    (0..count)
+        .map(|offset| (start + offset) % count)
+        .find(|&index| {
+            links
+                .get(index)
+                .is_some_and(|&(connected, until)| connected && until <= now)
+        })
+        .or_else(|| {
+            links
+                .iter()
+                .enumerate()
+                .filter(|(_, (connected, _))| *connected)
+                .min_by_key(|(_, (_, until))| *until)
+                .map(|(index, _)| index)
+        })
+        .unwrap_or(start % count)
 }
 
 /// Keeps one replica connected: dials with backoff, writes queued frames on one long-lived
@@ -1088,6 +1128,29 @@ async fn read_replies(inner: Weak<Inner>, from: ReplicaId, mut recv: quinn::Recv
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn receipts_are_asked_of_connected_unsuspected_replicas_first() {
+        // (start, links as (connected, suspected until), now, expected)
+        type Case<'a> = (usize, &'a [(bool, u64)], u64, usize);
+        let table: &[Case] = &[
+            (0, &[(true, 0), (true, 0), (true, 0)], 10, 0),
+            (1, &[(true, 0), (true, 0), (true, 0)], 10, 1),
+            // Disconnected or suspected: the next one in turn.
+            (0, &[(false, 0), (true, 0), (true, 0)], 10, 1),
+            (0, &[(true, 50), (true, 0), (true, 0)], 10, 1),
+            (0, &[(true, 5), (true, 0), (true, 0)], 10, 0),
+            // Every connected one suspected: the one whose suspicion ends first, never a
+            // disconnected one.
+            (0, &[(true, 90), (true, 40), (true, 60)], 10, 1),
+            (2, &[(false, 0), (true, 70), (true, 60)], 10, 2),
+            // Nothing connected: in turn.
+            (2, &[(false, 0), (false, 0), (false, 0)], 10, 2),
+        ];
+        for &(start, links, now, expected) in table {
+            assert_eq!(choose_responder(start, links, now), expected, "{start} {links:?}");
+        }
+    }
     use super::*;
     use ordinal_consensus::Batch;
     use ordinal_crypto::WeightBounds;
