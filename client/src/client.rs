@@ -118,7 +118,7 @@ pub struct ClientOptions {
     /// asked for until the retransmission timeout (at least 200 ms), where with every replica
     /// answering the fastest one counts. With the primary killed under load, receipts used to
     /// wait about 7 s: a view change left every replica suspected and the dead primary was
-    /// asked in turn until its connection timed out ([`choose_responder`] fixed it; since then
+    /// asked in turn until its connection timed out (fixed in the choice of replica; since then
     /// the slowest receipt of such a run is 1.07-1.14 s, as without this option).
     pub one_receipt: bool,
     /// Sign every request even where the cluster authenticates clients by their connection
