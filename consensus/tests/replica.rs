@@ -331,6 +331,24 @@ fn votes_of_the_view_being_installed_are_kept_for_it() {
         )
     };
     let sign = |from: u16| (ReplicaId(from), replica_key(from as usize));
+    let prepare = |from: u16, view: u64, seq: u64, digest: Digest| {
+        let (id, key) = sign(from);
+        Message::Prepare(Signed::sign(
+            PrepareVote { view, seq, digest },
+            id,
+            &key,
+            &committee,
+        ))
+    };
+    let commit = |from: u16, view: u64, seq: u64, digest: Digest| {
+        let (id, key) = sign(from);
+        Message::Commit(Signed::sign(
+            CommitVote { view, seq, digest },
+            id,
+            &key,
+            &committee,
+        ))
+    };
 
     // A request nobody orders: the view changes to 1, whose primary is replica 1.
     let request = Request::unsigned(replica_key(9).public(), 1, b"tx".to_vec());
@@ -347,34 +365,12 @@ fn votes_of_the_view_being_installed_are_kept_for_it() {
     let batch = batch(7);
     let digest = batch.digest();
     for from in [0u16, 3] {
-        let (id, key) = sign(from);
-        let vote = Signed::sign(
-            PrepareVote {
-                view: 1,
-                seq: 1,
-                digest,
-            },
-            id,
-            &key,
-            &committee,
-        );
         // A re-sent copy is held once.
-        deliver(&mut replica, now, from, Message::Prepare(vote.clone())).unwrap();
-        deliver(&mut replica, now, from, Message::Prepare(vote)).unwrap();
+        deliver(&mut replica, now, from, prepare(from, 1, 1, digest)).unwrap();
+        deliver(&mut replica, now, from, prepare(from, 1, 1, digest)).unwrap();
     }
     for from in [0u16, 1, 3] {
-        let (id, key) = sign(from);
-        let vote = Signed::sign(
-            CommitVote {
-                view: 1,
-                seq: 1,
-                digest,
-            },
-            id,
-            &key,
-            &committee,
-        );
-        deliver(&mut replica, now, from, Message::Commit(vote)).unwrap();
+        deliver(&mut replica, now, from, commit(from, 1, 1, digest)).unwrap();
     }
     assert_eq!(replica.footprint().early_messages, 5);
 
@@ -432,9 +428,7 @@ fn votes_of_the_view_being_installed_are_kept_for_it() {
     // as before.
     let limit = ordinal_consensus::pbft::early_limit(&protocol);
     for seq in 1..=limit as u64 + 3 {
-        let (id, key) = sign(3);
-        let vote = Signed::sign(PrepareVote { view: 2, seq, digest }, id, &key, &committee);
-        let result = deliver(&mut replica, now, 3, Message::Prepare(vote));
+        let result = deliver(&mut replica, now, 3, prepare(3, 2, seq, digest));
         if seq <= limit as u64 {
             result.unwrap();
         } else {
@@ -443,16 +437,5 @@ fn votes_of_the_view_being_installed_are_kept_for_it() {
     }
     assert_eq!(replica.footprint().early_messages, limit);
     // Two views ahead: not held.
-    let (id, key) = sign(0);
-    let vote = Signed::sign(
-        PrepareVote {
-            view: 3,
-            seq: 1,
-            digest,
-        },
-        id,
-        &key,
-        &committee,
-    );
-    assert!(deliver(&mut replica, now, 0, Message::Prepare(vote)).is_err());
+    assert!(deliver(&mut replica, now, 0, prepare(0, 3, 1, digest)).is_err());
 }

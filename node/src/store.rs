@@ -293,6 +293,56 @@ impl Writes {
     }
 }
 
+/// A layout conversion's writes, synced a chunk at a time (at most 256 records or 32 MiB):
+/// each chunk lands atomically, and one that a crash interrupts is redone at the next open.
+struct Chunks<'a> {
+    db: &'a DB,
+    writes: WriteBatch,
+    records: usize,
+    bytes: usize,
+}
+
+impl<'a> Chunks<'a> {
+    const RECORDS: usize = 256;
+    const BYTES: usize = 32 << 20;
+
+    fn new(db: &'a DB) -> Self {
+        Chunks {
+            db,
+            writes: WriteBatch::default(),
+            records: 0,
+            bytes: 0,
+        }
+    }
+
+    /// Counts the record just added to `writes`, and writes the chunk once it is full.
+    fn counted(&mut self, bytes: usize) -> Result<(), StoreError> {
+        self.records += 1;
+        self.bytes += bytes;
+        if self.records >= Self::RECORDS || self.bytes >= Self::BYTES {
+            self.write()?;
+        }
+        Ok(())
+    }
+
+    fn write(&mut self) -> Result<(), StoreError> {
+        let mut options = WriteOptions::default();
+        options.set_sync(true);
+        self.db.write_opt(std::mem::take(&mut self.writes), &options)?;
+        self.records = 0;
+        self.bytes = 0;
+        Ok(())
+    }
+
+    /// Writes what is left.
+    fn finish(mut self) -> Result<(), StoreError> {
+        if self.records > 0 {
+            self.write()?;
+        }
+        Ok(())
+    }
+}
+
 /// Bytes of writes a memtable collects before RocksDB flushes it to a table file.
 const WRITE_BUFFER_BYTES: usize = 16 << 20;
 
@@ -374,34 +424,19 @@ impl Store {
     /// next open moves the rest). One iterator walks them all: it reads its own snapshot, so
     /// the chunks written meanwhile do not disturb it, and it never rescans what moved.
     fn move_log_to_its_family(&self) -> Result<(), StoreError> {
-        const CHUNK_BATCHES: usize = 256;
-        const CHUNK_BYTES: usize = 32 << 20;
         let log = self.log_family()?;
-        let mut options = WriteOptions::default();
-        options.set_sync(true);
-        let mut writes = WriteBatch::default();
-        let mut moved = 0;
-        let mut bytes = 0;
+        let mut chunks = Chunks::new(&self.db);
         let start = [BATCH_PREFIX];
         for item in self.db.iterator(IteratorMode::From(&start, Direction::Forward)) {
             let (key, value) = item?;
             if key.first() != Some(&BATCH_PREFIX) {
                 break;
             }
-            writes.put_cf(log, &key, &value);
-            writes.delete(&key);
-            moved += 1;
-            bytes += key.len() + value.len();
-            if moved >= CHUNK_BATCHES || bytes >= CHUNK_BYTES {
-                self.db.write_opt(std::mem::take(&mut writes), &options)?;
-                moved = 0;
-                bytes = 0;
-            }
+            chunks.writes.put_cf(log, &key, &value);
+            chunks.writes.delete(&key);
+            chunks.counted(key.len() + value.len())?;
         }
-        if moved > 0 {
-            self.db.write_opt(writes, &options)?;
-        }
-        Ok(())
+        chunks.finish()
     }
 
     /// Layout 2 to 3, first step: each committed batch's one value becomes two, its requests
@@ -409,14 +444,8 @@ impl Store {
     /// crash midway leaves exactly the batches not yet split under old keys, and the next open
     /// splits those.
     fn split_log_records(&self) -> Result<(), StoreError> {
-        const CHUNK_BATCHES: usize = 256;
-        const CHUNK_BYTES: usize = 32 << 20;
         let log = self.log_family()?;
-        let mut options = WriteOptions::default();
-        options.set_sync(true);
-        let mut writes = WriteBatch::default();
-        let mut split = 0;
-        let mut bytes = 0;
+        let mut chunks = Chunks::new(&self.db);
         let start = [BATCH_PREFIX];
         for item in self
             .db
@@ -430,25 +459,17 @@ impl Store {
                 continue;
             }
             let committed = check_batch(&key, key_seq(&key, 1)?, &value)?;
-            writes.put_cf(log, log_key(committed.seq(), BODY), encode(&committed.batch));
-            writes.put_cf(
-                log,
-                log_key(committed.seq(), CERTIFICATE),
-                encode(&committed.certificate),
-            );
-            writes.delete_cf(log, &key);
-            split += 1;
-            bytes += value.len();
-            if split >= CHUNK_BATCHES || bytes >= CHUNK_BYTES {
-                self.db.write_opt(std::mem::take(&mut writes), &options)?;
-                split = 0;
-                bytes = 0;
-            }
+            let seq = committed.seq();
+            chunks
+                .writes
+                .put_cf(log, log_key(seq, BODY), encode(&committed.batch));
+            chunks
+                .writes
+                .put_cf(log, log_key(seq, CERTIFICATE), encode(&committed.certificate));
+            chunks.writes.delete_cf(log, &key);
+            chunks.counted(value.len())?;
         }
-        if split > 0 {
-            self.db.write_opt(writes, &options)?;
-        }
-        Ok(())
+        chunks.finish()
     }
 
     /// Layout 2 to 3, second step, in one synced write with the new layout version (so it runs
