@@ -25,8 +25,11 @@ use crate::transport::{Event, Peers, Shared};
 
 /// Events handled per wake-up before the actions are performed.
 const EVENTS_PER_ROUND: usize = 4096;
-/// Recently committed batches kept in memory for receipts.
-const RECENT_BATCHES: usize = 512;
+/// Payload bytes of recently committed batches kept in memory for receipts. Receipts go out
+/// right after their batch is durable, so a few batches would do; older ones are read from
+/// the store (retries). It was 512 batches whatever their size: at saturation, when batches
+/// are large, that cache alone held tens of MiB per replica (up to 512 MiB with full batches).
+const RECENT_BYTES: usize = 8 << 20;
 /// Most payload bytes in one state-transfer answer.
 const TRANSFER_MAX_BYTES: usize = 16 << 20;
 
@@ -47,6 +50,8 @@ pub struct Driver {
     peers: Peers,
     origin: Instant,
     recent: BTreeMap<u64, Arc<CommittedBatch>>,
+    /// Payload bytes in `recent`.
+    recent_bytes: usize,
     /// Requests that came from their client directly, until their receipt is due.
     arrivals: HashMap<RequestKey, Arrival>,
     view_changes_seen: u64,
@@ -105,6 +110,7 @@ impl Driver {
             peers,
             origin,
             recent: BTreeMap::new(),
+            recent_bytes: 0,
             arrivals: HashMap::new(),
             view_changes_seen,
             view_change_since: None,
@@ -272,9 +278,16 @@ impl Driver {
                                 "first batch committed after the view change"
                             );
                         }
-                        self.recent.insert(committed.seq(), Arc::new(committed));
-                        while self.recent.len() > RECENT_BATCHES {
-                            self.recent.pop_first();
+                        self.recent_bytes += committed.batch.payload_bytes();
+                        if let Some(replaced) = self.recent.insert(committed.seq(), Arc::new(committed)) {
+                            self.recent_bytes =
+                                self.recent_bytes.saturating_sub(replaced.batch.payload_bytes());
+                        }
+                        while self.recent_bytes > RECENT_BYTES && self.recent.len() > 1 {
+                            if let Some((_, oldest)) = self.recent.pop_first() {
+                                self.recent_bytes =
+                                    self.recent_bytes.saturating_sub(oldest.batch.payload_bytes());
+                            }
                         }
                     }
                     action @ (Action::Send { .. } | Action::Broadcast { .. }) if !barrier => {
