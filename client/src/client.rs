@@ -111,12 +111,14 @@ pub struct ClientOptions {
     /// Ask one replica (in turn) for each receipt instead of all of them, and all of them only
     /// after a retransmission timeout that follows the observed latency. One verified receipt
     /// is proof enough, and this cuts the replicas' receipts and the client's decoding by n:
-    /// on a 2-core machine with the whole cluster on it, PBFT committed 17,000-17,300 tx/s
-    /// with it against 13,300-15,800 without (`ordinal-benches run --rate 20000
+    /// on a 2-core machine with the whole cluster on it, PBFT committed 17,400-19,000 tx/s
+    /// with it against 16,100-16,200 without (`ordinal-benches run --rate 20000
     /// [--one-receipt]`, two runs each). Off by default: each receipt then depends on one
     /// replica, so a slow or stalled one (a compaction, a long link) delays the receipts it was
     /// asked for until the retransmission timeout (at least 200 ms), where with every replica
-    /// answering the fastest one counts. With the primary killed under load, receipts used to
+    /// answering the fastest one counts; and a request asked again after that timeout can
+    /// find its nonce already outside the replicas' de-duplication window at saturation
+    /// (1 in 300,000 came back "outcome unknown" in each of those runs, none without it). With the primary killed under load, receipts used to
     /// wait about 7 s: a view change left every replica suspected and the dead primary was
     /// asked in turn until its connection timed out (fixed in the choice of replica; since then
     /// the slowest receipt of such a run is 1.07-1.14 s, as without this option).
