@@ -185,7 +185,9 @@ fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
 
 /// One write to the log's column family.
 struct LogWrite {
-    key: [u8; 10],
+    seq: u64,
+    /// `CERTIFICATE` or `BODY`.
+    part: u8,
     value: Vec<u8>,
     /// A prepared certificate's batch: dropped at commit if its sequence number is already
     /// committed (a certificate can complete after its slot committed with another batch
@@ -225,13 +227,15 @@ impl Writes {
         });
         if !stored {
             self.log.push(LogWrite {
-                key: log_key(seq, BODY),
+                seq,
+                part: BODY,
                 value: encode(&committed.batch),
                 prepared: false,
             });
         }
         self.log.push(LogWrite {
-            key: log_key(seq, CERTIFICATE),
+            seq,
+            part: CERTIFICATE,
             value: encode(&committed.certificate),
             prepared: false,
         });
@@ -264,7 +268,8 @@ impl Writes {
                     self.batch
                         .put(seq_key(PREPARED_PREFIX, kept.seq()), encode(&kept.certificate));
                     self.log.push(LogWrite {
-                        key: log_key(kept.seq(), BODY),
+                        seq: kept.seq(),
+                        part: BODY,
                         value: encode(&kept.batch),
                         prepared: true,
                     });
@@ -291,6 +296,14 @@ impl Writes {
             }
         }
     }
+}
+
+/// Writes `writes` atomically and syncs them before returning.
+fn write_synced(db: &DB, writes: WriteBatch) -> Result<(), StoreError> {
+    let mut options = WriteOptions::default();
+    options.set_sync(true);
+    db.write_opt(writes, &options)?;
+    Ok(())
 }
 
 /// A layout conversion's writes, synced a chunk at a time (at most 256 records or 32 MiB):
@@ -326,9 +339,7 @@ impl<'a> Chunks<'a> {
     }
 
     fn write(&mut self) -> Result<(), StoreError> {
-        let mut options = WriteOptions::default();
-        options.set_sync(true);
-        self.db.write_opt(std::mem::take(&mut self.writes), &options)?;
+        write_synced(self.db, std::mem::take(&mut self.writes))?;
         self.records = 0;
         self.bytes = 0;
         Ok(())
@@ -413,10 +424,7 @@ impl Store {
     fn write_format(&self, format: &(u32, String)) -> Result<(), StoreError> {
         let mut writes = WriteBatch::default();
         writes.put(FORMAT_KEY, encode(format));
-        let mut options = WriteOptions::default();
-        options.set_sync(true);
-        self.db.write_opt(writes, &options)?;
-        Ok(())
+        write_synced(&self.db, writes)
     }
 
     /// Layout 1 to 2: the batches move from the default column family to the log's, a chunk
@@ -504,10 +512,7 @@ impl Store {
             }
         }
         writes.put(FORMAT_KEY, encode(format));
-        let mut options = WriteOptions::default();
-        options.set_sync(true);
-        self.db.write_opt(writes, &options)?;
-        Ok(())
+        write_synced(&self.db, writes)
     }
 
     fn log_family(&self) -> Result<&ColumnFamily, StoreError> {
@@ -528,7 +533,7 @@ impl Store {
             let log = self.log_family()?;
             let mut certified = Vec::new();
             for write in &writes.log {
-                let seq = parse_log_key(&write.key)?.0;
+                let seq = write.seq;
                 if write.prepared
                     && (certified.contains(&seq)
                         || self.db.get_pinned_cf(log, log_key(seq, CERTIFICATE))?.is_some())
@@ -537,10 +542,10 @@ impl Store {
                     // at the next open if its batch is not the committed one.
                     continue;
                 }
-                if write.key[9] == CERTIFICATE {
+                if write.part == CERTIFICATE {
                     certified.push(seq);
                 }
-                batch.put_cf(log, write.key, &write.value);
+                batch.put_cf(log, log_key(seq, write.part), &write.value);
             }
         }
         self.db.write_opt(batch, &options)?;

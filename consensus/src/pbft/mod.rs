@@ -102,10 +102,18 @@ impl Backoff {
 /// about 400 ms on a real cluster while the view itself was installed in 14-49 ms.
 #[derive(Debug)]
 struct EarlyMessage {
-    /// (view, kind, seq, signer): a re-sent copy is held once.
-    id: (u64, u8, u64, ReplicaId),
+    /// (view, phase, seq, signer): a re-sent copy is held once.
+    id: (u64, Phase, u64, ReplicaId),
     from: ReplicaId,
     message: VerifiedMessage,
+}
+
+/// The phase of a held message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    PrePrepare,
+    Prepare,
+    Commit,
 }
 
 impl EarlyMessage {
@@ -498,13 +506,17 @@ impl Replica {
         let id = match &message {
             VerifiedMessage::PrePrepare { proposal, .. } => {
                 let body = proposal.body();
-                (body.view, 0, body.seq, proposal.signer())
+                (body.view, Phase::PrePrepare, body.seq, proposal.signer())
             }
-            VerifiedMessage::Prepare(vote) => (vote.body().view, 1, vote.body().seq, vote.signer()),
-            VerifiedMessage::Commit(vote) => (vote.body().view, 2, vote.body().seq, vote.signer()),
+            VerifiedMessage::Prepare(vote) => {
+                (vote.body().view, Phase::Prepare, vote.body().seq, vote.signer())
+            }
+            VerifiedMessage::Commit(vote) => {
+                (vote.body().view, Phase::Commit, vote.body().seq, vote.signer())
+            }
             _ => return Some(message),
         };
-        let (view, kind, seq, signer) = id;
+        let (view, phase, seq, signer) = id;
         let installing = view == self.view && self.changing.is_some();
         let next = view == self.view.saturating_add(1);
         if !(installing || next) {
@@ -514,9 +526,11 @@ impl Replica {
             return None;
         }
         let from_sender = || self.early.iter().filter(|held| held.from == from);
-        let proposals = from_sender().filter(|held| held.id.1 == 0).count();
+        let proposals = from_sender()
+            .filter(|held| held.id.1 == Phase::PrePrepare)
+            .count();
         if from_sender().count() >= early_limit(&self.ledger.config)
-            || (kind == 0 && proposals >= self.ledger.config.max_inflight_batches as usize)
+            || (phase == Phase::PrePrepare && proposals >= self.ledger.config.max_inflight_batches as usize)
         {
             return Some(message);
         }
