@@ -214,7 +214,7 @@ impl Cluster {
                 Action::PersistSafety(_) => {}
                 Action::PersistBatch(committed) => {
                     if i == 0 {
-                        self.outcome.slots += committed.batch.requests.len();
+                        self.outcome.slots += committed.batch.requests().len();
                     }
                     let seq = committed.seq();
                     assert_eq!(seq, self.stores[i].len() as u64 + 1, "batches persist in order");

@@ -42,7 +42,7 @@ async fn main() -> anyhow::Result<()> {
     println!(
         "batch {} holds {} transactions",
         batch.seq(),
-        batch.batch.requests.len()
+        batch.batch.requests().len()
     );
     Ok(())
 }

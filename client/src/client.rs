@@ -519,7 +519,7 @@ impl Client {
         })?;
         let known = known?;
         batches.truncate(known);
-        if batches.iter().any(|b| !b.batch.requests.is_empty()) {
+        if batches.iter().any(|b| !b.batch.requests().is_empty()) {
             // A batch may have let a replica join: dial it.
             self.inner.follow_joined();
         }
@@ -896,91 +896,138 @@ impl Inner {
         });
     }
 
-    fn dispatch(self: &Arc<Self>, from: ReplicaId, reply: ClientReply) {
-        match reply {
-            ClientReply::Committed { nonce, receipt } => {
-                let Some(leaf) = lock(&self.pending)
-                    .get(&nonce)
-                    .filter(|entry| entry.done.is_some())
-                    .map(|entry| entry.leaf)
-                else {
-                    return; // already answered by another replica
+    /// A receipt from replica `from` for the request with this nonce: checked, then handed to
+    /// the waiting `submit`.
+    fn on_receipt(self: &Arc<Self>, from: ReplicaId, nonce: u64, receipt: &mut Receipt) -> ReceiptFlow {
+        let Some(leaf) = lock(&self.pending)
+            .get(&nonce)
+            .filter(|entry| entry.done.is_some())
+            .map(|entry| entry.leaf)
+        else {
+            return ReceiptFlow::Next; // already answered by another replica
+        };
+        if let Err(e) = receipt.verify_inclusion_of(&leaf) {
+            tracing::warn!(replica = from.0, nonce, error = %e, "receipt does not match the request");
+            return ReceiptFlow::Next;
+        }
+        // Receipts of one batch need one verified certificate. Replicas aggregate their
+        // own (different signers), so a receipt whose statement was already certified
+        // is given the certificate verified before, and is valid whatever it carried.
+        let statement = receipt.certificate.statement;
+        let key = (statement.view, statement.seq, statement.digest);
+        let cached = lock(&self.verified).get(&key).cloned();
+        if let Some(verified) = cached {
+            receipt.certificate = verified;
+        } else {
+            // The weights in force at the receipt's sequence number; a receipt from
+            // an epoch this client has not learnt yet waits for the retry while a
+            // task reads the certified log that far.
+            let (committee, read_ahead) = {
+                let schedule = lock(&self.schedule);
+                (
+                    schedule.for_seq(receipt.seq).cloned(),
+                    read_ahead_target(&schedule, receipt.seq, self.read_ahead_percent),
+                )
+            };
+            let Some(committee) = committee else {
+                // Read the log only for a certificate more than f members signed (a
+                // vote's signature does not depend on weights): one Byzantine replica
+                // must not send the client reading for a made-up sequence number.
+                let signed = {
+                    let schedule = lock(&self.schedule);
+                    more_than_f_signed(
+                        &receipt.certificate,
+                        schedule.signers(),
+                        schedule.latest().faults(),
+                    )
                 };
-                if let Err(e) = receipt.verify_inclusion_of(&leaf) {
-                    tracing::warn!(replica = from.0, nonce, error = %e, "receipt does not match the request");
+                if let Err(e) = signed {
+                    tracing::warn!(replica = from.0, nonce, error = %e, "receipt certificate does not verify");
+                    return ReceiptFlow::Refused;
+                }
+                tracing::debug!(
+                    seq = receipt.seq,
+                    "a receipt waits for the log to be read that far"
+                );
+                return ReceiptFlow::Waits;
+            };
+            // Verified without holding any lock: other replies keep flowing meanwhile.
+            if let Err(e) = receipt.certificate.verify(&committee) {
+                tracing::warn!(replica = from.0, nonce, error = %e, "receipt certificate does not verify");
+                return ReceiptFlow::Refused;
+            }
+            // Only a verified certificate moves the reading: a made-up sequence
+            // number from one Byzantine replica sends the client nowhere.
+            if let Some(target) = read_ahead {
+                self.read_ahead(target);
+            }
+            let mut verified = lock(&self.verified);
+            if verified.len() >= VERIFIED_CACHE {
+                verified.clear();
+            }
+            verified.insert(key, receipt.certificate.clone());
+        }
+        if let Some(done) = lock(&self.pending).get_mut(&nonce).and_then(|e| e.done.take()) {
+            let _ = done.send(Ok(receipt.clone()));
+        }
+        // It answers again: a stall of the whole cluster (a view change) made every
+        // replica miss receipts, and keeping them all suspected would leave only the
+        // least suspected one, maybe a dead one, to ask.
+        if let Some(link) = self.links().iter().find(|link| link.id == from) {
+            link.suspected_until.store(0, Ordering::Relaxed);
+        }
+        ReceiptFlow::Next
+    }
+
+    /// Hands the receipts of `pending` to `on_receipt` once this client has read the log as
+    /// far as `seq` (their certificate's weights were not known yet).
+    fn receipts_after_reading(self: &Arc<Self>, from: ReplicaId, seq: u64, pending: Vec<(u64, Receipt)>) {
+        let inner = self.clone();
+        tokio::spawn(async move {
+            inner.learn_schedule(seq).await;
+            if lock(&inner.schedule).for_seq(seq).is_none() {
+                return;
+            }
+            for (nonce, mut receipt) in pending {
+                if inner.on_receipt(from, nonce, &mut receipt) != ReceiptFlow::Next {
                     return;
                 }
-                // Receipts of one batch need one verified certificate. Replicas aggregate their
-                // own (different signers), so a receipt whose statement was already certified
-                // is given the certificate verified before, and is valid whatever it carried.
-                let mut receipt = receipt;
-                let statement = receipt.certificate.statement;
-                let key = (statement.view, statement.seq, statement.digest);
-                let cached = lock(&self.verified).get(&key).cloned();
-                if let Some(verified) = cached {
-                    receipt.certificate = verified;
-                } else {
-                    // The weights in force at the receipt's sequence number; a receipt from
-                    // an epoch this client has not learnt yet waits for the retry while a
-                    // task reads the certified log that far.
-                    let (committee, read_ahead) = {
-                        let schedule = lock(&self.schedule);
-                        (
-                            schedule.for_seq(receipt.seq).cloned(),
-                            read_ahead_target(&schedule, receipt.seq, self.read_ahead_percent),
-                        )
-                    };
-                    let Some(committee) = committee else {
-                        // Read the log only for a certificate more than f members signed (a
-                        // vote's signature does not depend on weights): one Byzantine replica
-                        // must not send the client reading for a made-up sequence number.
-                        let signed = {
-                            let schedule = lock(&self.schedule);
-                            more_than_f_signed(
-                                &receipt.certificate,
-                                schedule.signers(),
-                                schedule.latest().faults(),
-                            )
-                        };
-                        if let Err(e) = signed {
-                            tracing::warn!(replica = from.0, nonce, error = %e, "receipt certificate does not verify");
-                            return;
+            }
+        });
+    }
+
+    fn dispatch(self: &Arc<Self>, from: ReplicaId, reply: ClientReply) {
+        match reply {
+            ClientReply::Committed { nonce, mut receipt } => {
+                if self.on_receipt(from, nonce, &mut receipt) == ReceiptFlow::Waits {
+                    self.receipts_after_reading(from, receipt.seq, vec![(nonce, receipt)]);
+                }
+            }
+            ClientReply::Receipts {
+                seq,
+                certificate,
+                entries,
+            } => {
+                // Only entries for requests this client still waits for are built. One
+                // certificate covers them all: once it is refused (or its weights are not
+                // known yet), the rest are not checked against it again one by one.
+                let mut waiting = entries.into_iter().filter_map(|entry| {
+                    let leaf = lock(&self.pending)
+                        .get(&entry.nonce)
+                        .filter(|pending| pending.done.is_some())
+                        .map(|pending| pending.leaf)?;
+                    Some((entry.nonce, entry.receipt(seq, &certificate, leaf)))
+                });
+                while let Some((nonce, mut receipt)) = waiting.next() {
+                    match self.on_receipt(from, nonce, &mut receipt) {
+                        ReceiptFlow::Next => {}
+                        ReceiptFlow::Refused => break,
+                        ReceiptFlow::Waits => {
+                            let rest = std::iter::once((nonce, receipt)).chain(waiting).collect();
+                            self.receipts_after_reading(from, seq, rest);
+                            break;
                         }
-                        let inner = self.clone();
-                        let seq = receipt.seq;
-                        tracing::debug!(seq, "a receipt waits for the log to be read that far");
-                        tokio::spawn(async move {
-                            inner.learn_schedule(seq).await;
-                            if lock(&inner.schedule).for_seq(seq).is_some() {
-                                inner.dispatch(from, ClientReply::Committed { nonce, receipt });
-                            }
-                        });
-                        return;
-                    };
-                    // Verified without holding any lock: other replies keep flowing meanwhile.
-                    if let Err(e) = receipt.certificate.verify(&committee) {
-                        tracing::warn!(replica = from.0, nonce, error = %e, "receipt certificate does not verify");
-                        return;
                     }
-                    // Only a verified certificate moves the reading: a made-up sequence
-                    // number from one Byzantine replica sends the client nowhere.
-                    if let Some(target) = read_ahead {
-                        self.read_ahead(target);
-                    }
-                    let mut verified = lock(&self.verified);
-                    if verified.len() >= VERIFIED_CACHE {
-                        verified.clear();
-                    }
-                    verified.insert(key, receipt.certificate.clone());
-                }
-                if let Some(done) = lock(&self.pending).get_mut(&nonce).and_then(|e| e.done.take()) {
-                    let _ = done.send(Ok(receipt));
-                }
-                // It answers again: a stall of the whole cluster (a view change) made every
-                // replica miss receipts, and keeping them all suspected would leave only the
-                // least suspected one, maybe a dead one, to ask.
-                if let Some(link) = self.links().iter().find(|link| link.id == from) {
-                    link.suspected_until.store(0, Ordering::Relaxed);
                 }
             }
             ClientReply::Rejected { nonce, kind, reason } => {
@@ -1023,6 +1070,17 @@ impl Inner {
             }
         }
     }
+}
+
+/// What became of one receipt handed to `Inner::on_receipt`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ReceiptFlow {
+    /// Delivered, or not needed (already answered, or not this request's): go on.
+    Next,
+    /// Its certificate does not verify.
+    Refused,
+    /// Its certificate is for weights this client has not read from the log yet.
+    Waits,
 }
 
 /// Which replica to ask for a receipt, given each link's (connected, suspected until) and the

@@ -16,7 +16,7 @@
 //!
 //! let mut log = client.subscribe(1);
 //! let batch = log.next().await?; // certificate-verified, in order
-//! println!("batch {} holds {} transactions", batch.seq(), batch.batch.requests.len());
+//! println!("batch {} holds {} transactions", batch.seq(), batch.batch.requests().len());
 //! # Ok(()) }
 //! ```
 #![warn(missing_docs)]

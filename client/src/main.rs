@@ -194,7 +194,7 @@ async fn tail(
         };
         failures = 0;
         for committed in &batches {
-            for (index, request) in committed.batch.requests.iter().enumerate() {
+            for (index, request) in committed.batch.requests().iter().enumerate() {
                 println!(
                     "{}",
                     json!({

@@ -16,8 +16,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use ordinal_consensus::messages::CommitVote;
 use ordinal_consensus::{CommittedBatch, Receipt, Request};
-use ordinal_crypto::{Committee, KeyPair, ReplicaId};
+use ordinal_crypto::{Certificate, Committee, Digest, KeyPair, MerkleProof, ReplicaId};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
@@ -243,7 +244,7 @@ impl FrameReceiver {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ClientRequest {
     /// Order this transaction. Its `client` must be the connection's key in unsigned mode; in
-    /// signed mode its signature is checked. Answered by [`ClientReply::Committed`] when
+    /// signed mode its signature is checked. Answered by [`ClientReply::Receipts`] when
     /// `receipt` is set, and by [`ClientReply::Rejected`] if it is refused.
     ///
     /// A client sends each request to every replica but asks one for the receipt: one verified
@@ -321,6 +322,48 @@ pub enum ClientReply {
         /// Its status.
         status: ReplicaStatus,
     },
+    /// The client's requests ordered in one batch: the batch's commit certificate once, and
+    /// each request's Merkle path. What replicas send instead of one [`ClientReply::Committed`]
+    /// per request: a client with many requests in flight has tens in each batch, and the
+    /// certificate, the frame and its decoding were paid for each of them. The client checks
+    /// each path against the leaf it computed itself, so the leaves are not sent.
+    Receipts {
+        /// The batch's sequence number.
+        seq: u64,
+        /// The batch's commit certificate.
+        certificate: Certificate<CommitVote>,
+        /// One per request, in batch order.
+        entries: Vec<ReceiptEntry>,
+    },
+}
+
+/// One request's place in a [`ClientReply::Receipts`] batch.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReceiptEntry {
+    /// The request's nonce.
+    pub nonce: u64,
+    /// The Merkle path from the request's leaf to the certified batch digest; its index is the
+    /// request's position in the batch.
+    pub proof: MerkleProof,
+}
+
+impl ReceiptEntry {
+    /// The receipt this entry proves for the request whose leaf digest is `request_digest`
+    /// ([`Request::digest`]); [`Receipt::verify_inclusion_of`] then checks it.
+    pub fn receipt(
+        &self,
+        seq: u64,
+        certificate: &Certificate<CommitVote>,
+        request_digest: Digest,
+    ) -> Receipt {
+        Receipt {
+            seq,
+            index: self.proof.index,
+            request_digest,
+            proof: self.proof.clone(),
+            certificate: certificate.clone(),
+        }
+    }
 }
 
 /// A replica's progress as it reports it.
@@ -524,6 +567,69 @@ mod tests {
         rx.clear();
         assert!(tx.try_send(Arc::new(vec![0u8; 64 * 1024])));
         assert!(!tx.try_send(Arc::new(vec![0u8; 10])));
+    }
+
+    #[test]
+    fn batched_receipts_prove_each_request_against_one_certificate() {
+        use ordinal_consensus::{Batch, Request};
+        use ordinal_crypto::Signed;
+
+        let keys: Vec<KeyPair> = (0..4u8).map(|i| KeyPair::from_seed([i + 1; 32])).collect();
+        let publics: Vec<_> = keys.iter().map(KeyPair::public).collect();
+        let committee = Committee::equal_weights(Digest::of(b"receipts"), &publics).unwrap();
+        let client = KeyPair::from_seed([42; 32]).public();
+        let requests: Vec<Request> = (0..5u64)
+            .map(|nonce| Request::unsigned(client, nonce, vec![nonce as u8; 16]))
+            .collect();
+        let batch = Batch::new(requests.clone());
+        let vote = CommitVote {
+            view: 0,
+            seq: 9,
+            digest: batch.digest(),
+        };
+        let votes: Vec<_> = (0..3u16)
+            .map(|i| {
+                Signed::sign(vote, ReplicaId(i), &keys[i as usize], &committee)
+                    .verify(&committee)
+                    .unwrap()
+            })
+            .collect();
+        let certificate = Certificate::from_votes(vote, committee.epoch(), &votes);
+        // Requests 1, 3 and 4 were this client's asks.
+        let reply = ClientReply::Receipts {
+            seq: 9,
+            certificate: certificate.clone(),
+            entries: [1usize, 3, 4]
+                .iter()
+                .map(|&i| ReceiptEntry {
+                    nonce: i as u64,
+                    proof: batch.proof(i).unwrap(),
+                })
+                .collect(),
+        };
+        let frame = encode_frame(&reply).unwrap();
+        let decoded: ClientReply = postcard::from_bytes(&frame[4..]).unwrap();
+        assert_eq!(decoded, reply);
+        let ClientReply::Receipts {
+            seq,
+            certificate,
+            entries,
+        } = decoded
+        else {
+            unreachable!()
+        };
+        for entry in &entries {
+            let request = &requests[entry.nonce as usize];
+            let receipt = entry.receipt(seq, &certificate, request.digest());
+            assert_eq!(receipt.index as u64, entry.nonce);
+            receipt.verify(request, &committee).unwrap();
+            // The path proves that request's leaf and no other's.
+            let other = &requests[(entry.nonce as usize + 1) % requests.len()];
+            assert!(entry
+                .receipt(seq, &certificate, other.digest())
+                .verify_inclusion_of(&other.digest())
+                .is_err());
+        }
     }
 
     #[test]

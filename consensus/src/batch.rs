@@ -1,6 +1,8 @@
 //! Batches of requests and the certified form in which they leave the protocol.
 
-use ordinal_crypto::{merkle_proof, merkle_root, Certificate, Committee, CryptoError, Digest, MerkleProof};
+use std::sync::{Arc, OnceLock};
+
+use ordinal_crypto::{Certificate, Committee, CryptoError, Digest, MerkleProof, MerkleTree};
 use serde::{Deserialize, Serialize};
 
 use crate::config::ProtocolConfig;
@@ -9,27 +11,94 @@ use crate::messages::CommitVote;
 use crate::request::Request;
 
 /// An ordered group of requests proposed under one sequence number.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// The requests are fixed once the batch is made, so that its Merkle tree can be computed once
+/// and shared by every clone: a replica needs the digest to verify or propose, and the tree
+/// again for every receipt. Building it anew each time (twice the hashes of the payloads
+/// themselves) was the largest single cost of a replica's protocol thread.
+#[derive(Clone, Default, Serialize, Deserialize)]
 pub struct Batch {
     /// The requests, in proposal order.
-    pub requests: Vec<Request>,
+    requests: Vec<Request>,
+    /// The request digests and the tree over them, computed at most once. Not on the wire: a
+    /// receiver computes its own.
+    #[serde(skip)]
+    tree: OnceLock<Arc<BatchTree>>,
+}
+
+/// A batch's Merkle leaves (the request digests) and the tree over them.
+#[derive(Debug)]
+struct BatchTree {
+    leaves: Vec<Digest>,
+    tree: MerkleTree,
+}
+
+impl PartialEq for Batch {
+    fn eq(&self, other: &Self) -> bool {
+        // The cache is not part of the batch's value.
+        self.requests == other.requests
+    }
+}
+
+impl Eq for Batch {}
+
+impl std::fmt::Debug for Batch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Batch").field("requests", &self.requests).finish()
+    }
 }
 
 impl Batch {
+    /// A batch of these requests, in this order.
+    pub fn new(requests: Vec<Request>) -> Self {
+        Batch {
+            requests,
+            tree: OnceLock::new(),
+        }
+    }
+
+    /// The requests, in proposal order.
+    pub fn requests(&self) -> &[Request] {
+        &self.requests
+    }
+
+    /// The requests, taken out of the batch.
+    pub fn into_requests(self) -> Vec<Request> {
+        self.requests
+    }
+
+    /// The number of requests.
+    pub fn len(&self) -> usize {
+        self.requests.len()
+    }
+
+    /// Whether the batch holds no request (a null batch).
+    pub fn is_empty(&self) -> bool {
+        self.requests.is_empty()
+    }
+
+    fn tree(&self) -> &BatchTree {
+        self.tree.get_or_init(|| {
+            let leaves: Vec<Digest> = self.requests.iter().map(Request::digest).collect();
+            let tree = MerkleTree::new(&leaves);
+            Arc::new(BatchTree { leaves, tree })
+        })
+    }
+
     /// The batch digest: the Merkle root over the request digests, so that a receipt can prove
     /// one request's place with a logarithmic path instead of the whole batch.
     pub fn digest(&self) -> Digest {
-        merkle_root(&self.leaves())
+        self.tree().tree.root()
     }
 
     /// The Merkle leaves (request digests).
-    pub fn leaves(&self) -> Vec<Digest> {
-        self.requests.iter().map(Request::digest).collect()
+    pub fn leaves(&self) -> &[Digest] {
+        &self.tree().leaves
     }
 
     /// The inclusion proof for request `index`.
     pub fn proof(&self, index: usize) -> Option<MerkleProof> {
-        merkle_proof(&self.leaves(), index)
+        self.tree().tree.proof(index)
     }
 
     /// Total payload bytes.

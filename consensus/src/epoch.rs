@@ -471,7 +471,7 @@ impl Committees {
     pub fn apply_batch(&mut self, seq: u64, batch: &crate::Batch) -> Vec<(u64, Result<u64, ChangeRefused>)> {
         let mut outcomes = Vec::new();
         if self.changes_enabled() && seq == self.executed + 1 {
-            for request in &batch.requests {
+            for request in batch.requests() {
                 let Some((author, entry)) =
                     QuorumEntry::from_request(request, self.latest(), self.operator.as_ref())
                 else {
@@ -1049,7 +1049,7 @@ mod tests {
             address: "10.0.0.5:7000".into(),
         };
         let entry = |change: MembershipChange| QuorumEntry::Membership(change);
-        let batch = |requests| crate::Batch { requests };
+        let batch = crate::Batch::new;
 
         // A member cannot add a replica; the operator can.
         let by_member = entry(join(1)).to_request(&keys[0], &cluster, 1);
@@ -1225,9 +1225,7 @@ mod tests {
             epoch: 1,
             weights: vec![2, 2, 1, 1, 1],
         });
-        let batch = crate::Batch {
-            requests: vec![entry.to_request(&keys[0], &measured.base().cluster_id(), 1)],
-        };
+        let batch = crate::Batch::new(vec![entry.to_request(&keys[0], &measured.base().cluster_id(), 1)]);
         assert_eq!(
             measured.apply_batch(1, &batch),
             vec![(1, Err(ChangeRefused::Measured))]

@@ -291,8 +291,8 @@ impl Ledger {
     fn apply(&mut self, committed: CommittedBatch, live: bool) {
         let seq = committed.seq();
         let auth = self.config.request_auth;
-        let mut replies = Vec::with_capacity(committed.batch.requests.len());
-        for (index, request) in committed.batch.requests.iter().enumerate() {
+        let mut replies = Vec::with_capacity(committed.batch.requests().len());
+        for (index, request) in committed.batch.requests().iter().enumerate() {
             let key = request.key(auth);
             let position = Position {
                 seq,

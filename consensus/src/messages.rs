@@ -900,7 +900,7 @@ fn verify_proposal(
         Some(expected) if expected == body.recent_leaders => {}
         _ => return Err(Invalid::BadBlock("recent leaders do not follow the parent's")),
     }
-    body.check(batch.requests.is_empty(), block.signer(), committee, start)?;
+    body.check(batch.requests().is_empty(), block.signer(), committee, start)?;
     verify_batch(&batch, &body.batch_digest, body.seq, committee, config, true)?;
     if certified.len() as u64 > config.log_window {
         return Err(Invalid::BadBlock("more commit certificates than the window"));
@@ -936,7 +936,7 @@ fn verify_batch(
         return Err(Invalid::DigestMismatch { seq });
     }
     if check_clients {
-        let requests: Vec<&Request> = batch.requests.iter().collect();
+        let requests: Vec<&Request> = batch.requests().iter().collect();
         if !verify_requests(&requests, &committee.cluster_id(), config.request_auth).is_empty() {
             return Err(Invalid::BadClientSignature);
         }

@@ -116,7 +116,7 @@ impl RequestPool {
     /// The next batch from the queue: requests in queue order, within the batch limits, each
     /// proposed at most once per queue pass.
     pub(crate) fn take_batch(&mut self, config: &ProtocolConfig) -> Batch {
-        let mut batch = Batch::default();
+        let mut requests = Vec::new();
         let mut bytes = 0usize;
         if self.queue.len() > 2 * self.pending.len() + config.max_batch_requests {
             // Drop keys ordered meanwhile, so the queue stays proportional to what waits.
@@ -134,24 +134,24 @@ impl RequestPool {
                 continue;
             }
             let size = pending.request.payload().len();
-            if batch.requests.len() >= config.max_batch_requests
-                || (bytes + size > config.max_batch_bytes && !batch.requests.is_empty())
+            if requests.len() >= config.max_batch_requests
+                || (bytes + size > config.max_batch_bytes && !requests.is_empty())
             {
                 break;
             }
             self.queue.pop_front();
             pending.proposed = true;
             bytes += size;
-            batch.requests.push(pending.request.clone());
+            requests.push(pending.request.clone());
         }
-        batch
+        Batch::new(requests)
     }
 
     /// The oldest waiting requests, within the batch limits, leaving out those in `exclude`
     /// (already carried by blocks not yet committed). The pool is unchanged: a request stays
     /// until a committed batch orders it, so a block lost to a view change costs nothing.
     pub(crate) fn oldest_batch(&self, config: &ProtocolConfig, exclude: &HashSet<RequestKey>) -> Batch {
-        let mut batch = Batch::default();
+        let mut requests = Vec::new();
         let mut bytes = 0usize;
         for key in self.arrivals.values() {
             if exclude.contains(key) {
@@ -161,15 +161,15 @@ impl RequestPool {
                 continue;
             };
             let size = pending.request.payload().len();
-            if batch.requests.len() >= config.max_batch_requests
-                || (bytes + size > config.max_batch_bytes && !batch.requests.is_empty())
+            if requests.len() >= config.max_batch_requests
+                || (bytes + size > config.max_batch_bytes && !requests.is_empty())
             {
                 break;
             }
             bytes += size;
-            batch.requests.push(pending.request.clone());
+            requests.push(pending.request.clone());
         }
-        batch
+        Batch::new(requests)
     }
 
     /// Whether some waiting request is not in `exclude`.

@@ -1,7 +1,7 @@
 //! Receipts: a client's proof that its transaction was ordered, checkable with nothing but the
 //! cluster's public keys and weights.
 
-use ordinal_crypto::{Certificate, Committee, CryptoError, Digest, MerkleProof, MerkleTree};
+use ordinal_crypto::{Certificate, Committee, CryptoError, Digest, MerkleProof};
 use serde::{Deserialize, Serialize};
 
 use crate::batch::CommittedBatch;
@@ -52,7 +52,6 @@ impl Receipt {
     /// Builds receipts for several requests of one batch, hashing the batch once.
     pub fn for_requests(committed: &CommittedBatch, indexes: &[u32]) -> Vec<Receipt> {
         let leaves = committed.batch.leaves();
-        let tree = MerkleTree::new(&leaves);
         indexes
             .iter()
             .filter_map(|&index| {
@@ -60,7 +59,7 @@ impl Receipt {
                     seq: committed.seq(),
                     index,
                     request_digest: *leaves.get(index as usize)?,
-                    proof: tree.proof(index as usize)?,
+                    proof: committed.batch.proof(index as usize)?,
                     certificate: committed.certificate.clone(),
                 })
             })

@@ -3,6 +3,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::OnceLock;
 
+use bytes::Bytes;
 use ordinal_crypto::{verify_signatures, Digest, PublicKey, Signature, SignatureCheck, VerifyingKey};
 use serde::{Deserialize, Serialize};
 
@@ -23,9 +24,9 @@ pub struct Request {
     /// Chosen by the client, unique per client for distinct transactions; a retry reuses it.
     pub nonce: u64,
     /// The transaction. Private, and set only when the request is made or decoded, so that
-    /// its cached digest can never go stale.
-    #[serde(with = "serde_bytes")]
-    payload: Vec<u8>,
+    /// its cached digest can never go stale. Shared, not copied, by the clones a replica makes
+    /// (pool, batch, log, receipts): on the wire it is the same byte string as a `Vec<u8>`.
+    payload: Bytes,
     /// The client's signature over (nonce, payload digest), required in signed mode.
     pub signature: Option<Signature>,
     /// SHA3-256 of the payload, computed at most once. A replica needs it at admission (the
@@ -60,7 +61,13 @@ pub fn request_signing_bytes(cluster_id: &Digest, nonce: u64, payload_digest: &D
 
 impl Request {
     /// A signed request.
-    pub fn signed(key: &ordinal_crypto::KeyPair, cluster_id: &Digest, nonce: u64, payload: Vec<u8>) -> Self {
+    pub fn signed(
+        key: &ordinal_crypto::KeyPair,
+        cluster_id: &Digest,
+        nonce: u64,
+        payload: impl Into<Bytes>,
+    ) -> Self {
+        let payload = payload.into();
         let digest = Digest::of(&payload);
         let signature = key.sign_raw(&request_signing_bytes(cluster_id, nonce, &digest));
         Request {
@@ -73,11 +80,11 @@ impl Request {
     }
 
     /// An unsigned request, for clients authenticated by their connection.
-    pub fn unsigned(client: ClientId, nonce: u64, payload: Vec<u8>) -> Self {
+    pub fn unsigned(client: ClientId, nonce: u64, payload: impl Into<Bytes>) -> Self {
         Request {
             client,
             nonce,
-            payload,
+            payload: payload.into(),
             signature: None,
             payload_digest: OnceLock::new(),
         }
@@ -89,7 +96,7 @@ impl Request {
     }
 
     /// The transaction's bytes, taken out of the request.
-    pub fn into_payload(self) -> Vec<u8> {
+    pub fn into_payload(self) -> Bytes {
         self.payload
     }
 

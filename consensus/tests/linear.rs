@@ -129,9 +129,7 @@ fn first_block(batch: &Batch) -> Block {
 /// Round 1's proposal from its leader (replica 1), extending genesis, carrying `tag`.
 fn proposal(committee: &Committee, tag: u8) -> Input {
     let client = KeyPair::from_seed([9; 32]).public();
-    let batch = Batch {
-        requests: vec![Request::unsigned(client, tag as u64, vec![tag])],
-    };
+    let batch = Batch::new(vec![Request::unsigned(client, tag as u64, vec![tag])]);
     let block = first_block(&batch);
     let message = Message::Propose {
         block: Signed::sign(block, ReplicaId(1), &replica_key(1), committee),
@@ -243,9 +241,7 @@ fn a_replica_that_voted_in_a_later_epoch_never_votes_in_an_earlier_one() {
 
     // A block naming another epoch than its certificate's is refused at verification.
     let client = KeyPair::from_seed([9; 32]).public();
-    let batch = Batch {
-        requests: vec![Request::unsigned(client, 1, vec![1])],
-    };
+    let batch = Batch::new(vec![Request::unsigned(client, 1, vec![1])]);
     let block = Block {
         epoch: 1,
         ..first_block(&batch)
@@ -388,9 +384,7 @@ fn proposals_from_anyone_but_the_named_leader_are_refused() {
         ..ProtocolConfig::default()
     };
     let client = KeyPair::from_seed([9; 32]).public();
-    let batch = Batch {
-        requests: vec![Request::unsigned(client, 1, vec![1])],
-    };
+    let batch = Batch::new(vec![Request::unsigned(client, 1, vec![1])]);
     let propose = |block: Block, signer: u16, ancestry: Vec<_>| Message::Propose {
         block: Signed::sign(
             block,

@@ -19,13 +19,11 @@ fn config() -> ProtocolConfig {
 }
 
 fn batch(tag: u8) -> Batch {
-    Batch {
-        requests: vec![Request::unsigned(
-            replica_key(9).public(),
-            tag as u64,
-            vec![tag; 4],
-        )],
-    }
+    Batch::new(vec![Request::unsigned(
+        replica_key(9).public(),
+        tag as u64,
+        vec![tag; 4],
+    )])
 }
 
 /// A PRE-PREPARE header for `digest` at (view, seq), signed by replica `by`.

@@ -54,11 +54,11 @@ fn certificate<T: Signable + Copy>(statement: T, keys: &[KeyPair], committee: &C
 
 fn batch(requests: usize) -> Batch {
     let client = KeyPair::from_seed([9; 32]).public();
-    Batch {
-        requests: (0..requests)
+    Batch::new(
+        (0..requests)
             .map(|i| Request::unsigned(client, i as u64 + 1, vec![(i % 251) as u8; TX_BYTES]))
             .collect(),
-    }
+    )
 }
 
 fn store(c: &mut Criterion) {

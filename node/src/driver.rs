@@ -13,10 +13,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ordinal_client::wire::{self, ClientReply, RejectKind, ReplicaStatus};
-use ordinal_consensus::{
-    Action, CommittedBatch, Input, Invalid, Message, Protocol, Receipt, RequestKey, SafetyState,
-};
+use ordinal_client::wire::{self, ClientReply, ReceiptEntry, RejectKind, ReplicaStatus};
+use ordinal_consensus::{Action, CommittedBatch, Input, Invalid, Message, Protocol, RequestKey, SafetyState};
 use ordinal_crypto::ReplicaId;
 use tokio::sync::{mpsc, watch};
 
@@ -269,7 +267,7 @@ impl Driver {
                         self.shared
                             .metrics
                             .batch_transactions
-                            .observe(committed.batch.requests.len() as f64);
+                            .observe(committed.batch.requests().len() as f64);
                         writes.put_batch(&committed, &self.safety);
                         if let Some(since) = self.stalled_since.take() {
                             tracing::info!(
@@ -359,7 +357,9 @@ impl Driver {
         // Only the replica a client asked answers it (see `ClientRequest::Submit`); the others
         // just record the latency of what came to them directly.
         let metrics = &self.shared.metrics;
-        let mut wanted: HashMap<u32, RequestKey> = HashMap::new();
+        // Each client's receipts of this batch, in batch order: one frame per client, with
+        // the certificate once.
+        let mut wanted: BTreeMap<u32, RequestKey> = BTreeMap::new();
         for (key, index) in requests {
             let Some(arrival) = self.arrivals.remove(&key) else {
                 continue;
@@ -379,20 +379,26 @@ impl Driver {
                 None => return Ok(()),
             },
         };
-        let mut indexes: Vec<u32> = wanted.keys().copied().collect();
-        indexes.sort_unstable();
-        // Pair each receipt with its request by index, not by position in the list: an index
-        // the batch lacks yields no receipt, and must not shift the others onto wrong keys.
-        for receipt in Receipt::for_requests(&batch, &indexes) {
-            let Some(key) = wanted.get(&receipt.index).copied() else {
+        let mut by_client: HashMap<ordinal_crypto::PublicKey, Vec<ReceiptEntry>> = HashMap::new();
+        for (index, key) in wanted {
+            // An index the batch lacks yields no entry (the proof is the batch's own).
+            let Some(proof) = batch.batch.proof(index as usize) else {
                 continue;
             };
-            let reply = ClientReply::Committed {
+            by_client.entry(key.client).or_default().push(ReceiptEntry {
                 nonce: key.nonce,
-                receipt,
+                proof,
+            });
+        }
+        for (client, entries) in by_client {
+            let count = entries.len() as u64;
+            let reply = ClientReply::Receipts {
+                seq,
+                certificate: batch.certificate.clone(),
+                entries,
             };
-            if self.shared.clients.send(&key.client, &reply) {
-                metrics.receipts.inc();
+            if self.shared.clients.send(&client, &reply) {
+                metrics.receipts.inc_by(count);
             }
         }
         Ok(())

@@ -818,9 +818,7 @@ mod tests {
     }
 
     fn batch(seq: u64, keys: &[KeyPair], fill: u8) -> Batch {
-        Batch {
-            requests: vec![Request::unsigned(keys[0].public(), seq, vec![fill; 10])],
-        }
+        Batch::new(vec![Request::unsigned(keys[0].public(), seq, vec![fill; 10])])
     }
 
     fn certificate<T: ordinal_crypto::Signable + Copy>(

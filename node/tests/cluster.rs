@@ -229,7 +229,7 @@ async fn killing_the_primary_changes_the_view_and_loses_nothing() {
     let ordered = positions(&logs[0]);
     for receipt in &receipts {
         let batch = &logs[0][receipt.seq as usize - 1];
-        let request = &batch.batch.requests[receipt.index as usize];
+        let request = &batch.batch.requests()[receipt.index as usize];
         assert_eq!(
             ordered.get(&(request.client.to_hex(), request.nonce)),
             Some(&(receipt.seq, receipt.index)),

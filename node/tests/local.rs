@@ -38,7 +38,7 @@ async fn a_local_cluster_resumes_from_its_directory() {
     let second = client.submit(b"after the restart".to_vec()).await.unwrap();
     assert!(second.seq > first.seq, "{} after {}", second.seq, first.seq);
     let (batches, _) = client.read_batches(0, first.seq, 1).await.unwrap();
-    let request = &batches[0].batch.requests[first.index as usize];
+    let request = &batches[0].batch.requests()[first.index as usize];
     assert_eq!(request.payload(), b"before the restart");
     drop(client);
     local::stop(replicas).await.unwrap();

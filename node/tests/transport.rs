@@ -198,7 +198,7 @@ async fn sigterm_stops_cleanly_and_acknowledged_batches_survive() {
     for i in 0..4 {
         let log = cluster.log_of(&client, i, high, Duration::from_secs(20)).await;
         for receipt in &receipts {
-            let request = &log[receipt.seq as usize - 1].batch.requests[receipt.index as usize];
+            let request = &log[receipt.seq as usize - 1].batch.requests()[receipt.index as usize];
             assert_eq!(request.digest(), receipt.request_digest);
         }
     }

@@ -32,9 +32,9 @@ pub fn client(i: usize) -> PublicKey {
 /// A full batch: `count` unsigned requests of `bytes` each from one client.
 pub fn batch(count: usize, bytes: usize) -> Batch {
     let client = client(0);
-    Batch {
-        requests: (0..count)
+    Batch::new(
+        (0..count)
             .map(|i| Request::unsigned(client, i as u64 + 1, payload(i, bytes)))
             .collect(),
-    }
+    )
 }

@@ -82,7 +82,7 @@ impl Chain {
         parent_header: Option<BlockHeader>,
         keep_from: &Digest,
     ) -> Result<(), Invalid> {
-        if block.round <= self.committed_round && batch.requests.is_empty() {
+        if block.round <= self.committed_round && batch.requests().is_empty() {
             return Ok(());
         }
         let id = block.id();
@@ -134,7 +134,7 @@ impl Chain {
                 self.by_round.iter().find(|(_, id)| {
                     self.blocks
                         .get(*id)
-                        .is_none_or(|b| b.batch.requests.is_empty() || b.block.seq <= executed)
+                        .is_none_or(|b| b.batch.requests().is_empty() || b.block.seq <= executed)
                 })
             })
             .or_else(|| self.by_round.iter().next())
@@ -191,7 +191,7 @@ impl Chain {
         while cursor != self.committed_id {
             match self.blocks.get(&cursor) {
                 Some(stored) if stored.block.round > self.committed_round => {
-                    if !stored.batch.requests.is_empty() {
+                    if !stored.batch.requests().is_empty() {
                         return true;
                     }
                     cursor = stored.block.parent();
@@ -216,7 +216,7 @@ impl Chain {
         let carries = self
             .path_to_committed(id)
             .iter()
-            .any(|stored| !stored.batch.requests.is_empty());
+            .any(|stored| !stored.batch.requests().is_empty());
         // A committed block's batch reaches the log only with its commit certificate, a round
         // or two later: until then its requests still wait in the pool, and proposing them
         // again would order them twice (execution would skip the copies, but they would fill
@@ -232,7 +232,7 @@ impl Chain {
             let Some(stored) = self.blocks.get(&cursor) else {
                 return (None, carries);
             };
-            keys.extend(stored.batch.requests.iter().map(|r| r.key(auth)));
+            keys.extend(stored.batch.requests().iter().map(|r| r.key(auth)));
             cursor = stored.block.parent();
             cursor_seq = stored.block.justify.statement.seq;
         }

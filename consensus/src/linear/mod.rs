@@ -1036,7 +1036,7 @@ impl Replica {
         let mut block = Block {
             epoch: self.epoch,
             round,
-            seq: parent_seq + u64::from(!batch.requests.is_empty()),
+            seq: parent_seq + u64::from(!batch.requests().is_empty()),
             batch_digest: batch.digest(),
             justify: self.high_qc.clone(),
             timeout,

@@ -53,7 +53,7 @@ impl Replica {
                 break;
             }
             let batch = self.ledger.pool.take_batch(&self.ledger.config);
-            if batch.requests.is_empty() {
+            if batch.requests().is_empty() {
                 continue;
             }
             self.propose(batch);

@@ -357,9 +357,7 @@ mod tests {
     use ordinal_crypto::{Certificate, Committee, Digest, KeyPair, ReplicaId};
 
     fn proof(keys: &[KeyPair], committee: &Committee, view: u64, seq: u64, tag: u8) -> PreparedProof {
-        let batch = Batch {
-            requests: vec![Request::unsigned(keys[0].public(), tag as u64, vec![tag])],
-        };
+        let batch = Batch::new(vec![Request::unsigned(keys[0].public(), tag as u64, vec![tag])]);
         let statement = PrepareVote {
             view,
             seq,
@@ -400,7 +398,7 @@ mod tests {
         let seqs: Vec<u64> = plan.proposals.iter().map(|(s, _)| *s).collect();
         assert_eq!(seqs, vec![1, 2, 3]);
         assert_eq!(plan.proposals[0].1, b.prepared[0].batch, "view 2 beats view 1");
-        assert!(plan.proposals[1].1.requests.is_empty(), "gap is a null batch");
+        assert!(plan.proposals[1].1.is_empty(), "gap is a null batch");
         assert_eq!(plan.proposals[2].1, a.prepared[1].batch);
         let empty = NewViewPlan::compute([&c]);
         assert!(empty.proposals.is_empty());

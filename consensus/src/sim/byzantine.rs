@@ -275,13 +275,10 @@ fn vote_for_random_digest(message: &Message, rng: &mut ChaCha8Rng, signer: &Sign
 /// Another batch for the same slot: the requests reversed, or none when reversing changes
 /// nothing.
 fn conflicting_batch(batch: &Batch) -> Batch {
-    let mut other = Batch {
-        requests: batch.requests.iter().rev().cloned().collect(),
-    };
-    if other.requests.len() < 2 {
-        other.requests.clear();
+    if batch.len() < 2 {
+        return Batch::default();
     }
-    other
+    Batch::new(batch.requests().iter().rev().cloned().collect())
 }
 
 /// A conflicting version of a message, validly signed.
@@ -310,7 +307,7 @@ fn equivocal(message: &Message, rng: &mut ChaCha8Rng, signer: &Signer<'_>) -> Me
             // The same round, another batch (reversed, or none), validly signed.
             let other = conflicting_batch(batch);
             let body = Block {
-                seq: block.body.justify.statement.seq + u64::from(!other.requests.is_empty()),
+                seq: block.body.justify.statement.seq + u64::from(!other.is_empty()),
                 batch_digest: other.digest(),
                 ..block.body.clone()
             };

@@ -469,7 +469,6 @@ pub struct Simulation {
     delivered_through: u64,
     submitted_digests: HashSet<Digest>,
     healed: bool,
-    receipt_tree: Option<(Digest, Vec<Digest>, ordinal_crypto::MerkleTree)>,
     verified_certificates: HashSet<Digest>,
 }
 
@@ -539,7 +538,6 @@ impl Simulation {
             delivered_through: 0,
             submitted_digests: HashSet::new(),
             healed: false,
-            receipt_tree: None,
             verified_certificates: HashSet::new(),
             config,
         };
@@ -1148,7 +1146,7 @@ impl Simulation {
         let check_origin =
             self.config.protocol.request_auth == RequestAuth::Signed || self.config.byzantine.is_empty();
         let mut keys = Vec::new();
-        for request in &committed.batch.requests {
+        for request in committed.batch.requests() {
             // Weight changes come from members, signed with their keys (`crate::epoch`).
             let from_member =
                 || crate::epoch::QuorumEntry::from_request(request, &self.all_keys, None).is_some();
@@ -1186,18 +1184,10 @@ impl Simulation {
         let Some(committed) = self.instances[instance].store.batches.get(&position.seq) else {
             return;
         };
-        let digest = committed.certificate.statement.digest;
-        if self.receipt_tree.as_ref().is_none_or(|(d, _, _)| *d != digest) {
-            let leaves = committed.batch.leaves();
-            let tree = ordinal_crypto::MerkleTree::new(&leaves);
-            self.receipt_tree = Some((digest, leaves, tree));
-        }
-        let Some((_, leaves, tree)) = &self.receipt_tree else {
-            return;
-        };
+        // The batch keeps its Merkle tree: every receipt of it reuses the one tree.
         let (Some(leaf), Some(proof)) = (
-            leaves.get(position.index as usize),
-            tree.proof(position.index as usize),
+            committed.batch.leaves().get(position.index as usize),
+            committed.batch.proof(position.index as usize),
         ) else {
             return;
         };
@@ -1328,48 +1318,24 @@ mod tests {
         let submitted = sim.clients[0].requests[0].clone();
         let other = sim.clients[0].requests[1].clone();
 
-        let first = certified(
-            &sim,
-            1,
-            Batch {
-                requests: vec![submitted.clone()],
-            },
-        );
+        let first = certified(&sim, 1, Batch::new(vec![submitted.clone()]));
         sim.check_committed(0, &first);
         assert!(sim.report.violations.is_empty());
 
         // Agreement: a different batch at the same seq.
-        let conflicting = certified(
-            &sim,
-            1,
-            Batch {
-                requests: vec![other.clone()],
-            },
-        );
+        let conflicting = certified(&sim, 1, Batch::new(vec![other.clone()]));
         sim.check_committed(1, &conflicting);
         assert_eq!(sim.report.violations.last().unwrap().invariant, "agreement");
 
         // Certificate: votes below quorum.
-        let mut weak = certified(
-            &sim,
-            2,
-            Batch {
-                requests: vec![other.clone()],
-            },
-        );
+        let mut weak = certified(&sim, 2, Batch::new(vec![other.clone()]));
         weak.certificate.votes.truncate(2);
         sim.check_committed(0, &weak);
         assert!(sim.report.violations.iter().any(|v| v.invariant == "certificate"));
 
         // Validity: a request no client submitted.
         let forged = Request::unsigned(client_key(0).public(), 999, b"never sent".to_vec());
-        let invented = certified(
-            &sim,
-            3,
-            Batch {
-                requests: vec![forged],
-            },
-        );
+        let invented = certified(&sim, 3, Batch::new(vec![forged]));
         sim.check_committed(0, &invented);
         assert!(sim.report.violations.iter().any(|v| v.invariant == "validity"));
 

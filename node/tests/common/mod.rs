@@ -271,7 +271,7 @@ pub fn positions(log: &[CommittedBatch]) -> BTreeMap<(String, u64), (u64, u32)> 
     let mut out = BTreeMap::new();
     let mut copies = 0;
     for committed in log {
-        for (index, request) in committed.batch.requests.iter().enumerate() {
+        for (index, request) in committed.batch.requests().iter().enumerate() {
             let key = (request.client.to_hex(), request.nonce);
             if out.contains_key(&key) {
                 copies += 1;
@@ -303,7 +303,7 @@ pub fn assert_receipts_in_log(receipts: &[Receipt], log: &[CommittedBatch]) {
     for receipt in receipts {
         let batch = &log[receipt.seq as usize - 1];
         assert_eq!(batch.seq(), receipt.seq);
-        let request = &batch.batch.requests[receipt.index as usize];
+        let request = &batch.batch.requests()[receipt.index as usize];
         assert_eq!(
             request.digest(),
             receipt.request_digest,
