@@ -896,16 +896,24 @@ impl Inner {
         });
     }
 
-    /// A receipt from replica `from` for the request with this nonce: checked, then handed to
-    /// the waiting `submit`.
-    fn on_receipt(self: &Arc<Self>, from: ReplicaId, nonce: u64, receipt: &mut Receipt) -> ReceiptFlow {
-        let Some(leaf) = lock(&self.pending)
+    /// The leaf digest of the request with this nonce, while its `submit` still waits for a
+    /// receipt (`None` once another replica's receipt answered it).
+    fn waiting_leaf(&self, nonce: u64) -> Option<Digest> {
+        lock(&self.pending)
             .get(&nonce)
             .filter(|entry| entry.done.is_some())
             .map(|entry| entry.leaf)
-        else {
-            return ReceiptFlow::Next; // already answered by another replica
-        };
+    }
+
+    /// A receipt from replica `from` for the waiting request with this nonce and leaf digest:
+    /// checked, then handed to the waiting `submit`.
+    fn on_receipt(
+        self: &Arc<Self>,
+        from: ReplicaId,
+        nonce: u64,
+        leaf: Digest,
+        receipt: &mut Receipt,
+    ) -> ReceiptFlow {
         if let Err(e) = receipt.verify_inclusion_of(&leaf) {
             tracing::warn!(replica = from.0, nonce, error = %e, "receipt does not match the request");
             return ReceiptFlow::Next;
@@ -989,7 +997,10 @@ impl Inner {
                 return;
             }
             for (nonce, mut receipt) in pending {
-                if inner.on_receipt(from, nonce, &mut receipt) != ReceiptFlow::Next {
+                let Some(leaf) = inner.waiting_leaf(nonce) else {
+                    continue; // answered meanwhile
+                };
+                if inner.on_receipt(from, nonce, leaf, &mut receipt) != ReceiptFlow::Next {
                     return;
                 }
             }
@@ -999,7 +1010,10 @@ impl Inner {
     fn dispatch(self: &Arc<Self>, from: ReplicaId, reply: ClientReply) {
         match reply {
             ClientReply::Committed { nonce, mut receipt } => {
-                if self.on_receipt(from, nonce, &mut receipt) == ReceiptFlow::Waits {
+                let Some(leaf) = self.waiting_leaf(nonce) else {
+                    return; // already answered by another replica
+                };
+                if self.on_receipt(from, nonce, leaf, &mut receipt) == ReceiptFlow::Waits {
                     self.receipts_after_reading(from, receipt.seq, vec![(nonce, receipt)]);
                 }
             }
@@ -1012,18 +1026,17 @@ impl Inner {
                 // certificate covers them all: once it is refused (or its weights are not
                 // known yet), the rest are not checked against it again one by one.
                 let mut waiting = entries.into_iter().filter_map(|entry| {
-                    let leaf = lock(&self.pending)
-                        .get(&entry.nonce)
-                        .filter(|pending| pending.done.is_some())
-                        .map(|pending| pending.leaf)?;
-                    Some((entry.nonce, entry.receipt(seq, &certificate, leaf)))
+                    let leaf = self.waiting_leaf(entry.nonce)?;
+                    Some((entry.nonce, leaf, entry.receipt(seq, &certificate, leaf)))
                 });
-                while let Some((nonce, mut receipt)) = waiting.next() {
-                    match self.on_receipt(from, nonce, &mut receipt) {
+                while let Some((nonce, leaf, mut receipt)) = waiting.next() {
+                    match self.on_receipt(from, nonce, leaf, &mut receipt) {
                         ReceiptFlow::Next => {}
                         ReceiptFlow::Refused => break,
                         ReceiptFlow::Waits => {
-                            let rest = std::iter::once((nonce, receipt)).chain(waiting).collect();
+                            let rest = std::iter::once((nonce, receipt))
+                                .chain(waiting.map(|(nonce, _, receipt)| (nonce, receipt)))
+                                .collect();
                             self.receipts_after_reading(from, seq, rest);
                             break;
                         }

@@ -44,26 +44,16 @@ pub enum ReceiptError {
 }
 
 impl Receipt {
-    /// Builds the receipt for request `index` of a committed batch.
+    /// Builds the receipt for request `index` of a committed batch (the batch's Merkle tree is
+    /// computed once and kept, so receipts of one batch share it).
     pub fn for_request(committed: &CommittedBatch, index: u32) -> Option<Receipt> {
-        Self::for_requests(committed, &[index]).pop()
-    }
-
-    /// Builds receipts for several requests of one batch, hashing the batch once.
-    pub fn for_requests(committed: &CommittedBatch, indexes: &[u32]) -> Vec<Receipt> {
-        let leaves = committed.batch.leaves();
-        indexes
-            .iter()
-            .filter_map(|&index| {
-                Some(Receipt {
-                    seq: committed.seq(),
-                    index,
-                    request_digest: *leaves.get(index as usize)?,
-                    proof: committed.batch.proof(index as usize)?,
-                    certificate: committed.certificate.clone(),
-                })
-            })
-            .collect()
+        Some(Receipt {
+            seq: committed.seq(),
+            index,
+            request_digest: *committed.batch.leaves().get(index as usize)?,
+            proof: committed.batch.proof(index as usize)?,
+            certificate: committed.certificate.clone(),
+        })
     }
 
     /// The view the batch committed in.
