@@ -36,6 +36,7 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod admitted;
 pub mod batch;
 pub mod cluster;
 pub mod config;
@@ -57,6 +58,7 @@ pub mod safety;
 pub mod sim;
 pub mod weighting;
 
+pub use admitted::{AdmittedCache, AdmittedRequests, NoneAdmitted};
 pub use batch::{Batch, CommittedBatch};
 pub use cluster::{ClusterConfig, ConfigError, MembershipConfig, ProtocolKind, ReplicaEntry, WeightsConfig};
 pub use config::{ProtocolConfig, RequestAuth};

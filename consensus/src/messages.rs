@@ -7,6 +7,7 @@
 use ordinal_crypto::{Certificate, Committee, Digest, ReplicaId, Signable, Signed, Verified};
 use serde::{Deserialize, Serialize};
 
+use crate::admitted::{same_as_admitted, AdmittedRequests, NoneAdmitted};
 use crate::batch::{Batch, CommittedBatch};
 use crate::config::ProtocolConfig;
 use crate::epoch::Weights;
@@ -705,6 +706,18 @@ impl Message {
     /// Checks everything that needs no replica state: signatures, signers, embedded
     /// certificates, digests against batches, sizes.
     pub fn verify(self, weights: &dyn Weights, config: &ProtocolConfig) -> Result<VerifiedMessage, Invalid> {
+        self.verify_with(weights, config, &NoneAdmitted)
+    }
+
+    /// [`Message::verify`], reusing what this replica already checked of the requests it
+    /// admitted from clients: a proposal's request equal to one of them is neither hashed nor
+    /// signature-checked again. The verdict is the same as without them.
+    pub fn verify_with(
+        self,
+        weights: &dyn Weights,
+        config: &ProtocolConfig,
+        admitted: &dyn AdmittedRequests,
+    ) -> Result<VerifiedMessage, Invalid> {
         let committee = weights.signers();
         Ok(match self {
             Message::Request(request) => {
@@ -725,7 +738,7 @@ impl Message {
                         got: proposal.signer(),
                     });
                 }
-                verify_batch(&batch, &body.digest, body.seq, committee, config, true)?;
+                verify_batch(&batch, &body.digest, body.seq, committee, config, Some(admitted))?;
                 VerifiedMessage::PrePrepare { proposal, batch }
             }
             Message::Prepare(vote) => VerifiedMessage::Prepare(vote.verify(committee)?),
@@ -774,7 +787,7 @@ impl Message {
                 batch,
                 certified,
                 ancestry,
-            } => verify_proposal(block, batch, certified, ancestry, weights, config)?,
+            } => verify_proposal(block, batch, certified, ancestry, weights, config, admitted)?,
             Message::Vote { vote, commits } => {
                 if commits.len() as u64 > config.log_window {
                     return Err(Invalid::BadBlock("more commit votes than the window"));
@@ -856,6 +869,7 @@ fn verify_proposal(
     ancestry: Vec<BlockHeader>,
     weights: &dyn Weights,
     config: &ProtocolConfig,
+    admitted: &dyn AdmittedRequests,
 ) -> Result<VerifiedMessage, Invalid> {
     let block = block.verify(weights.signers())?;
     let body = block.body();
@@ -901,7 +915,14 @@ fn verify_proposal(
         _ => return Err(Invalid::BadBlock("recent leaders do not follow the parent's")),
     }
     body.check(batch.requests().is_empty(), block.signer(), committee, start)?;
-    verify_batch(&batch, &body.batch_digest, body.seq, committee, config, true)?;
+    verify_batch(
+        &batch,
+        &body.batch_digest,
+        body.seq,
+        committee,
+        config,
+        Some(admitted),
+    )?;
     if certified.len() as u64 > config.log_window {
         return Err(Invalid::BadBlock("more commit certificates than the window"));
     }
@@ -920,26 +941,36 @@ fn verify_proposal(
     })
 }
 
-/// Checks a batch against its claimed digest and limits; with `check_clients`, also every
-/// client signature (skipped for batches backed by a certificate, which a quorum already
-/// checked).
+/// Checks a batch against its claimed digest and limits. With `check_clients`, also every
+/// client signature, except those of requests equal to ones this replica admitted (already
+/// checked); `None` for batches backed by a certificate, which a quorum already checked.
 fn verify_batch(
     batch: &Batch,
     digest: &Digest,
     seq: u64,
     committee: &Committee,
     config: &ProtocolConfig,
-    check_clients: bool,
+    check_clients: Option<&dyn AdmittedRequests>,
 ) -> Result<(), Invalid> {
     batch.check_limits(config)?;
+    // Before the digest: requests matched here take over their payload digests.
+    let unchecked: Vec<&Request> = match check_clients {
+        Some(admitted) => batch
+            .requests()
+            .iter()
+            .filter(|request| {
+                !admitted
+                    .admitted(&request.client, request.nonce)
+                    .is_some_and(|checked| same_as_admitted(request, &checked))
+            })
+            .collect(),
+        None => Vec::new(),
+    };
     if batch.digest() != *digest {
         return Err(Invalid::DigestMismatch { seq });
     }
-    if check_clients {
-        let requests: Vec<&Request> = batch.requests().iter().collect();
-        if !verify_requests(&requests, &committee.cluster_id(), config.request_auth).is_empty() {
-            return Err(Invalid::BadClientSignature);
-        }
+    if !verify_requests(&unchecked, &committee.cluster_id(), config.request_auth).is_empty() {
+        return Err(Invalid::BadClientSignature);
     }
     Ok(())
 }
@@ -986,7 +1017,7 @@ fn check_view_change_body(
             statement.seq,
             weights.signers(),
             config,
-            false,
+            None,
         )?;
     }
     Ok(())

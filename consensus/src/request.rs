@@ -105,6 +105,21 @@ impl Request {
         *self.payload_digest.get_or_init(|| Digest::of(&self.payload))
     }
 
+    /// Takes over the payload digest `other` already computed, if its payload is this one's.
+    pub(crate) fn adopt_payload_digest(&self, other: &Request) {
+        if let Some(digest) = other.payload_digest.get() {
+            if self.payload == other.payload {
+                // Already set means already equal: both are the digest of the same bytes.
+                let _ = self.payload_digest.set(*digest);
+            }
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn has_payload_digest(&self) -> bool {
+        self.payload_digest.get().is_some()
+    }
+
     /// The digest of the whole request (client, nonce, payload, signature): the Merkle leaf that
     /// a receipt proves.
     pub fn digest(&self) -> Digest {

@@ -71,6 +71,9 @@ pub struct Metrics {
     pub peer_sent_bytes: IntCounterVec,
     /// Stream bytes written to clients (receipts, batches, status).
     pub client_sent_bytes: IntCounter,
+    /// Requests inside proposals looked up among those this replica admitted from clients, by
+    /// whether they were found (`found`: hashing and signature check skipped when identical).
+    pub admitted_lookups: IntCounterVec,
 }
 
 fn histogram(name: &str, help: &str, buckets: Vec<f64>) -> PromResult<Histogram> {
@@ -225,6 +228,13 @@ impl Metrics {
                 "ordinal_client_sent_bytes_total",
                 "Stream bytes written to clients",
             )?,
+            admitted_lookups: IntCounterVec::new(
+                Opts::new(
+                    "ordinal_admitted_lookups_total",
+                    "Proposal requests looked up among the requests admitted from clients",
+                ),
+                &["result"],
+            )?,
             registry,
         };
         let r = &metrics.registry;
@@ -257,6 +267,7 @@ impl Metrics {
         r.register(Box::new(metrics.pending_requests.clone()))?;
         r.register(Box::new(metrics.peer_sent_bytes.clone()))?;
         r.register(Box::new(metrics.client_sent_bytes.clone()))?;
+        r.register(Box::new(metrics.admitted_lookups.clone()))?;
         Ok(metrics)
     }
 

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use ordinal_client::wire::{self, ReplicaStatus};
+use ordinal_consensus::RequestAuth;
 use ordinal_crypto::ReplicaId;
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -110,6 +111,8 @@ pub async fn start(loaded: &LoadedConfig) -> anyhow::Result<RunningReplica> {
         refused: (0..committee.slots().max(transport::REFUSAL_SLOTS))
             .map(|_| std::sync::atomic::AtomicU64::new(0))
             .collect(),
+        admitted: (config.protocol.request_auth == RequestAuth::Signed)
+            .then(|| transport::Admitted::new(transport::ADMITTED_CACHE_BYTES, &metrics.admitted_lookups)),
     });
     let addresses: Vec<String> = config
         .cluster
