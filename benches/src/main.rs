@@ -331,13 +331,20 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     best.throughput_tps, best.rate, best.p50_ms, best.p99_ms
                 );
             }
-            let name = name.unwrap_or_else(|| format!("sweep-{}-n{}", setup.protocol, setup.replicas));
+            // Signed-request sweeps get their own files: they never overwrite the unsigned ones.
+            let auth = if setup.signed_requests { "-signed" } else { "" };
+            let name = name.unwrap_or_else(|| format!("sweep-{}-n{}{auth}", setup.protocol, setup.replicas));
             let title = format!(
-                "{} n={}, {} B, {}, TLS",
+                "{} n={}, {} B, {}, TLS{}",
                 setup.protocol,
                 setup.replicas,
                 args.tx_size,
-                if setup.sync_always { "fsync" } else { "no fsync" }
+                if setup.sync_always { "fsync" } else { "no fsync" },
+                if setup.signed_requests {
+                    ", signed requests"
+                } else {
+                    ""
+                }
             );
             save(&args.results, &name, &title, &points, true)
         }
