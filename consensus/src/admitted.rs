@@ -43,8 +43,18 @@ pub(crate) fn same_as_admitted(request: &Request, checked: &Request) -> bool {
     true
 }
 
+/// Memory an entry holds beyond its wire size: the request's struct and cached digest, the
+/// key stored twice (map and order), and the map's own slots.
+pub const ENTRY_OVERHEAD: usize = 256;
+
+/// What one remembered request counts against the budget.
+fn cost(request: &Request) -> usize {
+    request.wire_size() + ENTRY_OVERHEAD
+}
+
 /// A bounded memory of admitted requests: once it holds more than its byte budget (counted as
-/// [`Request::wire_size`], so that empty payloads count too), the oldest are forgotten first.
+/// [`Request::wire_size`] plus [`ENTRY_OVERHEAD`], so that small payloads count for what they
+/// really hold), the oldest are forgotten first.
 /// Forgetting only costs a full check later, never correctness.
 #[derive(Debug)]
 pub struct AdmittedCache {
@@ -72,9 +82,9 @@ impl AdmittedCache {
     pub fn remember(&mut self, request: Request) {
         request.payload_digest();
         let key = (request.client, request.nonce);
-        self.bytes += request.wire_size();
+        self.bytes += cost(&request);
         match self.entries.insert(key, request) {
-            Some(replaced) => self.bytes -= replaced.wire_size(),
+            Some(replaced) => self.bytes -= cost(&replaced),
             None => self.order.push_back(key),
         }
         while self.bytes > self.max_bytes {
@@ -82,7 +92,7 @@ impl AdmittedCache {
                 break;
             };
             if let Some(forgotten) = self.entries.remove(&oldest) {
-                self.bytes -= forgotten.wire_size();
+                self.bytes -= cost(&forgotten);
             }
         }
     }
@@ -155,7 +165,7 @@ mod tests {
 
     #[test]
     fn the_cache_forgets_oldest_first_within_its_budget() {
-        let size = Request::unsigned(client(1), 0, vec![0u8; 100]).wire_size();
+        let size = cost(&Request::unsigned(client(1), 0, vec![0u8; 100]));
         let mut cache = AdmittedCache::new(3 * size);
         for nonce in 0..5 {
             cache.remember(Request::unsigned(client(1), nonce, vec![0u8; 100]));
@@ -182,7 +192,7 @@ mod tests {
         assert_eq!(cache.order.len(), 1);
         assert_eq!(
             cache.bytes(),
-            Request::unsigned(client(1), 9, vec![0u8; 32]).wire_size()
+            cost(&Request::unsigned(client(1), 9, vec![0u8; 32]))
         );
         assert_eq!(cache.get(&client(1), 9).map(|r| r.payload()[0]), Some(99));
     }

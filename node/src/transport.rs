@@ -46,8 +46,8 @@ const DELAYED_FRAMES: usize = 16_384;
 const READ_MAX_BYTES: usize = 8 << 20;
 /// Client connections open at once; more are refused at accept.
 pub const MAX_CLIENT_CONNECTIONS: usize = 1024;
-/// Requests remembered after admission (signed mode), for checking proposals: about 6,500 of
-/// 512 bytes, two seconds at the signed mode's saturation, which covers the time from a
+/// Requests remembered after admission (signed mode), for checking proposals: about 4,800 of
+/// 512 bytes, 1.6 s at the signed mode's saturation, which covers the time from a
 /// request's arrival at a backup to the proposal that carries it. The payloads are shared with
 /// the pending pool until they are ordered.
 pub const ADMITTED_CACHE_BYTES: usize = 4 << 20;
