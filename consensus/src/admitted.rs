@@ -36,11 +36,7 @@ impl AdmittedRequests for NoneAdmitted {
 /// Whether `request` is exactly `checked` (client, nonce, payload bytes, signature). If it is,
 /// `request` takes over the payload digest `checked` already holds, so it is not computed again.
 pub(crate) fn same_as_admitted(request: &Request, checked: &Request) -> bool {
-    if request != checked {
-        return false;
-    }
-    request.adopt_payload_digest(checked);
-    true
+    request.adopt_digest_if_same(checked)
 }
 
 /// Memory an entry holds beyond its wire size: the request's struct and cached digest, the

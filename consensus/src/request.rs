@@ -105,14 +105,18 @@ impl Request {
         *self.payload_digest.get_or_init(|| Digest::of(&self.payload))
     }
 
-    /// Takes over the payload digest `other` already computed, if its payload is this one's.
-    pub(crate) fn adopt_payload_digest(&self, other: &Request) {
-        if let Some(digest) = other.payload_digest.get() {
-            if self.payload == other.payload {
-                // Already set means already equal: both are the digest of the same bytes.
-                let _ = self.payload_digest.set(*digest);
-            }
+    /// Whether this request is exactly `other` (client, nonce, payload bytes, signature). If it
+    /// is, it takes over the payload digest `other` already computed: the same bytes, so the
+    /// same digest, and one comparison decides both.
+    pub(crate) fn adopt_digest_if_same(&self, other: &Request) -> bool {
+        if self != other {
+            return false;
         }
+        if let Some(digest) = other.payload_digest.get() {
+            // Already set means already equal: both are the digest of the same bytes.
+            let _ = self.payload_digest.set(*digest);
+        }
+        true
     }
 
     #[cfg(test)]
