@@ -1,5 +1,5 @@
-//! Ed25519 identities: key pairs, public keys, signatures, key files, and the one verification
-//! rule Ordinal uses for everything consensus-critical.
+//! Ed25519 identities: key pairs, public keys, signatures and key files. The verification rule
+//! is in [`crate::verify_signatures`].
 
 use std::fmt;
 use std::path::Path;
@@ -17,9 +17,13 @@ use crate::CryptoError;
 pub struct PublicKey(#[serde(with = "serde_bytes")] pub [u8; 32]);
 
 impl PublicKey {
-    /// Decodes the key, refusing encodings that are not curve points and weak (small-order)
-    /// keys, for which signatures prove nothing.
+    /// Decodes the key, refusing encodings that are not curve points, non-canonical encodings
+    /// (a second spelling of the same key) and weak (small-order) keys, for which signatures
+    /// prove nothing: the key half of the verification rule.
     pub fn decode(&self) -> Result<VerifyingKey, CryptoError> {
+        if !crate::verify::y_is_canonical(&self.0) {
+            return Err(CryptoError::BadPublicKey);
+        }
         let key = VerifyingKey::from_bytes(&self.0).map_err(|_| CryptoError::BadPublicKey)?;
         if key.is_weak() {
             return Err(CryptoError::BadPublicKey);
@@ -148,52 +152,10 @@ impl fmt::Debug for KeyPair {
     }
 }
 
-/// One signature to check: who, over what, and the signature.
-#[derive(Clone, Copy, Debug)]
-pub struct SignatureCheck<'a> {
-    /// The signer's decoded key.
-    pub key: &'a VerifyingKey,
-    /// The exact bytes that were signed.
-    pub message: &'a [u8],
-    /// The signature.
-    pub signature: &'a Signature,
-}
-
-/// Checks all `items` with Ordinal's single verification rule and returns the indexes of the
-/// ones that fail (empty when all are valid).
-///
-/// The rule is ed25519-dalek's `verify_batch`, also for a single signature (a batch of one).
-/// `verify_batch` and `verify_strict` accept slightly different sets of signatures; if
-/// replicas and clients used different rules, a Byzantine signer could craft a vote that one
-/// side counts and the other does not, and a certificate would be valid for some and invalid
-/// for others. One rule everywhere removes that split. When a batch fails, each item is
-/// re-checked alone to name the culprits, so one bad signature cannot hide good ones.
-pub fn verify_signatures(items: &[SignatureCheck<'_>]) -> Vec<usize> {
-    if items.is_empty() {
-        return Vec::new();
-    }
-    if batch_ok(items) {
-        return Vec::new();
-    }
-    if items.len() == 1 {
-        return vec![0];
-    }
-    (0..items.len()).filter(|&i| !batch_ok(&items[i..=i])).collect()
-}
-
-fn batch_ok(items: &[SignatureCheck<'_>]) -> bool {
-    let messages: Vec<&[u8]> = items.iter().map(|c| c.message).collect();
-    let signatures: Vec<ed25519_dalek::Signature> = items
-        .iter()
-        .map(|c| ed25519_dalek::Signature::from_bytes(&c.signature.0))
-        .collect();
-    let keys: Vec<VerifyingKey> = items.iter().map(|c| *c.key).collect();
-    ed25519_dalek::verify_batch(&messages, &signatures, &keys).is_ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{verify_signatures, SignatureCheck};
 
     #[test]
     fn sign_and_verify_one_and_many() {
@@ -252,5 +214,23 @@ mod tests {
             PublicKey(bytes).decode().is_err() && VerifyingKey::from_bytes(&bytes).is_err()
         });
         assert!(undecodable);
+        // y + p for a small y is a second spelling of the point with that y.
+        let mut respelled = 0;
+        for y in 2u8..19 {
+            let mut canonical = [0u8; 32];
+            canonical[0] = y;
+            if PublicKey(canonical).decode().is_err() {
+                continue;
+            }
+            let mut plus_p = [0xffu8; 32];
+            plus_p[0] = 0xed + y;
+            plus_p[31] = 0x7f;
+            assert!(PublicKey(plus_p).decode().is_err(), "y = {y} + p");
+            respelled += usize::from(VerifyingKey::from_bytes(&plus_p).is_ok());
+        }
+        assert!(
+            respelled > 0,
+            "the curve crate alone accepts some second spellings"
+        );
     }
 }

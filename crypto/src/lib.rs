@@ -31,11 +31,13 @@ mod keys;
 mod signed;
 #[cfg(feature = "tls")]
 pub mod tls;
+mod verify;
 
 pub use committee::{aware_weights, Committee, Member, MembershipEdit, ReplicaId, Thresholds, WeightBounds};
 pub use digest::{merkle_proof, merkle_root, Digest, MerkleProof, MerkleTree};
 pub use error::CryptoError;
-pub use keys::{verify_signatures, KeyPair, PublicKey, Signature, SignatureCheck};
+pub use keys::{KeyPair, PublicKey, Signature};
 pub use signed::{signing_bytes, Certificate, Signable, Signed, Threshold, Verified};
+pub use verify::{verify_signatures, SignatureCheck};
 
 pub use ed25519_dalek::VerifyingKey;

@@ -8,7 +8,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::keys::{verify_signatures, SignatureCheck};
+use crate::verify::{verify_signatures, SignatureCheck};
 use crate::{Committee, CryptoError, KeyPair, ReplicaId, Signature};
 
 /// A message body that can be signed. `DOMAIN` must be unique per kind of statement.
