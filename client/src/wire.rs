@@ -106,6 +106,138 @@ pub async fn read_frame(recv: &mut quinn::RecvStream, limit: usize) -> Result<Op
     Ok(Some(payload))
 }
 
+/// Bytes received on a stream and not yet handed out as frames: complete frames are cut off
+/// the front, and what remains is at most one incomplete frame plus the last chunk read.
+#[derive(Debug)]
+pub struct FrameBuffer {
+    bytes: Vec<u8>,
+    /// Where the unconsumed bytes start.
+    start: usize,
+    limit: usize,
+}
+
+impl FrameBuffer {
+    /// An empty buffer for frames of at most `limit` payload bytes.
+    pub fn new(limit: usize) -> Self {
+        FrameBuffer {
+            bytes: Vec::new(),
+            start: 0,
+            limit,
+        }
+    }
+
+    /// Appends received bytes.
+    pub fn push(&mut self, received: &[u8]) {
+        // Consumed bytes are dropped once they are at least half the buffer, so each byte is
+        // moved at most a constant number of times.
+        if self.start > 0 && self.start * 2 >= self.bytes.len() {
+            self.bytes.drain(..self.start);
+            self.start = 0;
+        }
+        self.bytes.extend_from_slice(received);
+    }
+
+    /// Bytes held and not yet handed out.
+    pub fn pending(&self) -> usize {
+        self.bytes.len() - self.start
+    }
+
+    /// The next complete frame's payload, `None` if the buffer holds no complete frame, or an
+    /// error as soon as a length prefix exceeds the limit (before its bytes are awaited).
+    pub fn next_frame(&mut self) -> Result<Option<Vec<u8>>, WireError> {
+        let pending = &self.bytes[self.start..];
+        let Some(prefix) = pending.get(..4) else {
+            return Ok(None);
+        };
+        let mut len_bytes = [0u8; 4];
+        len_bytes.copy_from_slice(prefix);
+        let len = u32::from_le_bytes(len_bytes) as usize;
+        if len > self.limit {
+            return Err(WireError::Oversized {
+                len,
+                limit: self.limit,
+            });
+        }
+        let Some(payload) = pending.get(4..4 + len) else {
+            return Ok(None);
+        };
+        let frame = payload.to_vec();
+        self.start += 4 + len;
+        if self.start == self.bytes.len() {
+            self.bytes.clear();
+            self.start = 0;
+        }
+        Ok(Some(frame))
+    }
+}
+
+/// The most bytes one read asks QUIC for.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// Reads frames from a long-lived stream in groups: every complete frame that has already
+/// arrived, so that the caller can check their signatures together. It waits only for the
+/// first frame of a group; memory stays within one frame limit plus a few chunks.
+#[derive(Debug)]
+pub struct FrameReader {
+    buffer: FrameBuffer,
+}
+
+impl FrameReader {
+    /// A reader of frames of at most `limit` payload bytes.
+    pub fn new(limit: usize) -> Self {
+        FrameReader {
+            buffer: FrameBuffer::new(limit),
+        }
+    }
+
+    /// Appends to `frames` at least one and at most `max_frames` frame payloads: all that have
+    /// arrived, waiting only while none has. `Ok(false)` means the stream finished cleanly
+    /// between frames and nothing was appended.
+    pub async fn read_frames(
+        &mut self,
+        recv: &mut quinn::RecvStream,
+        max_frames: usize,
+        frames: &mut Vec<Vec<u8>>,
+    ) -> Result<bool, WireError> {
+        use futures::FutureExt as _;
+        let max_frames = max_frames.max(1);
+        let first = frames.len();
+        loop {
+            while frames.len() - first < max_frames {
+                match self.buffer.next_frame()? {
+                    Some(frame) => frames.push(frame),
+                    None => break,
+                }
+            }
+            let have = frames.len() - first;
+            if have == max_frames {
+                return Ok(true);
+            }
+            if have > 0 {
+                // Take what has already arrived, without waiting (`read_chunk` is cancel-safe,
+                // so a read that would wait consumes nothing). An end or an error is left for
+                // the next call, which meets it again.
+                if self.buffer.pending() >= 4 * READ_CHUNK {
+                    return Ok(true);
+                }
+                match recv.read_chunk(READ_CHUNK, true).now_or_never() {
+                    Some(Ok(Some(chunk))) => {
+                        self.buffer.push(&chunk.bytes);
+                        continue;
+                    }
+                    _ => return Ok(true),
+                }
+            }
+            match recv.read_chunk(READ_CHUNK, true).await {
+                Ok(Some(chunk)) => self.buffer.push(&chunk.bytes),
+                Ok(None) if self.buffer.pending() == 0 => return Ok(false),
+                Ok(None) => return Err(WireError::Truncated),
+                Err(e) => return Err(WireError::Stream(e.to_string())),
+            }
+        }
+    }
+}
+
 /// Reads and decodes one frame.
 pub async fn read_message<T: DeserializeOwned>(
     recv: &mut quinn::RecvStream,
@@ -548,6 +680,57 @@ pub fn connection_key(connection: &quinn::Connection) -> Option<ordinal_crypto::
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn framed(payloads: &[&[u8]]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for payload in payloads {
+            out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+            out.extend_from_slice(payload);
+        }
+        out
+    }
+
+    #[test]
+    fn frame_buffers_cut_frames_however_the_bytes_arrive() {
+        let payloads: Vec<Vec<u8>> = (0..20u8).map(|i| vec![i; usize::from(i) * 7]).collect();
+        let refs: Vec<&[u8]> = payloads.iter().map(Vec::as_slice).collect();
+        let stream = framed(&refs);
+        for piece in [1, 3, 4, 5, 64, stream.len()] {
+            let mut buffer = FrameBuffer::new(1024);
+            let mut out = Vec::new();
+            for chunk in stream.chunks(piece) {
+                buffer.push(chunk);
+                while let Some(frame) = buffer.next_frame().unwrap() {
+                    out.push(frame);
+                }
+                assert!(
+                    buffer.pending() < 4 + 20 * 7 + piece,
+                    "holds one frame and a chunk at most"
+                );
+            }
+            assert_eq!(out, payloads, "chunks of {piece} bytes");
+            assert_eq!(buffer.pending(), 0);
+        }
+    }
+
+    #[test]
+    fn frame_buffers_refuse_an_oversized_prefix_before_its_bytes() {
+        let mut buffer = FrameBuffer::new(100);
+        buffer.push(&framed(&[b"ok"]));
+        buffer.push(&101u32.to_le_bytes());
+        assert_eq!(buffer.next_frame().unwrap(), Some(b"ok".to_vec()));
+        assert!(matches!(
+            buffer.next_frame(),
+            Err(WireError::Oversized { len: 101, limit: 100 })
+        ));
+        let mut partial = FrameBuffer::new(100);
+        partial.push(&[5, 0]);
+        assert_eq!(partial.next_frame().unwrap(), None, "half a prefix");
+        partial.push(&[0, 0, 1, 2]);
+        assert_eq!(partial.next_frame().unwrap(), None, "half a payload");
+        partial.push(&[3, 4, 5]);
+        assert_eq!(partial.next_frame().unwrap(), Some(vec![1, 2, 3, 4, 5]));
+    }
 
     #[tokio::test]
     async fn frame_queues_are_bounded_by_bytes() {

@@ -11,7 +11,7 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use crate::request::{ClientId, Request};
+use crate::request::{CheckedRequest, ClientId, Request};
 
 /// What a replica remembers of the requests it admitted, as seen by message verification.
 pub trait AdmittedRequests {
@@ -72,10 +72,12 @@ impl AdmittedCache {
         }
     }
 
-    /// Remembers a request that was checked. Its payload digest is computed here if it was not
-    /// already, so the caller (off the protocol thread) pays for it once for every later use.
-    /// A later request under the same client and nonce replaces the earlier one.
-    pub fn remember(&mut self, request: Request) {
+    /// Remembers a request that passed admission (a copy: the payload itself is shared). Its
+    /// payload digest is computed here if it was not already, so the caller (off the protocol
+    /// thread) pays for it once for every later use. A later request under the same client and
+    /// nonce replaces the earlier one.
+    pub fn remember(&mut self, checked: CheckedRequest<'_>) {
+        let request = checked.request().clone();
         request.payload_digest();
         let key = (request.client, request.nonce);
         self.bytes += cost(&request);
@@ -123,7 +125,17 @@ impl AdmittedRequests for AdmittedCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{ProtocolConfig, RequestAuth};
     use ordinal_crypto::{Digest, KeyPair};
+
+    /// Admits an unsigned request (shape checks only) and remembers it.
+    fn remember(cache: &mut AdmittedCache, request: Request) {
+        let config = ProtocolConfig {
+            request_auth: RequestAuth::Unsigned,
+            ..ProtocolConfig::default()
+        };
+        cache.remember(request.admit(&config, &Digest::of(b"cluster")).unwrap());
+    }
 
     fn client(i: u8) -> ClientId {
         KeyPair::from_seed([i; 32]).public()
@@ -164,7 +176,7 @@ mod tests {
         let size = cost(&Request::unsigned(client(1), 0, vec![0u8; 100]));
         let mut cache = AdmittedCache::new(3 * size);
         for nonce in 0..5 {
-            cache.remember(Request::unsigned(client(1), nonce, vec![0u8; 100]));
+            remember(&mut cache, Request::unsigned(client(1), nonce, vec![0u8; 100]));
         }
         assert_eq!(cache.len(), 3);
         assert_eq!(cache.bytes(), 3 * size);
@@ -182,7 +194,7 @@ mod tests {
     fn re_admitting_a_key_replaces_it_without_growing() {
         let mut cache = AdmittedCache::new(1 << 20);
         for round in 0..100u8 {
-            cache.remember(Request::unsigned(client(1), 9, vec![round; 32]));
+            remember(&mut cache, Request::unsigned(client(1), 9, vec![round; 32]));
         }
         assert_eq!(cache.len(), 1);
         assert_eq!(cache.order.len(), 1);
@@ -196,7 +208,7 @@ mod tests {
     #[test]
     fn a_request_larger_than_the_budget_is_not_kept() {
         let mut cache = AdmittedCache::new(10);
-        cache.remember(Request::unsigned(client(1), 1, vec![0u8; 100]));
+        remember(&mut cache, Request::unsigned(client(1), 1, vec![0u8; 100]));
         assert!(cache.is_empty());
         assert_eq!(cache.bytes(), 0);
     }

@@ -68,5 +68,5 @@ pub use messages::{Message, VerifiedMessage};
 pub use receipt::Receipt;
 pub use reliability::{PeerMonitor, PeerReport};
 pub use replica::start_replica;
-pub use request::{ClientId, Position, Request, RequestKey};
+pub use request::{CheckedRequest, ClientId, Position, Request, RequestKey};
 pub use safety::{SafetyState, SafetyUpdate};

@@ -177,6 +177,51 @@ impl Request {
     }
 }
 
+/// A request that passed a replica's admission checks: [`Request::check_shape`] and, in signed
+/// mode, its client signature for this cluster. Only [`Request::admit`] makes one, so a memory
+/// of admitted requests ([`crate::admitted::AdmittedCache`]) cannot be handed an unchecked one.
+#[derive(Clone, Copy, Debug)]
+pub struct CheckedRequest<'a>(&'a Request);
+
+impl<'a> CheckedRequest<'a> {
+    /// The request that was checked.
+    pub fn request(&self) -> &'a Request {
+        self.0
+    }
+}
+
+impl Request {
+    /// Admission's checks on a request arriving from a client: size and signature presence
+    /// ([`Request::check_shape`]) and, in signed mode, the client's key and signature (the same
+    /// rule as [`verify_requests`]).
+    pub fn admit(&self, config: &ProtocolConfig, cluster_id: &Digest) -> Result<CheckedRequest<'_>, Invalid> {
+        self.check_shape(config)?;
+        if !verify_requests(&[self], cluster_id, config.request_auth).is_empty() {
+            return Err(Invalid::BadClientSignature);
+        }
+        Ok(CheckedRequest(self))
+    }
+
+    /// [`Request::admit`] for many requests, with their signatures checked together (one
+    /// batch check; the verdict on each is the one it gets alone). Results are in order.
+    pub fn admit_all<'a>(
+        requests: &[&'a Request],
+        config: &ProtocolConfig,
+        cluster_id: &Digest,
+    ) -> Vec<Result<CheckedRequest<'a>, Invalid>> {
+        let mut results: Vec<Result<CheckedRequest<'a>, Invalid>> = requests
+            .iter()
+            .map(|request| request.check_shape(config).map(|()| CheckedRequest(request)))
+            .collect();
+        let shaped: Vec<usize> = (0..requests.len()).filter(|&i| results[i].is_ok()).collect();
+        let to_verify: Vec<&Request> = shaped.iter().map(|&i| requests[i]).collect();
+        for bad in verify_requests(&to_verify, cluster_id, config.request_auth) {
+            results[shaped[bad]] = Err(Invalid::BadClientSignature);
+        }
+        results
+    }
+}
+
 /// Verifies the signatures of many requests at once (one batch check). Returns the indexes of
 /// requests whose client key or signature is bad. Does nothing in unsigned mode.
 pub fn verify_requests(requests: &[&Request], cluster_id: &Digest, auth: RequestAuth) -> Vec<usize> {

@@ -16,12 +16,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ordinal_client::wire::{
-    self, ClientReply, ClientRequest, Frame, FrameReceiver, FrameSender, RejectKind, ReplicaStatus, WireError,
+    self, ClientReply, ClientRequest, Frame, FrameReader, FrameReceiver, FrameSender, RejectKind,
+    ReplicaStatus, WireError,
 };
 use ordinal_consensus::epoch::Committees;
-use ordinal_consensus::request::verify_requests;
 use ordinal_consensus::{
-    AdmittedCache, AdmittedRequests, Message, ProtocolConfig, Request, RequestAuth, VerifiedMessage,
+    AdmittedCache, AdmittedRequests, CheckedRequest, Message, ProtocolConfig, Request, VerifiedMessage,
 };
 use ordinal_crypto::tls::PeerIdentity;
 use ordinal_crypto::{Committee, Digest, PublicKey, ReplicaId};
@@ -44,6 +44,8 @@ const READ_MAX_BATCHES: usize = 256;
 /// `PEER_QUEUE_BYTES` (beyond, frames are dropped and counted like a full queue's).
 const DELAYED_FRAMES: usize = 16_384;
 const READ_MAX_BYTES: usize = 8 << 20;
+/// The most client frames read (and their signatures checked) as one group.
+const CLIENT_READ_GROUP: usize = 64;
 /// Client connections open at once; more are refused at accept.
 pub const MAX_CLIENT_CONNECTIONS: usize = 1024;
 /// Requests remembered after admission (signed mode), for checking proposals: about 4,800 of
@@ -180,9 +182,9 @@ impl Admitted {
 
     /// Remembers a request that passed [`check_request`]. Its payload digest is computed by
     /// the caller's task, not under the lock.
-    fn remember(&self, request: &Request) {
-        request.payload_digest();
-        lock(&self.cache).remember(request.clone());
+    fn remember(&self, checked: CheckedRequest<'_>) {
+        checked.request().payload_digest();
+        lock(&self.cache).remember(checked);
     }
 }
 
@@ -656,11 +658,16 @@ async fn client_stream(
         }
     });
     let token = shared.clients.register(key, tx.clone());
-    let limit = shared.client_frame_limit();
-    loop {
-        let request = match wire::read_message::<ClientRequest>(&mut recv, limit).await {
-            Ok(Some(request)) => request,
-            Ok(None) => break,
+    let mut reader = FrameReader::new(shared.client_frame_limit());
+    let mut frames = Vec::new();
+    'stream: loop {
+        frames.clear();
+        match reader
+            .read_frames(&mut recv, CLIENT_READ_GROUP, &mut frames)
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => break,
             Err(e) => {
                 let reason = match e {
                     WireError::Oversized { .. } => "oversized_frame",
@@ -671,70 +678,99 @@ async fn client_stream(
                 tracing::debug!(error = %e, "client stream closed");
                 break;
             }
-        };
-        if matches!(request, ClientRequest::Submit { .. }) {
-            shared.metrics.client_requests.inc();
         }
-        let reply = match request {
-            ClientRequest::Submit { request, receipt } => match check_request(&request, &key, &shared) {
-                Ok(()) => {
-                    // For the proposal that will carry it (signed mode only).
-                    if let Some(admitted) = &shared.admitted {
-                        admitted.remember(&request);
-                    }
-                    let event = Event::Request {
-                        request,
-                        arrived: Instant::now(),
-                        receipt,
-                    };
-                    if shared.client_events.send(event).await.is_err() {
-                        break;
-                    }
-                    None
-                }
-                Err(reason) => {
-                    shared.metrics.invalid_messages.with_label_values(&[reason]).inc();
-                    Some(ClientReply::Rejected {
-                        nonce: request.nonce,
-                        kind: RejectKind::Invalid,
-                        reason: reason.to_string(),
-                    })
-                }
-            },
-            ClientRequest::Read { id, from, max } => {
-                let store = shared.store.clone();
-                let max = (max as usize).clamp(1, READ_MAX_BATCHES);
-                let read =
-                    tokio::task::spawn_blocking(move || store.batches(from.max(1), max, READ_MAX_BYTES))
-                        .await;
-                match read {
-                    Ok(Ok(batches)) => Some(ClientReply::Batches {
-                        id,
-                        batches,
-                        committed_seq: lock(&shared.status).committed_seq,
-                    }),
-                    Ok(Err(e)) => {
-                        tracing::error!(error = %e, "reading the store for a client");
-                        None
-                    }
-                    Err(_) => None,
+        // A malformed frame ends the stream, after the frames before it are answered.
+        let mut requests = Vec::with_capacity(frames.len());
+        let mut malformed = false;
+        for frame in &frames {
+            match postcard::from_bytes::<ClientRequest>(frame) {
+                Ok(request) => requests.push(request),
+                Err(e) => {
+                    shared
+                        .metrics
+                        .invalid_messages
+                        .with_label_values(&["malformed"])
+                        .inc();
+                    tracing::debug!(error = %e, "client stream closed");
+                    malformed = true;
+                    break;
                 }
             }
-            ClientRequest::Status { id } => Some(ClientReply::Status {
-                id,
-                status: lock(&shared.status).clone(),
-            }),
-        };
-        if let Some(reply) = reply {
-            match wire::encode_frame(&reply) {
-                Ok(frame) => {
-                    // Waits for room: a client that does not read its answers stops being read.
-                    if !tx.send(Arc::new(frame)).await {
-                        break;
+        }
+        let submitted: Vec<&Request> = requests
+            .iter()
+            .filter_map(|request| match request {
+                ClientRequest::Submit { request, .. } => Some(request),
+                _ => None,
+            })
+            .collect();
+        let mut verdicts = admit_group(&submitted, &key, &shared).into_iter();
+        for request in requests {
+            if matches!(request, ClientRequest::Submit { .. }) {
+                shared.metrics.client_requests.inc();
+            }
+            let reply = match request {
+                ClientRequest::Submit { request, receipt } => {
+                    match verdicts.next().unwrap_or(Err("stream")) {
+                        Ok(()) => {
+                            let event = Event::Request {
+                                request,
+                                arrived: Instant::now(),
+                                receipt,
+                            };
+                            if shared.client_events.send(event).await.is_err() {
+                                break 'stream;
+                            }
+                            None
+                        }
+                        Err(reason) => {
+                            shared.metrics.invalid_messages.with_label_values(&[reason]).inc();
+                            Some(ClientReply::Rejected {
+                                nonce: request.nonce,
+                                kind: RejectKind::Invalid,
+                                reason: reason.to_string(),
+                            })
+                        }
                     }
                 }
-                Err(e) => tracing::warn!(error = %e, "encoding a reply"),
+                ClientRequest::Read { id, from, max } => {
+                    let store = shared.store.clone();
+                    let max = (max as usize).clamp(1, READ_MAX_BATCHES);
+                    let read =
+                        tokio::task::spawn_blocking(move || store.batches(from.max(1), max, READ_MAX_BYTES))
+                            .await;
+                    match read {
+                        Ok(Ok(batches)) => Some(ClientReply::Batches {
+                            id,
+                            batches,
+                            committed_seq: lock(&shared.status).committed_seq,
+                        }),
+                        Ok(Err(e)) => {
+                            tracing::error!(error = %e, "reading the store for a client");
+                            None
+                        }
+                        Err(_) => None,
+                    }
+                }
+                ClientRequest::Status { id } => Some(ClientReply::Status {
+                    id,
+                    status: lock(&shared.status).clone(),
+                }),
+            };
+            if let Some(reply) = reply {
+                match wire::encode_frame(&reply) {
+                    Ok(frame) => {
+                        // Waits for room: a client that does not read its answers stops being read.
+                        if !tx.send(Arc::new(frame)).await {
+                            break 'stream;
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "encoding a reply"),
+                }
             }
+        }
+        if malformed {
+            break;
         }
     }
     shared.clients.unregister(&key, token);
@@ -742,17 +778,30 @@ async fn client_stream(
     let _ = writer.await;
 }
 
-/// A client may only submit its own requests, of the allowed size, signed if the cluster
-/// requires it.
-fn check_request(request: &Request, key: &PublicKey, shared: &Shared) -> Result<(), &'static str> {
-    if request.client != *key {
-        return Err("client_mismatch");
-    }
-    request.check_shape(&shared.config).map_err(|e| e.reason())?;
-    if shared.config.request_auth == RequestAuth::Signed
-        && !verify_requests(&[request], &shared.cluster_id, RequestAuth::Signed).is_empty()
+/// Admission of the submissions read together from one client stream: a client may only
+/// submit its own requests, of the allowed size, signed if the cluster requires it. Their
+/// signatures are checked together (in a busy replica several have arrived by the time one is
+/// read), and in signed mode each admitted one is remembered for the proposal that will carry
+/// it. One verdict per request, in order.
+fn admit_group(requests: &[&Request], key: &PublicKey, shared: &Shared) -> Vec<Result<(), &'static str>> {
+    let mut verdicts: Vec<Result<(), &'static str>> = vec![Err("client_mismatch"); requests.len()];
+    let own: Vec<usize> = (0..requests.len())
+        .filter(|&i| requests[i].client == *key)
+        .collect();
+    let to_admit: Vec<&Request> = own.iter().map(|&i| requests[i]).collect();
+    for (&i, admitted) in own
+        .iter()
+        .zip(Request::admit_all(&to_admit, &shared.config, &shared.cluster_id))
     {
-        return Err("bad_client_signature");
+        verdicts[i] = match admitted {
+            Ok(checked) => {
+                if let Some(memory) = &shared.admitted {
+                    memory.remember(checked);
+                }
+                Ok(())
+            }
+            Err(e) => Err(e.reason()),
+        };
     }
-    Ok(())
+    verdicts
 }

@@ -138,6 +138,12 @@ async fn four_replicas_order_ten_thousand_transactions_from_four_clients() {
         "{submissions} submissions for 10,000 transactions"
     );
     assert!(sent_receipts >= 10_000.0, "{sent_receipts} receipts");
+    // Unsigned mode keeps no memory of admitted requests (it measured slower there).
+    let scrape = common::scrape(cluster.metrics_port(1));
+    assert_eq!(
+        common::metric(&scrape, "ordinal_admitted_lookups_total{result=\"found\"}"),
+        None
+    );
     assert!(
         sent_receipts < 25_000.0,
         "{sent_receipts} receipts for 10,000 transactions"
@@ -152,6 +158,14 @@ async fn a_killed_backup_restarts_and_catches_up() {
     let stop = Arc::new(AtomicBool::new(false));
     let handles = spawn_load(&clients, &stop);
     tokio::time::sleep(Duration::from_secs(2)).await;
+    // Signed mode: backups find the proposals' requests among those they admitted, and skip
+    // the second signature check for them.
+    for backup in 1..4 {
+        let scrape = common::scrape(cluster.metrics_port(backup));
+        let found =
+            common::metric(&scrape, "ordinal_admitted_lookups_total{result=\"found\"}").unwrap_or(0.0);
+        assert!(found > 0.0, "replica {backup} found no admitted request: {found}");
+    }
     cluster.kill(3);
     let before = cluster
         .log_of(&clients[0], 0, 1, Duration::from_secs(10))
