@@ -180,6 +180,9 @@ const READ_CHUNK: usize = 64 * 1024;
 #[derive(Debug)]
 pub struct FrameReader {
     buffer: FrameBuffer,
+    /// A read error met while taking what had already arrived, kept for the next call: quinn
+    /// reports a reset once, so dropping it would make the reset look like a clean end.
+    deferred: Option<WireError>,
 }
 
 impl FrameReader {
@@ -187,6 +190,7 @@ impl FrameReader {
     pub fn new(limit: usize) -> Self {
         FrameReader {
             buffer: FrameBuffer::new(limit),
+            deferred: None,
         }
     }
 
@@ -204,9 +208,13 @@ impl FrameReader {
         let first = frames.len();
         loop {
             while frames.len() - first < max_frames {
-                match self.buffer.next_frame()? {
-                    Some(frame) => frames.push(frame),
-                    None => break,
+                match self.buffer.next_frame() {
+                    Ok(Some(frame)) => frames.push(frame),
+                    Ok(None) => break,
+                    // The frames before a bad prefix are handed out first; the buffer still
+                    // holds the prefix, so the next call meets the error with nothing pending.
+                    Err(_) if frames.len() > first => return Ok(true),
+                    Err(e) => return Err(e),
                 }
             }
             let have = frames.len() - first;
@@ -215,8 +223,7 @@ impl FrameReader {
             }
             if have > 0 {
                 // Take what has already arrived, without waiting (`read_chunk` is cancel-safe,
-                // so a read that would wait consumes nothing). An end or an error is left for
-                // the next call, which meets it again.
+                // so a read that would wait consumes nothing).
                 if self.buffer.pending() >= 4 * READ_CHUNK {
                     return Ok(true);
                 }
@@ -225,8 +232,16 @@ impl FrameReader {
                         self.buffer.push(&chunk.bytes);
                         continue;
                     }
-                    _ => return Ok(true),
+                    Some(Err(e)) => {
+                        self.deferred = Some(WireError::Stream(e.to_string()));
+                        return Ok(true);
+                    }
+                    // Nothing more yet, or the end, which the next read meets again.
+                    Some(Ok(None)) | None => return Ok(true),
                 }
+            }
+            if let Some(e) = self.deferred.take() {
+                return Err(e);
             }
             match recv.read_chunk(READ_CHUNK, true).await {
                 Ok(Some(chunk)) => self.buffer.push(&chunk.bytes),

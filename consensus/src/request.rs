@@ -178,8 +178,11 @@ impl Request {
 }
 
 /// A request that passed a replica's admission checks: [`Request::check_shape`] and, in signed
-/// mode, its client signature for this cluster. Only [`Request::admit`] makes one, so a memory
-/// of admitted requests ([`crate::admitted::AdmittedCache`]) cannot be handed an unchecked one.
+/// mode, its client signature for this cluster. Only [`Request::admit`] (and
+/// [`Request::admit_all`]) make one, so a memory of admitted requests
+/// ([`crate::admitted::AdmittedCache`]) cannot be handed one that skipped admission. It does not
+/// record the mode or cluster it was checked under: a replica keeps that memory only in signed
+/// mode and admits with its own cluster id (as the node does).
 #[derive(Clone, Copy, Debug)]
 pub struct CheckedRequest<'a>(&'a Request);
 

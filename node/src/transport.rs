@@ -180,7 +180,7 @@ impl Admitted {
         }
     }
 
-    /// Remembers a request that passed [`check_request`]. Its payload digest is computed by
+    /// Remembers a request that passed admission ([`admit_group`]). Its payload digest is computed by
     /// the caller's task, not under the lock.
     fn remember(&self, checked: CheckedRequest<'_>) {
         checked.request().payload_digest();
