@@ -64,7 +64,7 @@ pub use cluster::{ClusterConfig, ConfigError, MembershipConfig, ProtocolKind, Re
 pub use config::{ProtocolConfig, RequestAuth};
 pub use error::Invalid;
 pub use io::{Action, Footprint, Input, Protocol, Status, Time};
-pub use messages::{Message, VerifiedMessage};
+pub use messages::{GroupVerification, Message, VerifiedMessage};
 pub use receipt::Receipt;
 pub use reliability::{PeerMonitor, PeerReport};
 pub use replica::start_replica;

@@ -37,7 +37,9 @@ pub use committee::{aware_weights, Committee, Member, MembershipEdit, ReplicaId,
 pub use digest::{merkle_proof, merkle_root, Digest, MerkleProof, MerkleTree};
 pub use error::CryptoError;
 pub use keys::{KeyPair, PublicKey, Signature};
-pub use signed::{signing_bytes, Certificate, Signable, Signed, Threshold, Verified};
+pub use signed::{
+    signing_bytes, Certificate, GroupVerdicts, Pending, Signable, SignatureGroup, Signed, Threshold, Verified,
+};
 pub use verify::{verify_signatures, SignatureCheck};
 
 pub use ed25519_dalek::VerifyingKey;

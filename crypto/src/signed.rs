@@ -74,44 +74,152 @@ impl<T: Signable> Signed<T> {
     }
 
     /// Verifies many envelopes with one batch check; returns each one's result in order.
+    /// Unlike [`Signed::verify`], a signer that is not an active member is refused.
     pub fn verify_all(items: Vec<Self>, committee: &Committee) -> Vec<Result<Verified<T>, CryptoError>> {
-        let bytes: Vec<Option<Vec<u8>>> = items
-            .iter()
-            .map(|s| {
-                committee
-                    .contains(s.signer)
-                    .then(|| signing_bytes(&committee.cluster_id(), committee.key_set(), &s.body))
-            })
-            .collect();
-        let mut checks = Vec::new();
-        let mut positions = Vec::new();
-        for (i, (item, bytes)) in items.iter().zip(&bytes).enumerate() {
-            if let (Some(bytes), Some(key)) = (bytes, committee.key(item.signer)) {
-                checks.push(SignatureCheck {
-                    key,
-                    message: bytes,
-                    signature: &item.signature,
-                });
-                positions.push(i);
-            }
-        }
-        let mut bad = vec![false; items.len()];
-        for failed in verify_signatures(&checks) {
-            bad[positions[failed]] = true;
-        }
-        items
+        let mut group = SignatureGroup::new();
+        let pending: Vec<Result<Pending<T>, CryptoError>> = items
             .into_iter()
-            .zip(bad)
-            .map(|(item, bad)| {
-                if !committee.contains(item.signer) {
-                    Err(CryptoError::UnknownSigner { signer: item.signer })
-                } else if bad {
-                    Err(CryptoError::BadSignature { signer: item.signer })
+            .map(|item| {
+                if committee.contains(item.signer) {
+                    Ok(group.add(item, committee))
                 } else {
-                    Ok(Verified(item))
+                    Err(CryptoError::UnknownSigner { signer: item.signer })
                 }
             })
+            .collect();
+        let verdicts = group.check();
+        pending
+            .into_iter()
+            .map(|pending| pending.and_then(|p| p.resolve(&verdicts)))
             .collect()
+    }
+}
+
+/// Envelopes of any kinds whose signatures are checked together, with one
+/// [`verify_signatures`] call: the saving grows with the group (a group of 64 costs about 40 %
+/// of 64 single checks), and the rule makes each verdict the one the envelope would get alone.
+///
+/// [`SignatureGroup::add`] returns a [`Pending`] envelope, [`SignatureGroup::check`] checks
+/// them all, and [`Pending::resolve`] turns each into a [`Verified`] or its error. A `Pending`
+/// only resolves against the verdicts of the group it was added to.
+pub struct SignatureGroup<'c> {
+    id: u64,
+    keys: Vec<&'c ed25519_dalek::VerifyingKey>,
+    messages: Vec<Vec<u8>>,
+    signatures: Vec<Signature>,
+}
+
+/// An envelope added to a [`SignatureGroup`], waiting for the group's check.
+#[derive(Debug)]
+pub struct Pending<T> {
+    signed: Signed<T>,
+    group: u64,
+    /// Its place in the group; `None` when the committee has no key for the signer.
+    index: Option<usize>,
+}
+
+/// What [`SignatureGroup::check`] found.
+#[derive(Debug)]
+pub struct GroupVerdicts {
+    group: u64,
+    bad: Vec<bool>,
+}
+
+impl GroupVerdicts {
+    /// Whether every signature of the group held. When one did not, the check cost the group
+    /// check plus one check per signature (to name the culprits): more than checking each alone.
+    pub fn all_held(&self) -> bool {
+        !self.bad.contains(&true)
+    }
+}
+
+/// Distinguishes groups, so that a `Pending` cannot be resolved with another group's verdicts.
+static NEXT_GROUP: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+impl<'c> SignatureGroup<'c> {
+    /// An empty group.
+    pub fn new() -> Self {
+        SignatureGroup {
+            id: NEXT_GROUP.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            keys: Vec::new(),
+            messages: Vec::new(),
+            signatures: Vec::new(),
+        }
+    }
+
+    /// Adds `signed`, to be checked against `committee` exactly as [`Signed::verify`] would.
+    pub fn add<T: Signable>(&mut self, signed: Signed<T>, committee: &'c Committee) -> Pending<T> {
+        let index = committee.key(signed.signer).map(|key| {
+            self.keys.push(key);
+            self.messages.push(signing_bytes(
+                &committee.cluster_id(),
+                committee.key_set(),
+                &signed.body,
+            ));
+            self.signatures.push(signed.signature);
+            self.signatures.len() - 1
+        });
+        Pending {
+            signed,
+            group: self.id,
+            index,
+        }
+    }
+
+    /// How many signatures the group holds.
+    pub fn len(&self) -> usize {
+        self.signatures.len()
+    }
+
+    /// Whether the group holds none.
+    pub fn is_empty(&self) -> bool {
+        self.signatures.is_empty()
+    }
+
+    /// Checks every signature added.
+    pub fn check(self) -> GroupVerdicts {
+        let checks: Vec<SignatureCheck<'_>> = self
+            .keys
+            .iter()
+            .zip(&self.messages)
+            .zip(&self.signatures)
+            .map(|((key, message), signature)| SignatureCheck {
+                key,
+                message,
+                signature,
+            })
+            .collect();
+        let mut bad = vec![false; checks.len()];
+        for failed in verify_signatures(&checks) {
+            bad[failed] = true;
+        }
+        GroupVerdicts { group: self.id, bad }
+    }
+}
+
+impl Default for SignatureGroup<'_> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<T> Pending<T> {
+    /// The envelope's verdict: what [`Signed::verify`] would have returned.
+    pub fn resolve(self, verdicts: &GroupVerdicts) -> Result<Verified<T>, CryptoError> {
+        let signer = self.signed.signer;
+        let Some(index) = self.index else {
+            return Err(CryptoError::UnknownSigner { signer });
+        };
+        // Another group's verdicts say nothing about this signature: refuse rather than guess.
+        if verdicts.group != self.group || verdicts.bad.get(index).copied().unwrap_or(true) {
+            return Err(CryptoError::BadSignature { signer });
+        }
+        Ok(Verified(self.signed))
+    }
+
+    /// The envelope, still unchecked.
+    pub fn signed(&self) -> &Signed<T> {
+        &self.signed
     }
 }
 
@@ -448,6 +556,71 @@ mod tests {
         assert!(results[0].is_ok() && results[1].is_ok());
         assert!(matches!(results[2], Err(CryptoError::BadSignature { .. })));
         assert!(matches!(results[3], Err(CryptoError::UnknownSigner { .. })));
+    }
+
+    #[test]
+    fn a_group_of_mixed_kinds_gives_each_envelope_its_single_verdict() {
+        let (keys, committee) = setup(4);
+        let good = Signed::sign(Vote(1), ReplicaId(0), &keys[0], &committee);
+        let other = Signed::sign(OtherVote(2), ReplicaId(1), &keys[1], &committee);
+        let mut forged = Signed::sign(OtherVote(3), ReplicaId(2), &keys[2], &committee);
+        forged.body = OtherVote(4);
+        // A vote's signature does not carry over to another kind with the same body.
+        let vote = Signed::sign(Vote(5), ReplicaId(3), &keys[3], &committee);
+        let replayed = Signed {
+            body: OtherVote(5),
+            signer: vote.signer,
+            signature: vote.signature,
+        };
+        let mut stranger = Signed::sign(Vote(6), ReplicaId(0), &keys[0], &committee);
+        stranger.signer = ReplicaId(9);
+        let singles = (
+            good.clone().verify(&committee).is_ok(),
+            other.clone().verify(&committee).is_ok(),
+            forged.clone().verify(&committee).is_ok(),
+            replayed.clone().verify(&committee).is_ok(),
+            stranger.clone().verify(&committee).is_ok(),
+        );
+        assert_eq!(singles, (true, true, false, false, false));
+
+        let mut group = SignatureGroup::new();
+        let pending_good = group.add(good.clone(), &committee);
+        let pending_other = group.add(other.clone(), &committee);
+        let pending_forged = group.add(forged, &committee);
+        let pending_replayed = group.add(replayed, &committee);
+        let pending_stranger = group.add(stranger, &committee);
+        assert_eq!(group.len(), 4, "no key, nothing to check");
+        let verdicts = group.check();
+        assert_eq!(pending_good.resolve(&verdicts).unwrap().signed(), &good);
+        assert_eq!(pending_other.resolve(&verdicts).unwrap().signed(), &other);
+        assert!(matches!(
+            pending_forged.resolve(&verdicts),
+            Err(CryptoError::BadSignature { signer: ReplicaId(2) })
+        ));
+        assert!(matches!(
+            pending_replayed.resolve(&verdicts),
+            Err(CryptoError::BadSignature { signer: ReplicaId(3) })
+        ));
+        assert!(matches!(
+            pending_stranger.resolve(&verdicts),
+            Err(CryptoError::UnknownSigner { signer: ReplicaId(9) })
+        ));
+    }
+
+    #[test]
+    fn a_pending_envelope_refuses_another_groups_verdicts() {
+        let (keys, committee) = setup(4);
+        let vote = Signed::sign(Vote(1), ReplicaId(0), &keys[0], &committee);
+        let mut first = SignatureGroup::new();
+        let pending = first.add(vote.clone(), &committee);
+        let mut second = SignatureGroup::new();
+        let _other = second.add(vote, &committee);
+        let second = second.check();
+        assert!(pending.resolve(&second).is_err());
+        // An empty group checks nothing and passes nothing.
+        let empty = SignatureGroup::new();
+        assert!(empty.is_empty());
+        assert!(empty.check().bad.is_empty());
     }
 
     #[test]
