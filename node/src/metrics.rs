@@ -26,6 +26,8 @@ pub struct Metrics {
     pub commit_latency: Histogram,
     /// Transactions per committed batch.
     pub batch_transactions: Histogram,
+    /// Peer messages that arrived together and had their signatures checked as one group.
+    pub peer_read_group: Histogram,
     /// Voting weight per replica.
     pub replica_weight: IntGaugeVec,
     /// The weight epoch in force.
@@ -114,6 +116,11 @@ impl Metrics {
                 vec![
                     1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 2048.0,
                 ],
+            )?,
+            peer_read_group: histogram(
+                "ordinal_peer_read_group_messages",
+                "Messages read from a peer's stream at once and verified together (2 or more: their signatures as one group)",
+                vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0],
             )?,
             weight_epoch: IntGauge::new(
                 "ordinal_weight_epoch",
@@ -245,6 +252,7 @@ impl Metrics {
         r.register(Box::new(metrics.view_change_duration.clone()))?;
         r.register(Box::new(metrics.commit_latency.clone()))?;
         r.register(Box::new(metrics.batch_transactions.clone()))?;
+        r.register(Box::new(metrics.peer_read_group.clone()))?;
         r.register(Box::new(metrics.replica_weight.clone()))?;
         r.register(Box::new(metrics.weight_epoch.clone()))?;
         r.register(Box::new(metrics.quorum_entries_refused.clone()))?;

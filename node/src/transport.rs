@@ -21,10 +21,11 @@ use ordinal_client::wire::{
 };
 use ordinal_consensus::epoch::Committees;
 use ordinal_consensus::{
-    AdmittedCache, AdmittedRequests, CheckedRequest, Message, ProtocolConfig, Request, VerifiedMessage,
+    AdmittedCache, AdmittedRequests, CheckedRequest, Invalid, Message, NoneAdmitted, ProtocolConfig, Request,
+    VerifiedMessage,
 };
 use ordinal_crypto::tls::PeerIdentity;
-use ordinal_crypto::{Committee, Digest, PublicKey, ReplicaId};
+use ordinal_crypto::{Committee, CryptoError, Digest, PublicKey, ReplicaId};
 use prometheus::{IntCounter, IntCounterVec};
 use tokio::sync::{mpsc, Semaphore};
 
@@ -46,6 +47,34 @@ const DELAYED_FRAMES: usize = 16_384;
 const READ_MAX_BYTES: usize = 8 << 20;
 /// The most client frames read (and their signatures checked) as one group.
 const CLIENT_READ_GROUP: usize = 64;
+/// The most peer frames read (and their envelope signatures checked) as one group.
+const PEER_READ_GROUP: usize = 64;
+/// Groups read one message at a time after a stream carried a bad signature.
+const ALONE_AFTER_BAD_SIGNATURE: u32 = 64;
+
+/// Whether a stream's next group has its signatures checked together. A group holding a bad
+/// signature costs the group check plus a check of each member (to name the culprit), more
+/// than checking each alone; so after a stream carried one, its next groups are checked one
+/// message at a time. Correct senders never send a bad signature, so they never pay for this.
+#[derive(Debug, Default)]
+struct GroupTrust {
+    alone_left: u32,
+}
+
+impl GroupTrust {
+    fn grouped(&self) -> bool {
+        self.alone_left == 0
+    }
+
+    /// Records how a group (or a message read alone) went.
+    fn record(&mut self, bad_signature: bool) {
+        self.alone_left = if bad_signature {
+            ALONE_AFTER_BAD_SIGNATURE
+        } else {
+            self.alone_left.saturating_sub(1)
+        };
+    }
+}
 /// Client connections open at once; more are refused at accept.
 pub const MAX_CLIENT_CONNECTIONS: usize = 1024;
 /// Requests remembered after admission (signed mode), for checking proposals: about 4,800 of
@@ -546,10 +575,15 @@ async fn read_replica_stream(
         tokio::spawn(deliver_late(receiver, shared.peer_events.clone()));
         sender
     });
+    let mut reader = FrameReader::new(limit);
+    let mut frames = Vec::new();
+    let mut trust = GroupTrust::default();
     loop {
-        let bytes = match wire::read_frame(&mut recv, limit).await {
-            Ok(Some(bytes)) => bytes,
-            Ok(None) => return,
+        // Every frame that has already arrived, so that their signatures are checked together.
+        frames.clear();
+        match reader.read_frames(&mut recv, PEER_READ_GROUP, &mut frames).await {
+            Ok(true) => {}
+            Ok(false) => return,
             Err(e) => {
                 // The stream cannot be resynchronised after a bad length or a cut frame.
                 let reason = match e {
@@ -562,42 +596,71 @@ async fn read_replica_stream(
                 connection.close(2u32.into(), reason.as_bytes());
                 return;
             }
-        };
-        let message = match Message::decode(&bytes) {
-            Ok(message) => message,
-            Err(_) => {
-                metrics.invalid_messages.with_label_values(&["malformed"]).inc();
-                shared.note_refused(from);
-                continue;
-            }
-        };
-        metrics
-            .messages_received
-            .with_label_values(&[message.kind()])
-            .inc();
-        let committees = shared.schedule();
-        let verified = match &shared.admitted {
-            Some(admitted) => message.verify_with(&*committees, &shared.config, admitted),
-            None => message.verify(&*committees, &shared.config),
-        };
-        let message = match verified {
-            Ok(message) => message,
-            Err(e) => {
-                metrics.invalid_messages.with_label_values(&[e.reason()]).inc();
-                tracing::debug!(peer = from.0, error = %e, "refused message");
-                if e.is_fault() {
+        }
+        let mut messages = Vec::with_capacity(frames.len());
+        // Each frame's bytes are freed once decoded.
+        for bytes in frames.drain(..) {
+            match Message::decode(&bytes) {
+                Ok(message) => {
+                    metrics
+                        .messages_received
+                        .with_label_values(&[message.kind()])
+                        .inc();
+                    messages.push(message);
+                }
+                Err(_) => {
+                    metrics.invalid_messages.with_label_values(&["malformed"]).inc();
                     shared.note_refused(from);
                 }
-                continue;
             }
+        }
+        if messages.is_empty() {
+            continue;
+        }
+        // One snapshot of the weight schedule for the group: a message the protocol thread has
+        // not yet handed a newer schedule for is checked as it would have been on arrival.
+        let committees = shared.schedule();
+        let admitted: &dyn AdmittedRequests = match &shared.admitted {
+            Some(admitted) => admitted,
+            None => &NoneAdmitted,
         };
-        let event = Event::Peer { from, message };
-        let delivered = match &delayed {
-            Some(delayed) => delayed.send((Instant::now() + delay, event)).await.is_ok(),
-            None => shared.peer_events.send(event).await.is_ok(),
+        let results = if trust.grouped() {
+            metrics.peer_read_group.observe(messages.len() as f64);
+            let group = Message::verify_group(messages, &*committees, &shared.config, admitted);
+            trust.record(!group.signatures_held);
+            group.results
+        } else {
+            let results: Vec<_> = messages
+                .into_iter()
+                .map(|message| message.verify_with(&*committees, &shared.config, admitted))
+                .collect();
+            trust.record(
+                results
+                    .iter()
+                    .any(|result| matches!(result, Err(Invalid::Crypto(CryptoError::BadSignature { .. })))),
+            );
+            results
         };
-        if !delivered {
-            return;
+        for verified in results {
+            let message = match verified {
+                Ok(message) => message,
+                Err(e) => {
+                    metrics.invalid_messages.with_label_values(&[e.reason()]).inc();
+                    tracing::debug!(peer = from.0, error = %e, "refused message");
+                    if e.is_fault() {
+                        shared.note_refused(from);
+                    }
+                    continue;
+                }
+            };
+            let event = Event::Peer { from, message };
+            let delivered = match &delayed {
+                Some(delayed) => delayed.send((Instant::now() + delay, event)).await.is_ok(),
+                None => shared.peer_events.send(event).await.is_ok(),
+            };
+            if !delivered {
+                return;
+            }
         }
     }
 }
@@ -660,6 +723,7 @@ async fn client_stream(
     let token = shared.clients.register(key, tx.clone());
     let mut reader = FrameReader::new(shared.client_frame_limit());
     let mut frames = Vec::new();
+    let mut trust = GroupTrust::default();
     'stream: loop {
         frames.clear();
         match reader
@@ -704,7 +768,9 @@ async fn client_stream(
                 _ => None,
             })
             .collect();
-        let mut verdicts = admit_group(&submitted, &key, &shared).into_iter();
+        let verdicts = admit_group(&submitted, &key, &shared, trust.grouped());
+        trust.record(verdicts.contains(&Err(Invalid::BadClientSignature.reason())));
+        let mut verdicts = verdicts.into_iter();
         for request in requests {
             if matches!(request, ClientRequest::Submit { .. }) {
                 shared.metrics.client_requests.inc();
@@ -781,18 +847,28 @@ async fn client_stream(
 /// Admission of the submissions read together from one client stream: a client may only
 /// submit its own requests, of the allowed size, signed if the cluster requires it. Their
 /// signatures are checked together (in a busy replica several have arrived by the time one is
-/// read), and in signed mode each admitted one is remembered for the proposal that will carry
-/// it. One verdict per request, in order.
-fn admit_group(requests: &[&Request], key: &PublicKey, shared: &Shared) -> Vec<Result<(), &'static str>> {
+/// read), unless `grouped` is false (see [`GroupTrust`]), and in signed mode each admitted one
+/// is remembered for the proposal that will carry it. One verdict per request, in order.
+fn admit_group(
+    requests: &[&Request],
+    key: &PublicKey,
+    shared: &Shared,
+    grouped: bool,
+) -> Vec<Result<(), &'static str>> {
     let mut verdicts: Vec<Result<(), &'static str>> = vec![Err("client_mismatch"); requests.len()];
     let own: Vec<usize> = (0..requests.len())
         .filter(|&i| requests[i].client == *key)
         .collect();
     let to_admit: Vec<&Request> = own.iter().map(|&i| requests[i]).collect();
-    for (&i, admitted) in own
-        .iter()
-        .zip(Request::admit_all(&to_admit, &shared.config, &shared.cluster_id))
-    {
+    let admitted = if grouped {
+        Request::admit_all(&to_admit, &shared.config, &shared.cluster_id)
+    } else {
+        to_admit
+            .iter()
+            .map(|request| request.admit(&shared.config, &shared.cluster_id))
+            .collect()
+    };
+    for (&i, admitted) in own.iter().zip(admitted) {
         verdicts[i] = match admitted {
             Ok(checked) => {
                 if let Some(memory) = &shared.admitted {

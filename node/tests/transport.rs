@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use common::{metric, scrape, serial, Cluster};
 use ordinal_client::wire;
-use ordinal_consensus::RequestAuth;
-use ordinal_crypto::{KeyPair, ReplicaId};
+use ordinal_consensus::{Message, RequestAuth};
+use ordinal_crypto::{KeyPair, ReplicaId, Signed};
 
 fn replica_address(cluster: &Cluster, i: usize) -> std::net::SocketAddr {
     cluster.cluster.replicas[i].address.parse().unwrap()
@@ -85,6 +85,36 @@ async fn unknown_keys_are_refused_and_bad_frames_do_not_crash_anything() {
     let endpoint = endpoint_as(&replica_key, &cluster).await;
     let byzantine = dial_replica_0(&endpoint, &cluster, 0).await.unwrap();
     let mut uni = byzantine.open_uni().await.unwrap();
+    // First, in one write (so they are read and checked as one group), a correctly signed
+    // PREPARE, one whose signature is not replica 1's, and a correctly signed COMMIT: only the
+    // forged one is refused. They name a sequence number far past the window, so the protocol
+    // drops the valid ones after verification.
+    let committee = cluster.cluster.committee().unwrap();
+    let vote = ordinal_consensus::messages::PrepareVote {
+        view: 0,
+        seq: 1 << 40,
+        digest: ordinal_crypto::Digest::of(b"nothing"),
+    };
+    let signed = |key: &KeyPair| Signed::sign(vote, ReplicaId(1), key, &committee);
+    let commit = Signed::sign(
+        ordinal_consensus::messages::CommitVote {
+            view: 0,
+            seq: 1 << 40,
+            digest: vote.digest,
+        },
+        ReplicaId(1),
+        &replica_key,
+        &committee,
+    );
+    let mut group = Vec::new();
+    for message in [
+        Message::Prepare(signed(&replica_key)),
+        Message::Prepare(signed(&stranger)),
+        Message::Commit(commit),
+    ] {
+        group.extend(wire::encode_frame(&message).unwrap());
+    }
+    uni.write_all(&group).await.unwrap();
     uni.write_all(&[3, 0, 0, 0, 0xde, 0xad, 0x00]).await.unwrap();
     uni.write_all(&(1u32 << 31).to_le_bytes()).await.unwrap();
 
@@ -92,6 +122,9 @@ async fn unknown_keys_are_refused_and_bad_frames_do_not_crash_anything() {
     common::wait_for("the bad frames to be counted", Duration::from_secs(10), || {
         let text = scrape(port);
         metric(&text, "ordinal_invalid_messages_total{reason=\"malformed\"}").unwrap_or(0.0) >= 2.0
+            && metric(&text, "ordinal_invalid_messages_total{reason=\"crypto\"}").unwrap_or(0.0) >= 1.0
+            && metric(&text, "ordinal_invalid_messages_total{reason=\"outside_window\"}").unwrap_or(0.0)
+                >= 2.0
             && metric(
                 &text,
                 "ordinal_invalid_messages_total{reason=\"oversized_frame\"}",
@@ -104,6 +137,13 @@ async fn unknown_keys_are_refused_and_bad_frames_do_not_crash_anything() {
         metric(&text, "ordinal_view").unwrap(),
         0.0,
         "a forged frame from a client must not move the view"
+    );
+    // Exactly the forged PREPARE was refused for its signature; the two valid votes passed
+    // verification and reached the protocol, which dropped them as outside its window (waited
+    // for above).
+    assert_eq!(
+        metric(&text, "ordinal_invalid_messages_total{reason=\"crypto\"}"),
+        Some(1.0)
     );
     // Everything still works.
     let receipt = client.submit(b"after".to_vec()).await.unwrap();
