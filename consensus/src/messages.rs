@@ -931,7 +931,10 @@ pub struct GroupVerification {
 
 /// A vote's commit votes in a [`Message::verify_group`] call.
 enum StagedCommits {
-    /// In the group.
+    /// In the group. Staged only once `check_vote` held on the unverified vote (so every
+    /// commit vote is its signer's) and that signer is an active member, so that the commit
+    /// votes' verdicts are their signatures' alone. The bodies cannot change between staging
+    /// and [`Staged::finish`], so neither check is repeated there.
     Grouped(Vec<Pending<CommitVote>>),
     /// Not in the group: the vote fails without looking at them, or they are checked as
     /// `verify_with` checks them.
@@ -984,21 +987,13 @@ impl Staged {
                 let vote = vote.resolve(verdicts)?;
                 let committee = weights.signers();
                 let commits = match commits {
-                    StagedCommits::Grouped(commits) => {
-                        check_vote(vote.signer(), vote.body(), commits.iter().map(Pending::signed))?;
-                        commits
-                            .into_iter()
-                            .map(|commit| {
-                                // As `Signed::verify_all`: only active members' commit votes.
-                                let signer = commit.signed().signer;
-                                if committee.contains(signer) {
-                                    commit.resolve(verdicts)
-                                } else {
-                                    Err(ordinal_crypto::CryptoError::UnknownSigner { signer })
-                                }
-                            })
-                            .collect::<Result<Vec<_>, _>>()?
-                    }
+                    // `check_vote` and `Signed::verify_all`'s membership check already held
+                    // when these were staged (see `StagedCommits::Grouped`): only the
+                    // signatures are left.
+                    StagedCommits::Grouped(commits) => commits
+                        .into_iter()
+                        .map(|commit| commit.resolve(verdicts))
+                        .collect::<Result<Vec<_>, _>>()?,
                     StagedCommits::Alone(commits) => {
                         check_vote(vote.signer(), vote.body(), commits.iter())?;
                         Signed::verify_all(commits, committee)
