@@ -97,6 +97,7 @@ struct PeerRecord {
     gaps: Smoothed,
     vote_latency: Smoothed,
     votes: u64,
+    late_votes: u64,
     missed_votes: u64,
     leader_timeouts: u64,
     refused: u64,
@@ -110,6 +111,7 @@ impl PeerRecord {
             gaps: Smoothed::default(),
             vote_latency: Smoothed::default(),
             votes: 0,
+            late_votes: 0,
             missed_votes: 0,
             leader_timeouts: 0,
             refused: 0,
@@ -137,6 +139,11 @@ pub struct PeerReport {
     pub reliability: f64,
     /// Votes received.
     pub votes: u64,
+    /// Phase votes (PBFT's PREPAREs and COMMITs, linear-mode votes at their collector) that
+    /// arrived once this replica already held the certificate they would have counted towards:
+    /// their signatures were checked for this bookkeeping alone. A peer whose votes are mostly
+    /// late is the slowest of the quorum, not a faulty one.
+    pub late_votes: u64,
     /// Committed slots pruned without its vote.
     pub missed_votes: u64,
     /// Views or rounds given up on while it led.
@@ -220,6 +227,14 @@ impl PeerMonitor {
         }
     }
 
+    /// A phase vote from `peer` came after this replica held the certificate it would have
+    /// counted towards. It does not move the score: a late vote is still a vote.
+    pub fn late_vote(&mut self, peer: ReplicaId) {
+        if let Some(record) = self.record(peer) {
+            record.late_votes = record.late_votes.saturating_add(1);
+        }
+    }
+
     /// A slot committed and left the window without `peer`'s vote.
     pub fn missed_vote(&mut self, peer: ReplicaId) {
         if let Some(record) = self.record(peer) {
@@ -292,6 +307,7 @@ impl PeerMonitor {
                     vote_latency: record.vote_latency.mean(),
                     reliability: record.score,
                     votes: record.votes,
+                    late_votes: record.late_votes,
                     missed_votes: record.missed_votes,
                     leader_timeouts: record.leader_timeouts,
                     refused_messages: record.refused,

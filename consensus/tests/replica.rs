@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use ordinal_consensus::messages::{Message, PrepareVote, Proposal};
+use ordinal_consensus::messages::{CommitVote, Message, PrepareVote, Proposal};
 use ordinal_consensus::pbft::Replica;
 use ordinal_consensus::sim::{committee, replica_key};
 use ordinal_consensus::{
@@ -127,6 +127,76 @@ fn safety_state_is_persisted_before_each_vote() {
         })
         .expect("commit sent");
     assert!(persist < send);
+}
+
+/// A vote that arrives once the replica already holds the certificate it would count towards
+/// is still a vote for the peer's record, and is counted as late: the slowest member of the
+/// quorum, not a faulty one.
+#[test]
+fn votes_after_their_certificate_are_counted_late() {
+    let committee = committee(4).unwrap();
+    let mut replica = backup(&committee);
+    let b = batch(1);
+    replica
+        .handle(Duration::from_millis(1), pre_prepare(&committee, 0, 1, &b))
+        .unwrap();
+    // 0 and 2 prepare in time: with our own PREPARE that is the prepared certificate.
+    for from in [0, 2] {
+        replica
+            .handle(Duration::from_millis(2), prepare(&committee, from, 1, b.digest()))
+            .unwrap();
+    }
+    // 3's PREPARE comes after it.
+    replica
+        .handle(Duration::from_millis(3), prepare(&committee, 3, 1, b.digest()))
+        .unwrap();
+    let report = |peer: u16| {
+        replica
+            .peers()
+            .into_iter()
+            .find(|report| report.peer == ReplicaId(peer))
+            .unwrap()
+    };
+    for (peer, late) in [(0, 0), (2, 0), (3, 1)] {
+        assert_eq!(report(peer).votes, 1, "peer {peer}");
+        assert_eq!(report(peer).late_votes, late, "peer {peer}");
+    }
+    // Being late does not count against it.
+    assert_eq!(report(3).reliability, report(2).reliability);
+
+    // COMMITs (timed, not counted as votes again): 0 and 3 with our own commit it; 2's is late.
+    for from in [0, 3, 2] {
+        let vote = Signed::sign(
+            CommitVote {
+                view: 0,
+                seq: 1,
+                digest: b.digest(),
+            },
+            ReplicaId(from),
+            &replica_key(from as usize),
+            &committee,
+        );
+        replica
+            .handle(
+                Duration::from_millis(4),
+                Input::Message {
+                    from: ReplicaId(from),
+                    message: Message::Commit(vote).verify(&committee, &config()).unwrap(),
+                },
+            )
+            .unwrap();
+    }
+    let report = |peer: u16| {
+        replica
+            .peers()
+            .into_iter()
+            .find(|report| report.peer == ReplicaId(peer))
+            .unwrap()
+    };
+    for (peer, late) in [(0, 0), (2, 1), (3, 1)] {
+        assert_eq!(report(peer).votes, 1, "peer {peer}");
+        assert_eq!(report(peer).late_votes, late, "peer {peer}");
+    }
 }
 
 /// A replica restarted from its safety state refuses to prepare a different batch at a slot it

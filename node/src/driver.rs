@@ -81,6 +81,7 @@ pub struct Driver {
 #[derive(Clone, Copy, Default)]
 struct PeerCounts {
     missed_votes: u64,
+    late_votes: u64,
     leader_timeouts: u64,
     refused: u64,
 }
@@ -456,6 +457,10 @@ impl Driver {
                 .with_label_values(&labels)
                 .inc_by(report.missed_votes.saturating_sub(last.missed_votes));
             metrics
+                .peer_late_votes
+                .with_label_values(&labels)
+                .inc_by(report.late_votes.saturating_sub(last.late_votes));
+            metrics
                 .peer_leader_timeouts
                 .with_label_values(&labels)
                 .inc_by(report.leader_timeouts.saturating_sub(last.leader_timeouts));
@@ -465,6 +470,7 @@ impl Driver {
                 .inc_by(report.refused_messages.saturating_sub(last.refused));
             *last = PeerCounts {
                 missed_votes: report.missed_votes,
+                late_votes: report.late_votes,
                 leader_timeouts: report.leader_timeouts,
                 refused: report.refused_messages,
             };

@@ -46,6 +46,8 @@ pub struct Metrics {
     pub peer_suspicion_timeout: GaugeVec,
     /// Committed slots that left the window without each peer's vote.
     pub peer_missed_votes: IntCounterVec,
+    /// Each peer's votes that came after this replica already held their certificate.
+    pub peer_late_votes: IntCounterVec,
     /// Views or rounds given up on while each peer led.
     pub peer_leader_timeouts: IntCounterVec,
     /// Messages from each peer that were refused.
@@ -176,6 +178,13 @@ impl Metrics {
                 ),
                 &["peer"],
             )?,
+            peer_late_votes: IntCounterVec::new(
+                Opts::new(
+                    "ordinal_peer_late_votes_total",
+                    "Each peer's votes that arrived after this replica held the certificate they would have counted towards",
+                ),
+                &["peer"],
+            )?,
             peer_leader_timeouts: IntCounterVec::new(
                 Opts::new(
                     "ordinal_peer_leader_timeouts_total",
@@ -262,6 +271,7 @@ impl Metrics {
         r.register(Box::new(metrics.peer_suspected.clone()))?;
         r.register(Box::new(metrics.peer_suspicion_timeout.clone()))?;
         r.register(Box::new(metrics.peer_missed_votes.clone()))?;
+        r.register(Box::new(metrics.peer_late_votes.clone()))?;
         r.register(Box::new(metrics.peer_leader_timeouts.clone()))?;
         r.register(Box::new(metrics.peer_refused.clone()))?;
         r.register(Box::new(metrics.suspected_partition.clone()))?;

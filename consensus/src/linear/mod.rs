@@ -788,6 +788,9 @@ impl Replica {
                     .get(&round)
                     .map(|at| self.ledger.now.saturating_sub(*at));
                 self.ledger.monitor.vote(from, latency);
+                if late {
+                    self.ledger.monitor.late_vote(from);
+                }
             }
             Inserted::Repeat => {}
         }

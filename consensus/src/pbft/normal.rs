@@ -206,7 +206,12 @@ impl Replica {
                 })
             }
             // Counted, not timed: see `on_commit`.
-            Inserted::New => self.ledger.monitor.vote(from, None),
+            Inserted::New => {
+                self.ledger.monitor.vote(from, None);
+                if slot.sent_commit || slot.committed {
+                    self.ledger.monitor.late_vote(from);
+                }
+            }
             Inserted::Repeat => {}
         }
         self.check_prepared(body.seq);
@@ -236,6 +241,9 @@ impl Replica {
                     self.ledger
                         .monitor
                         .vote_latency(from, self.ledger.now.saturating_sub(at));
+                }
+                if slot.committed {
+                    self.ledger.monitor.late_vote(from);
                 }
             }
             Inserted::Repeat => {}
