@@ -28,7 +28,7 @@ use common::{client, committee, keys, payload};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use ordinal_consensus::{
     start_replica, Action, CommittedBatch, Input, Message, Position, Protocol, ProtocolConfig, ProtocolKind,
-    Request, RequestAuth, SafetyState, Time, VerifiedMessage,
+    Request, RequestAuth, SafetyState, SettledStatements, Sorted, Time, VerifiedMessage,
 };
 use ordinal_crypto::{Committee, KeyPair, ReplicaId};
 
@@ -96,6 +96,9 @@ struct Cluster {
     answered: Vec<(usize, Option<Position>)>,
     /// Each replica's committed log, as its store would hold it (for state transfer).
     stores: Vec<Vec<CommittedBatch>>,
+    /// Each replica's settled statements, as its transport holds them: votes past their
+    /// quorum go in unchecked, as the node hands them in.
+    settled: Vec<SettledStatements>,
     outcome: Outcome,
 }
 
@@ -132,6 +135,7 @@ impl Cluster {
             queue: VecDeque::new(),
             answered: vec![(0, None); seeds.len()],
             stores: vec![Vec::new(); seeds.len()],
+            settled: vec![SettledStatements::new(2 * config.log_window as usize); seeds.len()],
             outcome: Outcome::default(),
         }
     }
@@ -154,6 +158,13 @@ impl Cluster {
                 match event {
                     Event::Deliver { to, from, message } => {
                         *self.outcome.messages.entry(message.kind()).or_default() += 1;
+                        let message = match self.settled[to].sort(from, message) {
+                            Sorted::Late(vote) => {
+                                self.input(to, Input::LateVote { from, vote });
+                                continue;
+                            }
+                            Sorted::Verify(message) => message,
+                        };
                         match message.verify(&self.committee, &self.config) {
                             Ok(message) => self.input(to, Input::Message { from, message }),
                             Err(e) => *self.outcome.refused.entry(e.reason()).or_default() += 1,
@@ -210,6 +221,7 @@ impl Cluster {
                         });
                     }
                 }
+                Action::Settled(statement) => self.settled[i].record(&statement),
                 // In memory: durable the moment it is written.
                 Action::PersistSafety(_) => {}
                 Action::PersistBatch(committed) => {

@@ -41,6 +41,16 @@ pub enum Input {
         /// How many were refused.
         count: u64,
     },
+    /// A PREPARE or COMMIT from the authenticated replica `from`, signed by it (as it claims),
+    /// for a statement this replica announced with [`Action::Settled`]; the host did not check
+    /// its signature (see [`crate::late`]). The replica credits it only where its own state
+    /// still agrees; otherwise it verifies the vote and handles it as [`Input::Message`].
+    LateVote {
+        /// The authenticated sender.
+        from: ReplicaId,
+        /// The vote, signature unchecked.
+        vote: crate::late::LateVote,
+    },
     /// The deadline given by [`Protocol::poll_timeout`] has passed.
     Timeout,
     /// Propose the next weight epoch with these weights (one per member, in id order): the
@@ -98,6 +108,10 @@ pub enum Action {
         /// Last sequence number.
         to_seq: u64,
     },
+    /// This replica holds a certificate for the statement: a host may hand later votes for it
+    /// in as [`Input::LateVote`] without checking their signatures. Only a hint: performing it
+    /// late, or not at all, changes nothing but the work the host does.
+    Settled(crate::late::Settled),
 }
 
 /// A snapshot of a replica's progress, for status commands and metrics.

@@ -213,6 +213,25 @@ impl Ledger {
         self.actions.push(Action::PersistSafety(update));
     }
 
+    /// Tells the host that later votes for `statement` build nothing (see [`crate::late`]).
+    pub(crate) fn settled(&mut self, statement: crate::late::Settled) {
+        self.actions.push(Action::Settled(statement));
+    }
+
+    /// A late vote this replica cannot credit unchecked: verified here, as the host would have
+    /// (a failure counts against the sender like one refused at the edge).
+    pub(crate) fn verify_late_vote(
+        &mut self,
+        from: ReplicaId,
+        vote: crate::late::LateVote,
+    ) -> Result<crate::messages::VerifiedMessage, Invalid> {
+        vote.verify(self.committees.signers()).inspect_err(|e| {
+            if e.is_fault() {
+                self.monitor.refused(from);
+            }
+        })
+    }
+
     /// The high watermark: no sequence number above it is voted on.
     pub(crate) fn window_high(&self) -> u64 {
         self.stable.seq + self.config.log_window

@@ -30,6 +30,7 @@
 //!         Action::PersistBatch(_) => { /* store; then feed Input::Persisted */ }
 //!         Action::Reply { .. } => { /* build a receipt for the client */ }
 //!         Action::ServeBatches { .. } => { /* read stored batches, send Message::Batches */ }
+//!         Action::Settled(_) => { /* note it: later votes for it may skip their signature check */ }
 //!     }
 //! }
 //! let _next_wakeup = replica.poll_timeout();
@@ -43,6 +44,7 @@ pub mod config;
 pub mod epoch;
 pub mod error;
 pub mod io;
+pub mod late;
 pub mod leader;
 mod ledger;
 pub mod linear;
@@ -64,6 +66,7 @@ pub use cluster::{ClusterConfig, ConfigError, MembershipConfig, ProtocolKind, Re
 pub use config::{ProtocolConfig, RequestAuth};
 pub use error::Invalid;
 pub use io::{Action, Footprint, Input, Protocol, Status, Time};
+pub use late::{LateVote, Settled, SettledStatements, Sorted};
 pub use messages::{GroupVerification, Message, VerifiedMessage};
 pub use receipt::Receipt;
 pub use reliability::{PeerMonitor, PeerReport};

@@ -140,9 +140,9 @@ pub struct PeerReport {
     /// Votes received.
     pub votes: u64,
     /// Phase votes (PBFT's PREPAREs and COMMITs, linear-mode votes at their collector) that
-    /// arrived once this replica already held the certificate they would have counted towards:
-    /// their signatures were checked for this bookkeeping alone. A peer whose votes are mostly
-    /// late is the slowest of the quorum, not a faulty one.
+    /// arrived once this replica already held the certificate they would have counted towards.
+    /// A host may hand PBFT's in without their signatures checked (`crate::late`). A peer whose
+    /// votes are mostly late is the slowest of the quorum, not a faulty one.
     pub late_votes: u64,
     /// Committed slots pruned without its vote.
     pub missed_votes: u64,

@@ -7,9 +7,10 @@ use ordinal_consensus::messages::{CommitVote, Message, PrepareVote, Proposal};
 use ordinal_consensus::pbft::Replica;
 use ordinal_consensus::sim::{committee, replica_key};
 use ordinal_consensus::{
-    Action, Batch, Input, Invalid, Protocol, ProtocolConfig, Request, RequestAuth, SafetyState, SafetyUpdate,
+    Action, Batch, Input, Invalid, LateVote, PeerReport, Protocol, ProtocolConfig, Request, RequestAuth,
+    SafetyState, SafetyUpdate, Settled,
 };
-use ordinal_crypto::{Committee, Digest, ReplicaId, Signed};
+use ordinal_crypto::{Committee, Digest, ReplicaId, Signature, Signed};
 
 fn config() -> ProtocolConfig {
     ProtocolConfig {
@@ -61,17 +62,49 @@ fn pre_prepare(committee: &Committee, view: u64, seq: u64, batch: &Batch) -> Inp
     }
 }
 
-fn prepare(committee: &Committee, from: u16, seq: u64, digest: Digest) -> Input {
-    let vote = Signed::sign(
+fn signed_prepare(committee: &Committee, from: u16, seq: u64, digest: Digest) -> Signed<PrepareVote> {
+    Signed::sign(
         PrepareVote { view: 0, seq, digest },
         ReplicaId(from),
         &replica_key(from as usize),
         committee,
-    );
+    )
+}
+
+fn signed_commit(committee: &Committee, from: u16, seq: u64, digest: Digest) -> Signed<CommitVote> {
+    Signed::sign(
+        CommitVote { view: 0, seq, digest },
+        ReplicaId(from),
+        &replica_key(from as usize),
+        committee,
+    )
+}
+
+/// A verified PREPARE for (view 0, `seq`, `digest`) from replica `from`.
+fn prepare(committee: &Committee, from: u16, seq: u64, digest: Digest) -> Input {
+    let vote = signed_prepare(committee, from, seq, digest);
     Input::Message {
         from: ReplicaId(from),
         message: Message::Prepare(vote).verify(committee, &config()).unwrap(),
     }
+}
+
+/// A verified COMMIT for (view 0, `seq`, `digest`) from replica `from`.
+fn commit(committee: &Committee, from: u16, seq: u64, digest: Digest) -> Input {
+    let vote = signed_commit(committee, from, seq, digest);
+    Input::Message {
+        from: ReplicaId(from),
+        message: Message::Commit(vote).verify(committee, &config()).unwrap(),
+    }
+}
+
+/// What `replica` measured about `peer`.
+fn report(replica: &Replica, peer: u16) -> PeerReport {
+    replica
+        .peers()
+        .into_iter()
+        .find(|report| report.peer == ReplicaId(peer))
+        .unwrap()
 }
 
 /// The vote's safety record is persisted before the vote is sent (raft-rs's
@@ -150,53 +183,134 @@ fn votes_after_their_certificate_are_counted_late() {
     replica
         .handle(Duration::from_millis(3), prepare(&committee, 3, 1, b.digest()))
         .unwrap();
-    let report = |peer: u16| {
-        replica
-            .peers()
-            .into_iter()
-            .find(|report| report.peer == ReplicaId(peer))
-            .unwrap()
-    };
     for (peer, late) in [(0, 0), (2, 0), (3, 1)] {
-        assert_eq!(report(peer).votes, 1, "peer {peer}");
-        assert_eq!(report(peer).late_votes, late, "peer {peer}");
+        assert_eq!(report(&replica, peer).votes, 1, "peer {peer}");
+        assert_eq!(report(&replica, peer).late_votes, late, "peer {peer}");
     }
     // Being late does not count against it.
-    assert_eq!(report(3).reliability, report(2).reliability);
+    assert_eq!(report(&replica, 3).reliability, report(&replica, 2).reliability);
 
     // COMMITs (timed, not counted as votes again): 0 and 3 with our own commit it; 2's is late.
     for from in [0, 3, 2] {
-        let vote = Signed::sign(
-            CommitVote {
-                view: 0,
-                seq: 1,
-                digest: b.digest(),
-            },
-            ReplicaId(from),
-            &replica_key(from as usize),
-            &committee,
-        );
         replica
-            .handle(
-                Duration::from_millis(4),
-                Input::Message {
-                    from: ReplicaId(from),
-                    message: Message::Commit(vote).verify(&committee, &config()).unwrap(),
-                },
-            )
+            .handle(Duration::from_millis(4), commit(&committee, from, 1, b.digest()))
             .unwrap();
     }
-    let report = |peer: u16| {
-        replica
-            .peers()
-            .into_iter()
-            .find(|report| report.peer == ReplicaId(peer))
-            .unwrap()
-    };
     for (peer, late) in [(0, 0), (2, 1), (3, 1)] {
-        assert_eq!(report(peer).votes, 1, "peer {peer}");
-        assert_eq!(report(peer).late_votes, late, "peer {peer}");
+        assert_eq!(report(&replica, peer).votes, 1, "peer {peer}");
+        assert_eq!(report(&replica, peer).late_votes, late, "peer {peer}");
     }
+}
+
+/// Replica `from` hands in, as late, `signer`'s PREPARE for `digest` with its signature
+/// spoiled: what a host passes on unchecked looks like this to the replica, which must never
+/// need the signature to credit it.
+fn forged_prepare(committee: &Committee, from: u16, signer: u16, digest: Digest) -> Input {
+    let mut vote = signed_prepare(committee, signer, 1, digest);
+    vote.signature = Signature([7; 64]);
+    Input::LateVote {
+        from: ReplicaId(from),
+        vote: LateVote::Prepare(vote),
+    }
+}
+
+/// [`forged_prepare`] for a COMMIT from its signer.
+fn forged_commit(committee: &Committee, signer: u16, digest: Digest) -> Input {
+    let mut vote = signed_commit(committee, signer, 1, digest);
+    vote.signature = Signature([7; 64]);
+    Input::LateVote {
+        from: ReplicaId(signer),
+        vote: LateVote::Commit(vote),
+    }
+}
+
+/// Feeds verified votes of `kind` for slot 1 from replicas 0 and 2 (a quorum with the
+/// replica's own) and tells whether the replica then announced `settled`.
+fn quorum_settles(replica: &mut Replica, committee: &Committee, settled: Settled) -> bool {
+    for from in [0, 2] {
+        let vote = match settled {
+            Settled::Prepare(s) => prepare(committee, from, 1, s.digest),
+            Settled::Commit(s) => commit(committee, from, 1, s.digest),
+        };
+        replica.handle(Duration::from_millis(1), vote).unwrap();
+    }
+    replica
+        .drain_actions()
+        .iter()
+        .any(|action| matches!(action, Action::Settled(s) if *s == settled))
+}
+
+/// The replica announces each certificate it forms as settled, credits a late vote handed in
+/// unchecked only where its own state agrees (settled statement, current view, the sender's
+/// own first vote there), and checks every other such vote itself: a forged one is refused.
+#[test]
+fn late_votes_handed_in_unchecked_are_credited_only_where_the_replica_agrees() {
+    let committee = committee(4).unwrap();
+    let mut replica = backup(&committee);
+    let b = batch(1);
+    let digest = b.digest();
+    let now = Duration::from_millis(1);
+    replica.handle(now, pre_prepare(&committee, 0, 1, &b)).unwrap();
+    replica.drain_actions();
+
+    // Before the slot is prepared nothing is settled: a forged PREPARE is checked and refused.
+    let early = forged_prepare(&committee, 3, 3, digest);
+    assert!(matches!(replica.handle(now, early), Err(Invalid::Crypto(_))));
+    assert_eq!(report(&replica, 3).refused_messages, 1);
+    assert_eq!(report(&replica, 3).votes, 0);
+
+    let prepared = Settled::Prepare(PrepareVote {
+        view: 0,
+        seq: 1,
+        digest,
+    });
+    assert!(quorum_settles(&mut replica, &committee, prepared));
+
+    // Now 3's PREPARE is late: credited once without its signature, however often it comes,
+    // and its real, signed copy is not counted again.
+    for _ in 0..2 {
+        replica
+            .handle(now, forged_prepare(&committee, 3, 3, digest))
+            .unwrap();
+    }
+    replica.handle(now, prepare(&committee, 3, 1, digest)).unwrap();
+    assert_eq!(
+        (report(&replica, 3).votes, report(&replica, 3).late_votes),
+        (1, 1)
+    );
+    assert_eq!(report(&replica, 3).refused_messages, 1);
+    // Having voted for the settled digest, a PREPARE of 3 for another one is equivocation.
+    assert!(matches!(
+        replica.handle(now, prepare(&committee, 3, 1, Digest::of(b"other"))),
+        Err(Invalid::DuplicateVote { .. })
+    ));
+
+    // Claimed for another signer, a vote is not credited unchecked: 2 relaying a forged vote
+    // of 3's is refused, and blamed on 2, who sent it.
+    let relayed = forged_prepare(&committee, 2, 3, digest);
+    assert!(matches!(replica.handle(now, relayed), Err(Invalid::Crypto(_))));
+    assert_eq!(report(&replica, 2).refused_messages, 1);
+
+    // A COMMIT is late only once the slot is committed.
+    let early = forged_commit(&committee, 3, digest);
+    assert!(matches!(replica.handle(now, early), Err(Invalid::Crypto(_))));
+    let committed = Settled::Commit(CommitVote {
+        view: 0,
+        seq: 1,
+        digest,
+    });
+    assert!(quorum_settles(&mut replica, &committee, committed));
+    replica.handle(now, forged_commit(&committee, 3, digest)).unwrap();
+    assert_eq!(report(&replica, 3).late_votes, 2);
+    assert!(
+        report(&replica, 3).vote_latency.is_some(),
+        "a late COMMIT is still timed"
+    );
+
+    // A vote for another digest never counts as late, whatever the host did: it is checked.
+    let other = forged_commit(&committee, 3, Digest::of(b"x"));
+    assert!(matches!(replica.handle(now, other), Err(Invalid::Crypto(_))));
+    assert_eq!(report(&replica, 3).late_votes, 2);
 }
 
 /// A replica restarted from its safety state refuses to prepare a different batch at a slot it

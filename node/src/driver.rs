@@ -201,6 +201,15 @@ impl Driver {
                         .inc();
                 }
             }
+            Event::LateVote { from, vote } => {
+                if let Err(e) = self.replica.handle(now, Input::LateVote { from, vote }) {
+                    self.shared
+                        .metrics
+                        .invalid_messages
+                        .with_label_values(&[e.reason()])
+                        .inc();
+                }
+            }
             Event::Request {
                 request,
                 arrived,
@@ -288,6 +297,10 @@ impl Driver {
                                     self.recent_bytes.saturating_sub(oldest.batch.payload_bytes());
                             }
                         }
+                    }
+                    // Only a hint for the transport: it may take effect at once.
+                    Action::Settled(statement) => {
+                        crate::transport::lock(&self.shared.settled).record(&statement)
                     }
                     action @ (Action::Send { .. } | Action::Broadcast { .. }) if !barrier => {
                         self.send(action)

@@ -48,6 +48,9 @@ pub struct Metrics {
     pub peer_missed_votes: IntCounterVec,
     /// Each peer's votes that came after this replica already held their certificate.
     pub peer_late_votes: IntCounterVec,
+    /// PBFT votes for a statement this replica had settled, handed to the protocol without a
+    /// signature check (`ordinal_consensus::late`).
+    pub late_votes_unchecked: IntCounter,
     /// Views or rounds given up on while each peer led.
     pub peer_leader_timeouts: IntCounterVec,
     /// Messages from each peer that were refused.
@@ -185,6 +188,10 @@ impl Metrics {
                 ),
                 &["peer"],
             )?,
+            late_votes_unchecked: IntCounter::new(
+                "ordinal_late_votes_unchecked_total",
+                "Votes for a statement this replica already held a certificate for, passed to the protocol without a signature check",
+            )?,
             peer_leader_timeouts: IntCounterVec::new(
                 Opts::new(
                     "ordinal_peer_leader_timeouts_total",
@@ -272,6 +279,7 @@ impl Metrics {
         r.register(Box::new(metrics.peer_suspicion_timeout.clone()))?;
         r.register(Box::new(metrics.peer_missed_votes.clone()))?;
         r.register(Box::new(metrics.peer_late_votes.clone()))?;
+        r.register(Box::new(metrics.late_votes_unchecked.clone()))?;
         r.register(Box::new(metrics.peer_leader_timeouts.clone()))?;
         r.register(Box::new(metrics.peer_refused.clone()))?;
         r.register(Box::new(metrics.suspected_partition.clone()))?;

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use ordinal_client::wire::{self, ReplicaStatus};
-use ordinal_consensus::RequestAuth;
+use ordinal_consensus::{RequestAuth, SettledStatements};
 use ordinal_crypto::ReplicaId;
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -113,6 +113,8 @@ pub async fn start(loaded: &LoadedConfig) -> anyhow::Result<RunningReplica> {
             .collect(),
         admitted: (config.protocol.request_auth == RequestAuth::Signed)
             .then(|| transport::Admitted::new(transport::ADMITTED_CACHE_BYTES, &metrics.admitted_lookups)),
+        // Every slot a replica still takes votes for.
+        settled: Mutex::new(SettledStatements::new(2 * config.protocol.log_window as usize)),
     });
     let addresses: Vec<String> = config
         .cluster

@@ -21,8 +21,8 @@ use ordinal_client::wire::{
 };
 use ordinal_consensus::epoch::Committees;
 use ordinal_consensus::{
-    AdmittedCache, AdmittedRequests, CheckedRequest, Invalid, Message, NoneAdmitted, ProtocolConfig, Request,
-    VerifiedMessage,
+    AdmittedCache, AdmittedRequests, CheckedRequest, Invalid, LateVote, Message, NoneAdmitted,
+    ProtocolConfig, Request, SettledStatements, Sorted, VerifiedMessage,
 };
 use ordinal_crypto::tls::PeerIdentity;
 use ordinal_crypto::{Committee, CryptoError, Digest, PublicKey, ReplicaId};
@@ -92,6 +92,14 @@ pub enum Event {
         from: ReplicaId,
         /// The message.
         message: VerifiedMessage,
+    },
+    /// A vote from an authenticated replica, signed by it as it claims, for a statement this
+    /// replica had settled: its signature was not checked.
+    LateVote {
+        /// The sender.
+        from: ReplicaId,
+        /// The vote.
+        vote: LateVote,
     },
     /// A client request that passed its checks.
     Request {
@@ -188,6 +196,9 @@ pub struct Shared {
     /// bookkeeping: measured 5-9 % slower with the cache there, 13 % faster in signed mode
     /// (benches/results/README.md, session 14).
     pub admitted: Option<Admitted>,
+    /// The statements the protocol thread announced as settled: votes from their signer that
+    /// match one go to the protocol unchecked (`ordinal_consensus::late`).
+    pub settled: Mutex<SettledStatements>,
 }
 
 /// [`AdmittedCache`] shared by the client streams (which fill it) and the peer streams (which
@@ -280,7 +291,7 @@ impl Shared {
     }
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
@@ -597,7 +608,7 @@ async fn read_replica_stream(
                 return;
             }
         }
-        let mut messages = Vec::with_capacity(frames.len());
+        let mut decoded = Vec::with_capacity(frames.len());
         // Each frame's bytes are freed once decoded.
         for bytes in frames.drain(..) {
             match Message::decode(&bytes) {
@@ -606,7 +617,7 @@ async fn read_replica_stream(
                         .messages_received
                         .with_label_values(&[message.kind()])
                         .inc();
-                    messages.push(message);
+                    decoded.push(message);
                 }
                 Err(_) => {
                     metrics.invalid_messages.with_label_values(&["malformed"]).inc();
@@ -614,7 +625,21 @@ async fn read_replica_stream(
                 }
             }
         }
-        if messages.is_empty() {
+        // Votes past their quorum, with their place among the group's messages (arrival order
+        // is kept), and the messages to verify.
+        let mut late = Vec::new();
+        let mut messages = Vec::with_capacity(decoded.len());
+        {
+            let settled = lock(&shared.settled);
+            for (place, message) in decoded.into_iter().enumerate() {
+                match settled.sort(from, message) {
+                    Sorted::Late(vote) => late.push((place, vote)),
+                    Sorted::Verify(message) => messages.push(message),
+                }
+            }
+        }
+        metrics.late_votes_unchecked.inc_by(late.len() as u64);
+        if messages.is_empty() && late.is_empty() {
             continue;
         }
         // One snapshot of the weight schedule for the group: a message the protocol thread has
@@ -624,7 +649,9 @@ async fn read_replica_stream(
             Some(admitted) => admitted,
             None => &NoneAdmitted,
         };
-        let results = if trust.grouped() {
+        let results = if messages.is_empty() {
+            Vec::new()
+        } else if trust.grouped() {
             metrics.peer_read_group.observe(messages.len() as f64);
             let group = Message::verify_group(messages, &*committees, &shared.config, admitted);
             trust.record(!group.signatures_held);
@@ -641,19 +668,24 @@ async fn read_replica_stream(
             );
             results
         };
-        for verified in results {
-            let message = match verified {
-                Ok(message) => message,
-                Err(e) => {
-                    metrics.invalid_messages.with_label_values(&[e.reason()]).inc();
-                    tracing::debug!(peer = from.0, error = %e, "refused message");
-                    if e.is_fault() {
-                        shared.note_refused(from);
+        let mut late = late.into_iter().peekable();
+        let mut results = results.into_iter();
+        for place in 0.. {
+            let event = match late.next_if(|(at, _)| *at == place) {
+                Some((_, vote)) => Event::LateVote { from, vote },
+                None => match results.next() {
+                    None => break,
+                    Some(Ok(message)) => Event::Peer { from, message },
+                    Some(Err(e)) => {
+                        metrics.invalid_messages.with_label_values(&[e.reason()]).inc();
+                        tracing::debug!(peer = from.0, error = %e, "refused message");
+                        if e.is_fault() {
+                            shared.note_refused(from);
+                        }
+                        continue;
                     }
-                    continue;
-                }
+                },
             };
-            let event = Event::Peer { from, message };
             let delivered = match &delayed {
                 Some(delayed) => delayed.send((Instant::now() + delay, event)).await.is_ok(),
                 None => shared.peer_events.send(event).await.is_ok(),

@@ -183,6 +183,7 @@ async fn metrics_follow_the_contract_and_pass_promtool() {
         "ordinal_peer_rtt_seconds{peer=\"0\"}",
         "ordinal_messages_received_total{kind=",
         "ordinal_storage_sync_seconds_bucket",
+        "ordinal_late_votes_unchecked_total",
     ] {
         assert!(text.contains(name), "metrics lack {name}:\n{text}");
     }

@@ -1296,6 +1296,13 @@ impl Protocol for Replica {
         let executed_before = self.ledger.last_executed;
         let mut sender = None;
         let result = match input {
+            // The linear mode announces no settled statements, so a host has no late votes to
+            // hand in; one handed in anyway is checked like any message.
+            Input::LateVote { from, vote } => {
+                self.ledger.monitor.heard(from, now);
+                let message = self.ledger.verify_late_vote(from, vote)?;
+                return self.handle(now, Input::Message { from, message });
+            }
             Input::Request(request) => self.on_request(request, false),
             Input::ProposeWeights { weights } => {
                 let request = self.ledger.weight_change_request(weights);

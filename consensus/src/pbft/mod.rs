@@ -54,11 +54,26 @@ struct Slot {
     commits: VoteSet<CommitVote>,
     sent_prepare: bool,
     sent_commit: bool,
+    /// The prepared certificate formed here (whether or not this replica votes).
+    prepared: bool,
     committed: bool,
+    /// Peers credited with a PREPARE or COMMIT for the settled statement that the host handed
+    /// in unchecked (`crate::late`): each counted once, none in a certificate.
+    late_prepares: Vec<ReplicaId>,
+    late_commits: Vec<ReplicaId>,
     /// When this replica had the proposal: each peer's COMMIT is timed from here.
     proposed_at: Option<Time>,
     /// When this replica's messages for the slot are sent again.
     resend: Backoff,
+}
+
+impl Slot {
+    /// Whether `from`, one of the peers `credited` with a vote for this slot's digest without a
+    /// signature check, now votes for another `digest`: equivocation, as a conflicting vote
+    /// after a checked one is.
+    fn contradicts(&self, credited: &[ReplicaId], from: ReplicaId, digest: &Digest) -> bool {
+        credited.contains(&from) && self.proposal.as_ref().is_some_and(|p| p.digest != *digest)
+    }
 }
 
 /// When to send a message again that has not had its effect yet: first one interval after it
@@ -409,7 +424,11 @@ impl Replica {
         let members: Vec<ReplicaId> = self.ledger.committees.current().ids().collect();
         for slot in slots.filter(|slot| slot.committed) {
             for &peer in &members {
-                if slot.prepares.vote_of(peer).is_none() && slot.commits.vote_of(peer).is_none() {
+                if slot.prepares.vote_of(peer).is_none()
+                    && slot.commits.vote_of(peer).is_none()
+                    && !slot.late_prepares.contains(&peer)
+                    && !slot.late_commits.contains(&peer)
+                {
                     self.ledger.monitor.missed_vote(peer);
                 }
             }
@@ -577,6 +596,14 @@ impl Protocol for Replica {
             _ => None,
         };
         let result = match input {
+            Input::LateVote { from, vote } => {
+                self.ledger.monitor.heard(from, now);
+                if self.credit_late_vote(from, &vote) {
+                    return Ok(());
+                }
+                let message = self.ledger.verify_late_vote(from, vote)?;
+                return self.handle(now, Input::Message { from, message });
+            }
             Input::Refused { from, count } => {
                 self.ledger.monitor.refused_many(from, count);
                 Ok(())

@@ -1,10 +1,11 @@
 //! The normal case: requests, PRE-PREPARE, PREPARE, COMMIT and in-order execution (PBFT 4.2).
 
-use ordinal_crypto::Verified;
+use ordinal_crypto::{ReplicaId, Verified};
 
 use super::{Replica, SlotProposal};
 use crate::batch::{Batch, CommittedBatch};
 use crate::error::Invalid;
+use crate::late::{LateVote, Settled};
 use crate::ledger::Admitted;
 use crate::messages::{CommitVote, Message, PrepareVote, PreparedProof, Proposal};
 use crate::quorum::Inserted;
@@ -197,6 +198,13 @@ impl Replica {
         self.ledger.check_window(body.seq)?;
         let from = vote.signer();
         let slot = self.slots.entry(body.seq).or_default();
+        if slot.contradicts(&slot.late_prepares, from, &body.digest) {
+            return Err(Invalid::DuplicateVote {
+                from,
+                view: body.view,
+                seq: body.seq,
+            });
+        }
         match slot.prepares.insert(vote) {
             Inserted::Conflict => {
                 return Err(Invalid::DuplicateVote {
@@ -205,13 +213,15 @@ impl Replica {
                     seq: body.seq,
                 })
             }
-            // Counted, not timed: see `on_commit`.
-            Inserted::New => {
+            // Counted, not timed: see `on_commit`. A vote already credited unchecked is not
+            // counted twice.
+            Inserted::New if !slot.late_prepares.contains(&from) => {
                 self.ledger.monitor.vote(from, None);
-                if slot.sent_commit || slot.committed {
+                if slot.prepared || slot.committed {
                     self.ledger.monitor.late_vote(from);
                 }
             }
+            Inserted::New => {}
             Inserted::Repeat => {}
         }
         self.check_prepared(body.seq);
@@ -225,6 +235,13 @@ impl Replica {
         self.ledger.check_window(body.seq)?;
         let from = vote.signer();
         let slot = self.slots.entry(body.seq).or_default();
+        if slot.contradicts(&slot.late_commits, from, &body.digest) {
+            return Err(Invalid::DuplicateVote {
+                from,
+                view: body.view,
+                seq: body.seq,
+            });
+        }
         match slot.commits.insert(vote) {
             Inserted::Conflict => {
                 return Err(Invalid::DuplicateVote {
@@ -236,7 +253,7 @@ impl Replica {
             // A peer's vote latency is timed to its COMMIT: every replica, the primary too,
             // sends it only after hearing a quorum of PREPAREs, so a replica slow to receive
             // shows as slow whatever its role.
-            Inserted::New => {
+            Inserted::New if !slot.late_commits.contains(&from) => {
                 if let Some(at) = slot.proposed_at {
                     self.ledger
                         .monitor
@@ -246,10 +263,72 @@ impl Replica {
                     self.ledger.monitor.late_vote(from);
                 }
             }
-            Inserted::Repeat => {}
+            Inserted::New | Inserted::Repeat => {}
         }
         self.check_committed(body.seq);
         Ok(())
+    }
+
+    /// A vote the host handed in unchecked as late (`crate::late`): credited as `on_prepare`
+    /// or `on_commit` would credit it, if this replica's own state agrees that the vote is
+    /// from a member of the slot's committee, for the statement settled in this view, and the
+    /// sender's first vote there. `false` leaves the vote to be verified and handled as a
+    /// message (which also answers a repeat of a vote already held, and a conflicting one).
+    pub(super) fn credit_late_vote(&mut self, from: ReplicaId, vote: &LateVote) -> bool {
+        if vote.signer() != from || self.changing.is_some() {
+            return false;
+        }
+        let seq = vote.seq();
+        if !self
+            .ledger
+            .committees
+            .for_seq(seq)
+            .is_some_and(|committee| committee.contains(from))
+        {
+            return false;
+        }
+        let Some(slot) = self.slots.get_mut(&seq) else {
+            return false;
+        };
+        let Some(digest) = slot.proposal.as_ref().map(|p| p.digest) else {
+            return false;
+        };
+        let monitor = &mut self.ledger.monitor;
+        match vote {
+            LateVote::Prepare(vote) => {
+                let settled = slot.prepared || slot.committed;
+                if vote.body.view != self.view
+                    || vote.body.digest != digest
+                    || !settled
+                    || slot.prepares.vote_of(from).is_some()
+                {
+                    return false;
+                }
+                if !slot.late_prepares.contains(&from) {
+                    slot.late_prepares.push(from);
+                    monitor.vote(from, None);
+                    monitor.late_vote(from);
+                }
+            }
+            LateVote::Commit(vote) => {
+                if vote.body.view != self.view
+                    || vote.body.digest != digest
+                    || !slot.committed
+                    || slot.commits.vote_of(from).is_some()
+                {
+                    return false;
+                }
+                if !slot.late_commits.contains(&from) {
+                    slot.late_commits.push(from);
+                    if let Some(at) = slot.proposed_at {
+                        monitor.vote_latency(from, self.ledger.now.saturating_sub(at));
+                    }
+                    monitor.late_vote(from);
+                }
+            }
+        }
+        self.ledger.note_seq(from, seq);
+        true
     }
 
     /// PBFT 4.2: prepared once the proposal and a quorum of matching PREPAREs are held; the
@@ -262,7 +341,7 @@ impl Replica {
         let Some(proposal) = &slot.proposal else {
             return;
         };
-        if slot.sent_commit {
+        if slot.prepared {
             return;
         }
         let statement = PrepareVote {
@@ -282,6 +361,10 @@ impl Replica {
         };
         let digest = proposal.digest;
         self.prepared.insert(seq, proof.clone());
+        if let Some(slot) = self.slots.get_mut(&seq) {
+            slot.prepared = true;
+        }
+        self.ledger.settled(Settled::Prepare(statement));
         if !self.ledger.votes_at(seq) {
             // Following the log without a vote: the prepared proof still serves view changes'
             // evidence here, and the commit certificate comes from the members.
@@ -324,6 +407,7 @@ impl Replica {
         };
         slot.committed = true;
         let batch = proposal.batch.clone();
+        self.ledger.settled(Settled::Commit(statement));
         self.ledger.commit(CommittedBatch { batch, certificate });
     }
 }

@@ -23,6 +23,7 @@ use crate::batch::CommittedBatch;
 use crate::cluster::ProtocolKind;
 use crate::config::{ProtocolConfig, RequestAuth};
 use crate::io::{Action, Input, Protocol, Time};
+use crate::late::{SettledStatements, Sorted};
 use crate::messages::Message;
 use crate::receipt::Receipt;
 use crate::replica::start_replica;
@@ -308,6 +309,8 @@ pub struct Report {
     /// copies (answering with the first position), so they never break validity, but each one
     /// is a wasted slot in a batch: a calm run should have none.
     pub redundant_copies: u64,
+    /// Votes past their quorum handed to correct replicas unchecked ([`crate::late`]).
+    pub late_votes_unchecked: u64,
     /// Median submission-to-receipt latency.
     pub median_latency: Time,
     /// Longest submission-to-receipt latency.
@@ -332,6 +335,9 @@ struct Instance {
     node: Option<Box<dyn Protocol + Send>>,
     generation: u64,
     store: Store,
+    /// What the replica settled: votes matching it go in unchecked, as the node's transport
+    /// hands them in (`crate::late`). Lost with the process, like the node's.
+    settled: SettledStatements,
     behaviour: Option<Behaviour>,
     byzantine: ByzantineState,
     wake_at: Option<Time>,
@@ -510,6 +516,7 @@ impl Simulation {
                     }),
                     dormant: replica >= config.replicas,
                     generation: 0,
+                    settled: SettledStatements::new(2 * config.protocol.log_window as usize),
                     store: Store {
                         batches: BTreeMap::new(),
                         safety: SafetyState::default(),
@@ -882,6 +889,7 @@ impl Simulation {
             }
             let log: Vec<CommittedBatch> = instance.store.batches.values().cloned().collect();
             instance.generation += 1;
+            instance.settled = SettledStatements::new(2 * protocol.log_window as usize);
             instance.node = Some(start_replica(
                 self.config.kind,
                 ReplicaId(replica as u16),
@@ -934,12 +942,30 @@ impl Simulation {
             return;
         }
         let correct = !self.config.is_byzantine(replica);
+        let decoded = Message::decode(&bytes);
+        // A vote for what the replica settled goes in unchecked, as the node hands it in.
+        let decoded = match (from, decoded) {
+            (Some(peer), Ok(message)) => {
+                let peer = ReplicaId(peer as u16);
+                match self.instances[instance].settled.sort(peer, message) {
+                    Sorted::Late(vote) => {
+                        if correct {
+                            self.report.late_votes_unchecked += 1;
+                        }
+                        self.input(instance, Input::LateVote { from: peer, vote });
+                        return;
+                    }
+                    Sorted::Verify(message) => Ok(message),
+                }
+            }
+            (_, decoded) => decoded,
+        };
         // Each replica verifies with the weight schedule its own log gave it.
         let verified = {
             let Some(node) = self.instances[instance].node.as_ref() else {
                 return;
             };
-            Message::decode(&bytes).and_then(|m| m.verify(node.committees(), &self.config.protocol))
+            decoded.and_then(|m| m.verify(node.committees(), &self.config.protocol))
         };
         let message = match verified {
             Ok(m) => m,
@@ -1058,6 +1084,7 @@ impl Simulation {
                 self.outgoing(instance, message, dests);
             }
             Action::Reply { key, position } => self.reply(instance, correct, key, position),
+            Action::Settled(statement) => self.instances[instance].settled.record(&statement),
             Action::ServeBatches { to, from_seq, to_seq } => {
                 let last = to_seq.min(from_seq + self.config.protocol.state_transfer_chunk - 1);
                 let batches: Vec<CommittedBatch> = self.instances[instance]
