@@ -274,6 +274,10 @@ fn late_votes_handed_in_unchecked_are_credited_only_where_the_replica_agrees() {
             .unwrap();
     }
     replica.handle(now, prepare(&committee, 3, 1, digest)).unwrap();
+    // Once its checked copy is held, a repeat is answered without any check either.
+    replica
+        .handle(now, forged_prepare(&committee, 3, 3, digest))
+        .unwrap();
     assert_eq!(
         (report(&replica, 3).votes, report(&replica, 3).late_votes),
         (1, 1)

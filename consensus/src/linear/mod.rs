@@ -1299,7 +1299,6 @@ impl Protocol for Replica {
             // The linear mode announces no settled statements, so a host has no late votes to
             // hand in; one handed in anyway is checked like any message.
             Input::LateVote { from, vote } => {
-                self.ledger.monitor.heard(from, now);
                 let message = self.ledger.verify_late_vote(from, vote)?;
                 return self.handle(now, Input::Message { from, message });
             }

@@ -597,9 +597,8 @@ impl Protocol for Replica {
         };
         let result = match input {
             Input::LateVote { from, vote } => {
-                self.ledger.monitor.heard(from, now);
-                if self.credit_late_vote(from, &vote) {
-                    return Ok(());
+                if let Some(answer) = self.answer_late_vote(from, &vote) {
+                    return answer;
                 }
                 let message = self.ledger.verify_late_vote(from, vote)?;
                 return self.handle(now, Input::Message { from, message });

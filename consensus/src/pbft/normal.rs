@@ -269,6 +269,44 @@ impl Replica {
         Ok(())
     }
 
+    /// What to make of a late vote (`crate::late`) without checking its signature, where
+    /// that is possible: credited, a repeat of the sender's vote already held, or refused as
+    /// stale the way its checked copy would be (an older view, below the stable checkpoint).
+    /// `None` leaves it to be verified. So a peer replaying its own counted votes, or votes of
+    /// a view since changed, costs the protocol thread no signature checks.
+    pub(super) fn answer_late_vote(
+        &mut self,
+        from: ReplicaId,
+        vote: &LateVote,
+    ) -> Option<Result<(), Invalid>> {
+        if vote.signer() != from {
+            return None;
+        }
+        let (view, seq) = match vote {
+            LateVote::Prepare(v) => (v.body.view, v.body.seq),
+            LateVote::Commit(v) => (v.body.view, v.body.seq),
+        };
+        if view < self.view || seq <= self.ledger.stable.seq {
+            return Some(Err(Invalid::Stale));
+        }
+        let now = self.ledger.now;
+        let repeat = self.slots.get(&seq).is_some_and(|slot| match vote {
+            LateVote::Prepare(v) => slot
+                .prepares
+                .vote_of(from)
+                .is_some_and(|held| *held.body() == v.body),
+            LateVote::Commit(v) => slot
+                .commits
+                .vote_of(from)
+                .is_some_and(|held| *held.body() == v.body),
+        });
+        if repeat || self.credit_late_vote(from, vote) {
+            self.ledger.monitor.heard(from, now);
+            return Some(Ok(()));
+        }
+        None
+    }
+
     /// A vote the host handed in unchecked as late (`crate::late`): credited as `on_prepare`
     /// or `on_commit` would credit it, if this replica's own state agrees that the vote is
     /// from a member of the slot's committee, for the statement settled in this view, and the
