@@ -190,7 +190,7 @@ impl Metrics {
             )?,
             late_votes_unchecked: IntCounter::new(
                 "ordinal_late_votes_unchecked_total",
-                "Votes for a statement this replica already held a certificate for, passed to the protocol without a signature check",
+                "Votes for a statement this replica already held a certificate for, passed to the protocol without a signature check (it verifies those its state does not confirm)",
             )?,
             peer_leader_timeouts: IntCounterVec::new(
                 Opts::new(
