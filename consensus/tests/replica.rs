@@ -10,7 +10,7 @@ use ordinal_consensus::{
     Action, Batch, Input, Invalid, LateVote, PeerReport, Protocol, ProtocolConfig, Request, RequestAuth,
     SafetyState, SafetyUpdate, Settled,
 };
-use ordinal_crypto::{Committee, Digest, ReplicaId, Signature, Signed};
+use ordinal_crypto::{Committee, Digest, ReplicaId, Signable, Signature, Signed};
 
 fn config() -> ProtocolConfig {
     ProtocolConfig {
@@ -62,22 +62,17 @@ fn pre_prepare(committee: &Committee, view: u64, seq: u64, batch: &Batch) -> Inp
     }
 }
 
+/// `body` signed by replica `from`.
+fn signed_by<T: Signable>(committee: &Committee, from: u16, body: T) -> Signed<T> {
+    Signed::sign(body, ReplicaId(from), &replica_key(from as usize), committee)
+}
+
 fn signed_prepare(committee: &Committee, from: u16, seq: u64, digest: Digest) -> Signed<PrepareVote> {
-    Signed::sign(
-        PrepareVote { view: 0, seq, digest },
-        ReplicaId(from),
-        &replica_key(from as usize),
-        committee,
-    )
+    signed_by(committee, from, PrepareVote { view: 0, seq, digest })
 }
 
 fn signed_commit(committee: &Committee, from: u16, seq: u64, digest: Digest) -> Signed<CommitVote> {
-    Signed::sign(
-        CommitVote { view: 0, seq, digest },
-        ReplicaId(from),
-        &replica_key(from as usize),
-        committee,
-    )
+    signed_by(committee, from, CommitVote { view: 0, seq, digest })
 }
 
 /// A verified PREPARE for (view 0, `seq`, `digest`) from replica `from`.

@@ -192,17 +192,13 @@ impl Driver {
     fn handle(&mut self, event: Event) {
         let now = self.now();
         match event {
-            Event::Peer { from, message } => {
-                if let Err(e) = self.replica.handle(now, Input::Message { from, message }) {
-                    self.shared
-                        .metrics
-                        .invalid_messages
-                        .with_label_values(&[e.reason()])
-                        .inc();
-                }
-            }
-            Event::LateVote { from, vote } => {
-                if let Err(e) = self.replica.handle(now, Input::LateVote { from, vote }) {
+            Event::Peer { .. } | Event::LateVote { .. } => {
+                let input = match event {
+                    Event::LateVote { from, vote } => Input::LateVote { from, vote },
+                    Event::Peer { from, message } => Input::Message { from, message },
+                    Event::Request { .. } => return,
+                };
+                if let Err(e) = self.replica.handle(now, input) {
                     self.shared
                         .metrics
                         .invalid_messages
