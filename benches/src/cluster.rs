@@ -19,6 +19,8 @@ pub struct Setup {
     pub protocol: &'static str,
     pub max_batch: usize,
     pub max_inflight: Option<u64>,
+    /// `batch_delay` in milliseconds, if not the replicas' default.
+    pub batch_delay_ms: Option<u64>,
     pub sync_always: bool,
     pub signed_requests: bool,
     pub base_port: u16,
@@ -287,6 +289,9 @@ fn edit_config(path: &Path, setup: &Setup) -> anyhow::Result<()> {
                 toml::Value::Integer(inflight as i64),
             );
         }
+        if let Some(delay) = setup.batch_delay_ms {
+            protocol.insert("batch_delay".into(), toml::Value::Integer(delay as i64));
+        }
     }
     if let Some(toml::Value::Table(storage)) = config.get_mut("storage") {
         storage.insert(
@@ -400,6 +405,7 @@ pub fn measure(setup: &Setup, load: &LoadSpec) -> anyhow::Result<Point> {
         replicas: n,
         max_batch: setup.max_batch,
         max_inflight: setup.max_inflight,
+        batch_delay_ms: setup.batch_delay_ms,
         sync_always: setup.sync_always,
         signed_requests: setup.signed_requests,
         tx_size: load.tx_size,

@@ -111,6 +111,10 @@ struct SetupArgs {
     /// default when not given).
     #[arg(long)]
     max_inflight: Option<u64>,
+    /// How long the primary waits to fill a batch, in milliseconds (`batch_delay`; the
+    /// replicas' default when not given).
+    #[arg(long)]
+    batch_delay_ms: Option<u64>,
     /// fsync before each receipt (`always`) or not.
     #[arg(long, value_enum, default_value_t = SyncArg::Always)]
     sync: SyncArg,
@@ -150,6 +154,7 @@ impl SetupArgs {
             },
             max_batch: self.max_batch,
             max_inflight: self.max_inflight,
+            batch_delay_ms: self.batch_delay_ms,
             sync_always: self.sync == SyncArg::Always,
             signed_requests: self.request_auth == AuthArg::Signed,
             base_port: self.base_port,
@@ -226,6 +231,7 @@ fn suite(duration: u64, results: &std::path::Path) -> anyhow::Result<()> {
         protocol: ProtocolArg::Pbft,
         max_batch: 512,
         max_inflight: None,
+        batch_delay_ms: None,
         sync: SyncArg::Always,
         request_auth: AuthArg::Unsigned,
         tx_size: 512,

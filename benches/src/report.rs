@@ -13,6 +13,8 @@ pub struct Point {
     pub max_batch: usize,
     /// `max_inflight_batches`, if not the replicas' default.
     pub max_inflight: Option<u64>,
+    /// `batch_delay` in milliseconds, if not the replicas' default.
+    pub batch_delay_ms: Option<u64>,
     pub sync_always: bool,
     pub signed_requests: bool,
     pub tx_size: usize,
@@ -116,7 +118,7 @@ fn mib_per_s(point: &Point) -> f64 {
 
 pub fn print_point(p: &Point) {
     println!(
-        "{} n={} {}B{}{}{} rate {:>7}: {:>7}/{:<7} committed, {:>9.0} tx/s, p50 {:>8.1} ms, p99 {:>8.1} ms, \
+        "{} n={} {}B{}{}{}{}{} rate {:>7}: {:>7}/{:<7} committed, {:>9.0} tx/s, p50 {:>8.1} ms, p99 {:>8.1} ms, \
          cpu {:>5.1} us/tx, rss {} MiB, sent {:.1} MiB/s, machine {:.0}% busy{}",
         p.protocol,
         p.replicas,
@@ -124,6 +126,8 @@ pub fn print_point(p: &Point) {
         if p.signed_requests { " signed" } else { "" },
         if p.sync_always { "" } else { " no-fsync" },
         if p.one_receipt { " one-receipt" } else { "" },
+        p.max_inflight.map(|n| format!(" inflight {n}")).unwrap_or_default(),
+        p.batch_delay_ms.map(|ms| format!(" batch-delay {ms}ms")).unwrap_or_default(),
         p.rate,
         p.committed,
         p.submitted,

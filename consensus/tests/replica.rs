@@ -620,3 +620,93 @@ fn votes_of_the_view_being_installed_are_kept_for_it() {
     // Two views ahead: not held.
     assert!(deliver(&mut replica, now, 0, prepare(0, 3, 1, digest)).is_err());
 }
+
+/// The PRE-PREPAREs among `actions`: (sequence number, digest, requests carried).
+fn proposals_in(actions: &[Action]) -> Vec<(u64, Digest, usize)> {
+    actions
+        .iter()
+        .filter_map(|action| match action {
+            Action::Broadcast {
+                message: Message::PrePrepare { proposal, batch },
+            } => Some((proposal.body.seq, proposal.body.digest, batch.requests().len())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Batching follows the load: with nothing in flight, the requests handed in together leave in
+/// one batch on the next timer input; while a batch is in flight, what arrives waits for the
+/// batching delay, or until the pipeline empties, whichever comes first.
+#[test]
+fn the_primary_batches_what_arrives_together_and_waits_only_while_busy() {
+    let committee = committee(4).unwrap();
+    let mut protocol = config();
+    protocol.batch_delay = Duration::from_millis(5);
+    let mut primary = Replica::new(
+        ReplicaId(0),
+        replica_key(0),
+        committee.clone(),
+        protocol,
+        Duration::ZERO,
+    );
+    let ms = Duration::from_millis;
+    let mut nonce = 0u64;
+    let mut hand_in = |primary: &mut Replica, now: Duration, count: usize| {
+        for _ in 0..count {
+            nonce += 1;
+            let request = Request::unsigned(replica_key(9).public(), nonce, vec![nonce as u8; 8]);
+            primary.handle(now, Input::Request(request)).unwrap();
+        }
+    };
+
+    // Idle: three requests arrive together. None leaves alone; the timer is due at once and
+    // takes all three.
+    hand_in(&mut primary, ms(1), 3);
+    assert!(proposals_in(&primary.drain_actions()).is_empty());
+    assert_eq!(primary.poll_timeout(), Some(ms(1)));
+    primary.handle(ms(1), Input::Timeout).unwrap();
+    let first = proposals_in(&primary.drain_actions());
+    assert_eq!(first.len(), 1);
+    assert_eq!((first[0].0, first[0].2), (1, 3));
+
+    // Busy (batch 1 in flight): two more wait for the delay, 5 ms from the first of them.
+    hand_in(&mut primary, ms(2), 2);
+    assert_eq!(primary.poll_timeout(), Some(ms(7)));
+    primary.handle(ms(4), Input::Timeout).unwrap();
+    assert!(proposals_in(&primary.drain_actions()).is_empty());
+    primary.handle(ms(7), Input::Timeout).unwrap();
+    let second = proposals_in(&primary.drain_actions());
+    assert_eq!(second.len(), 1);
+    assert_eq!((second[0].0, second[0].2), (2, 2));
+
+    // One more waits behind the two batches in flight...
+    hand_in(&mut primary, ms(8), 1);
+    assert_eq!(primary.poll_timeout(), Some(ms(13)));
+    // ...until both execute: an empty pipeline makes it due at once.
+    for (seq, digest, _) in [first[0], second[0]] {
+        for from in [1u16, 2] {
+            primary
+                .handle(ms(9), prepare(&committee, from, seq, digest))
+                .unwrap();
+        }
+        for from in [1u16, 2] {
+            primary
+                .handle(ms(9), commit(&committee, from, seq, digest))
+                .unwrap();
+        }
+    }
+    assert_eq!(primary.status().committed_seq, 2);
+    assert!(proposals_in(&primary.drain_actions()).is_empty());
+    assert_eq!(primary.poll_timeout(), Some(ms(9)));
+    primary.handle(ms(9), Input::Timeout).unwrap();
+    let third = proposals_in(&primary.drain_actions());
+    assert_eq!(third.len(), 1);
+    assert_eq!((third[0].0, third[0].2), (3, 1));
+
+    // A full batch never waits, busy or not.
+    let full = ProtocolConfig::default().max_batch_requests;
+    hand_in(&mut primary, ms(10), full);
+    let fourth = proposals_in(&primary.drain_actions());
+    assert_eq!(fourth.len(), 1);
+    assert_eq!((fourth[0].0, fourth[0].2), (4, full));
+}

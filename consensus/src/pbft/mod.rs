@@ -588,6 +588,7 @@ impl Protocol for Replica {
     fn handle(&mut self, now: Time, input: Input) -> Result<(), Invalid> {
         self.ledger.now = self.ledger.now.max(now);
         let executed_before = self.ledger.last_executed;
+        let on_timer = matches!(input, Input::Timeout);
         let sender = match &input {
             Input::Message { from, .. } => {
                 self.ledger.monitor.heard(*from, now);
@@ -631,7 +632,7 @@ impl Protocol for Replica {
             // A refusal (a full pool) only skips this report; the next checkpoint sends one.
             let _ = self.on_request(report, false);
         }
-        self.try_propose();
+        self.try_propose(on_timer);
         if let (Some(from), Err(e)) = (sender, &result) {
             if e.blames_sender() {
                 self.ledger.monitor.refused(from);
