@@ -28,9 +28,9 @@ pub struct ProtocolConfig {
     /// Most payload bytes in one batch.
     pub max_batch_bytes: usize,
     /// How long the primary waits to fill a batch before proposing a partial one. In PBFT it
-    /// applies only while batches are in flight (an empty pipeline proposes at once); at
-    /// 2 ms, a cluster at 5,000-10,000 tx/s spent a quarter more CPU per transaction than at
-    /// 5 ms, in twice as many batches (`benches/results/README.md`).
+    /// applies only while batches are in flight (an empty pipeline proposes at once). Before
+    /// that rule, 2 ms instead of 5 cost 27 % more CPU per transaction at 5,000 tx/s and 12 %
+    /// at 10,000 (`benches/results/README.md`, "Batches that follow the load").
     #[serde(with = "duration_ms")]
     pub batch_delay: Duration,
     /// Most batches in flight (proposed, not yet committed) at once: the pipeline depth.

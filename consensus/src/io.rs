@@ -190,7 +190,10 @@ pub trait Protocol {
     /// and drops it. A refused message may still leave a trace (that its sender is in a higher
     /// view, or that two proposals conflict), never a vote or a commit.
     fn handle(&mut self, now: Time, input: Input) -> Result<(), Invalid>;
-    /// When [`Input::Timeout`] should next be fed, if ever.
+    /// When [`Input::Timeout`] should next be fed, if ever. Hosts ask again after every round
+    /// of inputs and feed a timeout that is already due before waiting for more: a PBFT
+    /// primary's partial batch leaves only on a timer input (it may be due at once, with the
+    /// inputs the host already held included in it).
     fn poll_timeout(&self) -> Option<Time>;
     /// Takes the actions produced so far, in the order they must be performed.
     fn drain_actions(&mut self) -> Vec<Action>;

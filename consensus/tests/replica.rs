@@ -674,38 +674,43 @@ fn the_primary_batches_what_arrives_together_and_waits_only_while_busy() {
     assert_eq!(primary.poll_timeout(), Some(ms(7)));
     primary.handle(ms(4), Input::Timeout).unwrap();
     assert!(proposals_in(&primary.drain_actions()).is_empty());
-    primary.handle(ms(7), Input::Timeout).unwrap();
+    // Past the deadline, an input other than the timer proposes nothing: what it brings
+    // joins the batch on the timer input that follows.
+    hand_in(&mut primary, ms(8), 1);
+    assert!(proposals_in(&primary.drain_actions()).is_empty());
+    assert_eq!(primary.poll_timeout(), Some(ms(7)));
+    primary.handle(ms(8), Input::Timeout).unwrap();
     let second = proposals_in(&primary.drain_actions());
     assert_eq!(second.len(), 1);
-    assert_eq!((second[0].0, second[0].2), (2, 2));
+    assert_eq!((second[0].0, second[0].2), (2, 3));
 
     // One more waits behind the two batches in flight...
-    hand_in(&mut primary, ms(8), 1);
-    assert_eq!(primary.poll_timeout(), Some(ms(13)));
+    hand_in(&mut primary, ms(9), 1);
+    assert_eq!(primary.poll_timeout(), Some(ms(14)));
     // ...until both execute: an empty pipeline makes it due at once.
     for (seq, digest, _) in [first[0], second[0]] {
         for from in [1u16, 2] {
             primary
-                .handle(ms(9), prepare(&committee, from, seq, digest))
+                .handle(ms(10), prepare(&committee, from, seq, digest))
                 .unwrap();
         }
         for from in [1u16, 2] {
             primary
-                .handle(ms(9), commit(&committee, from, seq, digest))
+                .handle(ms(10), commit(&committee, from, seq, digest))
                 .unwrap();
         }
     }
     assert_eq!(primary.status().committed_seq, 2);
     assert!(proposals_in(&primary.drain_actions()).is_empty());
-    assert_eq!(primary.poll_timeout(), Some(ms(9)));
-    primary.handle(ms(9), Input::Timeout).unwrap();
+    assert_eq!(primary.poll_timeout(), Some(ms(10)));
+    primary.handle(ms(10), Input::Timeout).unwrap();
     let third = proposals_in(&primary.drain_actions());
     assert_eq!(third.len(), 1);
     assert_eq!((third[0].0, third[0].2), (3, 1));
 
     // A full batch never waits, busy or not.
     let full = ProtocolConfig::default().max_batch_requests;
-    hand_in(&mut primary, ms(10), full);
+    hand_in(&mut primary, ms(11), full);
     let fourth = proposals_in(&primary.drain_actions());
     assert_eq!(fourth.len(), 1);
     assert_eq!((fourth[0].0, fourth[0].2), (4, full));

@@ -81,7 +81,9 @@ impl Replica {
         // `poll_timeout` reports it due again and the next timer input flushes.
     }
 
-    /// Batches proposed and not yet executed.
+    /// Sequence numbers assigned and not yet executed: the batches in flight, and after a
+    /// stable checkpoint learnt from peers, the gap up to it until state transfer fills it
+    /// (meanwhile partial batches wait for the delay).
     fn in_flight(&self) -> u64 {
         self.next_seq.saturating_sub(self.ledger.last_executed + 1)
     }
