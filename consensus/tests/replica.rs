@@ -634,6 +634,15 @@ fn proposals_in(actions: &[Action]) -> Vec<(u64, Digest, usize)> {
         .collect()
 }
 
+/// Feeds `primary` a timer input at `now` and returns the one PRE-PREPARE it sends:
+/// (sequence number, digest, requests carried).
+fn proposed_on_timer(primary: &mut Replica, now: Duration) -> (u64, Digest, usize) {
+    primary.handle(now, Input::Timeout).unwrap();
+    let proposals = proposals_in(&primary.drain_actions());
+    assert_eq!(proposals.len(), 1, "one proposal at {now:?}");
+    proposals[0]
+}
+
 /// Batching follows the load: with nothing in flight, the requests handed in together leave in
 /// one batch on the next timer input; while a batch is in flight, what arrives waits for the
 /// batching delay, or until the pipeline empties, whichever comes first.
@@ -664,10 +673,8 @@ fn the_primary_batches_what_arrives_together_and_waits_only_while_busy() {
     hand_in(&mut primary, ms(1), 3);
     assert!(proposals_in(&primary.drain_actions()).is_empty());
     assert_eq!(primary.poll_timeout(), Some(ms(1)));
-    primary.handle(ms(1), Input::Timeout).unwrap();
-    let first = proposals_in(&primary.drain_actions());
-    assert_eq!(first.len(), 1);
-    assert_eq!((first[0].0, first[0].2), (1, 3));
+    let first = proposed_on_timer(&mut primary, ms(1));
+    assert_eq!((first.0, first.2), (1, 3));
 
     // Busy (batch 1 in flight): two more wait for the delay, 5 ms from the first of them.
     hand_in(&mut primary, ms(2), 2);
@@ -679,16 +686,14 @@ fn the_primary_batches_what_arrives_together_and_waits_only_while_busy() {
     hand_in(&mut primary, ms(8), 1);
     assert!(proposals_in(&primary.drain_actions()).is_empty());
     assert_eq!(primary.poll_timeout(), Some(ms(7)));
-    primary.handle(ms(8), Input::Timeout).unwrap();
-    let second = proposals_in(&primary.drain_actions());
-    assert_eq!(second.len(), 1);
-    assert_eq!((second[0].0, second[0].2), (2, 3));
+    let second = proposed_on_timer(&mut primary, ms(8));
+    assert_eq!((second.0, second.2), (2, 3));
 
     // One more waits behind the two batches in flight...
     hand_in(&mut primary, ms(9), 1);
     assert_eq!(primary.poll_timeout(), Some(ms(14)));
     // ...until both execute: an empty pipeline makes it due at once.
-    for (seq, digest, _) in [first[0], second[0]] {
+    for (seq, digest, _) in [first, second] {
         for from in [1u16, 2] {
             primary
                 .handle(ms(10), prepare(&committee, from, seq, digest))
@@ -703,10 +708,8 @@ fn the_primary_batches_what_arrives_together_and_waits_only_while_busy() {
     assert_eq!(primary.status().committed_seq, 2);
     assert!(proposals_in(&primary.drain_actions()).is_empty());
     assert_eq!(primary.poll_timeout(), Some(ms(10)));
-    primary.handle(ms(10), Input::Timeout).unwrap();
-    let third = proposals_in(&primary.drain_actions());
-    assert_eq!(third.len(), 1);
-    assert_eq!((third[0].0, third[0].2), (3, 1));
+    let third = proposed_on_timer(&mut primary, ms(10));
+    assert_eq!((third.0, third.2), (3, 1));
 
     // A full batch never waits, busy or not.
     let full = ProtocolConfig::default().max_batch_requests;
